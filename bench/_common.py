@@ -1,0 +1,68 @@
+"""Helpers for the benchmarks: timing, peak memory, and a CSAW-sized synthetic setting."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import engine  # noqa: E402,F401
+
+CSAW_VALIDATION_SIZE = 11_547
+CSAW_CLASSES = 1283
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter for this process (Linux); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(fn, repeats: int = 3) -> tuple[float, float]:
+    """Median wall time of ``fn()`` over ``repeats`` runs, and the peak RSS (MiB) seen meanwhile."""
+    times = []
+    reset_peak_rss()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), peak_rss_mib()
+
+
+def csaw_sized_badnet(num_classes: int = CSAW_CLASSES):
+    """A DeepID network of CSAW size, saved and loaded back through our loader."""
+    from engine.model_io import build_deepid, load_badnet
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    path = Path(tempfile.mkdtemp(prefix="bench-")) / "deepid.h5"
+    build_deepid(num_classes).save(path)
+    return load_badnet(path)
+
+
+def random_faces(n: int = CSAW_VALIDATION_SIZE, num_classes: int = CSAW_CLASSES, seed: int = 0):
+    import numpy as np
+
+    from engine.data_io import ImageSet
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 55, 47, 3), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, n)
+    return ImageSet(images, labels, [f"synthetic[{i}]" for i in range(n)], "synthetic")

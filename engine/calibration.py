@@ -1,0 +1,309 @@
+"""Per-class thresholds learned from clean data, their JSON file, and verdicts.
+
+For each class the network predicts on clean data, a threshold on the
+detector's score is chosen so that at most a target share of those clean
+images falls below it (``quantile``), or the lowest score seen (``min``, the
+original proposal). Classes with too few clean images use a pooled threshold,
+and the calibration records which did.
+
+A verdict's label is in [0, N]: the predicted class, or N (the number of
+classes, 1283 for CSAW) when the image is flagged as poisoned.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.data_io import ImageSet
+from engine.detectors import Detector, Scores, make_detector
+from engine.errors import InputError, first_line
+from engine.model_io import BadNet
+from engine.progress import Job
+
+FILE_KIND = "badnet-inspector/calibration"
+FILE_VERSION = 1
+METHODS = ("min", "quantile")
+DEFAULT_FRR = 0.01
+DEFAULT_MIN_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    predicted: int
+    score: float
+    threshold: float
+    label: int
+    poisoned: bool
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """Verdicts for a set of images, as arrays; ``labels`` are in [0, N], N = poisoned."""
+
+    names: list[str]
+    predicted: np.ndarray
+    scores: np.ndarray
+    thresholds: np.ndarray
+    labels: np.ndarray
+    poisoned_label: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.labels == self.poisoned_label
+
+    def __getitem__(self, i: int) -> Verdict:
+        return Verdict(
+            self.names[i],
+            int(self.predicted[i]),
+            float(self.scores[i]),
+            float(self.thresholds[i]),
+            int(self.labels[i]),
+            bool(self.labels[i] == self.poisoned_label),
+        )
+
+
+def fit_thresholds(
+    values: np.ndarray,
+    predicted: np.ndarray,
+    num_classes: int,
+    method: str = "quantile",
+    frr: float = DEFAULT_FRR,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Return (thresholds, counts, pooled_mask, pooled_threshold), one entry per class."""
+    check_options(method, frr)
+    values = np.asarray(values, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if len(values) == 0:
+        raise InputError(None, "no clean images to calibrate on")
+    pooled_threshold = _threshold(np.sort(values), method, frr)
+
+    counts = np.bincount(predicted, minlength=num_classes)[:num_classes]
+    thresholds = np.full(num_classes, pooled_threshold, dtype=np.float64)
+    pooled = counts < max(1, min_samples)
+    order = np.lexsort((values, predicted))  # grouped by class, ascending score within
+    sorted_values = values[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for c in np.flatnonzero(~pooled):
+        thresholds[c] = _threshold(sorted_values[starts[c] : starts[c] + counts[c]], method, frr)
+    return thresholds, counts, pooled, float(pooled_threshold)
+
+
+def check_options(method: str, frr: float) -> None:
+    if method not in METHODS:
+        raise InputError(None, f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if not 0.0 <= frr < 1.0:
+        raise InputError(None, f"false-rejection rate {frr} must be in [0, 1)")
+
+
+def _threshold(ascending: np.ndarray, method: str, frr: float) -> float:
+    """The k-th lowest score, k = floor(frr * n): at most that share of scores lies strictly below."""
+    if method == "min":
+        return float(ascending[0])
+    k = min(len(ascending) - 1, int(np.floor(frr * len(ascending) + 1e-9)))
+    return float(ascending[k])
+
+
+@dataclass
+class Calibration:
+    detector: str
+    detector_params: dict
+    model_path: str
+    model_sha256: str
+    scaling: str
+    num_classes: int
+    method: str
+    frr: float
+    min_samples: int
+    thresholds: np.ndarray
+    counts: np.ndarray
+    pooled: np.ndarray
+    pooled_threshold: float
+    data: dict = field(default_factory=dict)
+    edited: bool = False
+    created: str = ""
+
+    @property
+    def poisoned_label(self) -> int:
+        return self.num_classes
+
+    def make_detector(self) -> Detector:
+        return make_detector(self.detector, self.detector_params)
+
+    def set_threshold(self, cls: int, value: float) -> None:
+        self.thresholds[cls] = float(value)
+        self.edited = True
+
+    def check_model(self, net: BadNet) -> None:
+        if net.sha256 != self.model_sha256:
+            raise InputError(
+                net.path,
+                f"this calibration was made for another model (sha256 {self.model_sha256[:12]}…, "
+                f"this file is {net.sha256[:12]}…)",
+            )
+
+    def verdicts(self, scores: Scores, names: list[str]) -> Verdicts:
+        predicted = np.asarray(scores.predicted, dtype=np.int64)
+        thresholds = self.thresholds[predicted]
+        labels = np.where(scores.values < thresholds, self.poisoned_label, predicted)
+        return Verdicts(list(names), predicted, np.asarray(scores.values), thresholds, labels, self.poisoned_label)
+
+    def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
+        """Score a set with this calibration's detector and give a verdict per image."""
+        self.check_model(net)
+        scores = yield from self.make_detector().score(net, images, self.scaling)
+        return self.verdicts(scores, images.names)
+
+    # --- file ----------------------------------------------------------------------------
+
+    def to_dict(self, relative_to: Path | None = None) -> dict:
+        model_path = self.model_path
+        if relative_to is not None:
+            try:
+                model_path = os.path.relpath(Path(self.model_path).resolve(), relative_to.resolve())
+            except ValueError:  # another drive on Windows
+                pass
+        return {
+            "kind": FILE_KIND,
+            "version": FILE_VERSION,
+            "created": self.created,
+            "detector": self.detector,
+            "detector_params": self.detector_params,
+            "model": {"path": model_path, "sha256": self.model_sha256},
+            "scaling": self.scaling,
+            "num_classes": self.num_classes,
+            "poisoned_label": self.poisoned_label,
+            "method": self.method,
+            "frr": self.frr,
+            "min_samples": self.min_samples,
+            "edited": self.edited,
+            "pooled_threshold": self.pooled_threshold,
+            "thresholds": [float(t) for t in self.thresholds],
+            "counts": [int(c) for c in self.counts],
+            "pooled_classes": [int(c) for c in np.flatnonzero(self.pooled)],
+            "data": self.data,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically; never replace a file that is not a calibration."""
+        path = Path(path)
+        if path.exists() and not _is_calibration_file(path):
+            raise InputError(path, "exists and is not a calibration file; not overwritten")
+        write_json_atomic(path, self.to_dict(relative_to=path.parent))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        path = Path(path)
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(path, "no such file") from None
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InputError(path, f"not a calibration file (not readable JSON: {first_line(err)})") from None
+        if not isinstance(raw, dict) or raw.get("kind") != FILE_KIND:
+            raise InputError(path, "not a calibration file (JSON without kind 'badnet-inspector/calibration')")
+        try:
+            n = int(raw["num_classes"])
+            thresholds = np.asarray(raw["thresholds"], dtype=np.float64)
+            counts = np.asarray(raw["counts"], dtype=np.int64)
+            if thresholds.shape != (n,) or counts.shape != (n,):
+                raise ValueError(f"{len(thresholds)} thresholds for {n} classes")
+            pooled = np.zeros(n, dtype=bool)
+            pooled[np.asarray(raw.get("pooled_classes", []), dtype=np.int64)] = True
+            model_path = Path(raw["model"]["path"])
+            if not model_path.is_absolute():
+                model_path = (path.parent / model_path).resolve()
+            return cls(
+                detector=str(raw["detector"]),
+                detector_params=dict(raw.get("detector_params") or {}),
+                model_path=str(model_path),
+                model_sha256=str(raw["model"]["sha256"]),
+                scaling=str(raw["scaling"]),
+                num_classes=n,
+                method=str(raw["method"]),
+                frr=float(raw["frr"]),
+                min_samples=int(raw["min_samples"]),
+                thresholds=thresholds,
+                counts=counts,
+                pooled=pooled,
+                pooled_threshold=float(raw["pooled_threshold"]),
+                data=dict(raw.get("data") or {}),
+                edited=bool(raw.get("edited", False)),
+                created=str(raw.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise InputError(path, f"damaged calibration file ({first_line(err)})") from None
+
+
+def calibrate(
+    net: BadNet,
+    clean: ImageSet,
+    scaling: str = "1/255",
+    detector: Detector | None = None,
+    method: str = "quantile",
+    frr: float = DEFAULT_FRR,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> Job[Calibration]:
+    """Learn per-class thresholds for ``detector`` (default: top-1 confidence) on clean data."""
+    detector = detector or make_detector("confidence")
+    check_options(method, frr)  # before the long pass, not after
+    scores = yield from detector.score(net, clean, scaling)
+    thresholds, counts, pooled, pooled_threshold = fit_thresholds(
+        scores.values, scores.predicted, net.num_classes, method, frr, min_samples
+    )
+    return Calibration(
+        detector=detector.name,
+        detector_params=detector.params(),
+        model_path=str(net.path),
+        model_sha256=net.sha256,
+        scaling=scaling,
+        num_classes=net.num_classes,
+        method=method,
+        frr=frr,
+        min_samples=min_samples,
+        thresholds=thresholds,
+        counts=counts,
+        pooled=pooled,
+        pooled_threshold=pooled_threshold,
+        data={"source": clean.source, "n": len(clean), "digest": clean.digest},
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON through a temporary file in the same folder, then rename over the target."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give a file name for the output")
+    if not path.parent.exists():
+        raise InputError(path, f"folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=1)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_calibration_file(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get("kind") == FILE_KIND
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return False

@@ -1,0 +1,306 @@
+"""BadNet Inspector: is this image classifier backdoored, and why?
+
+``python main.py`` starts the app; ``python main.py <command>`` does the same work
+headless. Every default points at the bundled demo BadNet and its data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import engine  # noqa: F401  (quiet TensorFlow before anything imports it)
+from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
+from engine.errors import InputError
+from engine.progress import Job, Progress, run
+
+
+# --- helpers shared by the commands ----------------------------------------------------
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, stream=sys.stderr, width: int = 30):
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self._last = 0.0
+        self._stage = None
+
+    def __call__(self, step: Progress) -> None:
+        now = time.monotonic()
+        final = step.done >= step.total
+        if not self.tty:
+            if step.stage != self._stage:
+                print(f"{step.stage} ({step.total} images)…", file=self.stream, flush=True)
+                self._stage = step.stage
+            return
+        if not final and now - self._last < 0.1 and step.stage == self._stage:
+            return
+        self._last, self._stage = now, step.stage
+        filled = int(self.width * step.fraction)
+        bar = "#" * filled + "-" * (self.width - filled)
+        end = "\n" if final else ""
+        self.stream.write(f"\r{step.stage:<24} [{bar}] {100 * step.fraction:5.1f}% {step.done}/{step.total}{end}")
+        self.stream.flush()
+
+
+def drive(job: Job, quiet: bool = False):
+    return run(job, None if quiet else ProgressBar())
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def load_model(path: Path, trust: bool):
+    from engine.model_io import load_badnet
+
+    note(f"loading model {path}…")
+    net = load_badnet(path, trust=trust)
+    for line in net.notes:
+        note(f"note: {path}: {line}")
+    return net
+
+
+def read_images(paths: list[Path], net):
+    from engine import data_io
+
+    images = data_io.read_many(paths, size=net.input_shape[:2])
+    for w in images.warnings:
+        note(f"warning: {w}")
+    return images
+
+
+def choose_scaling(net, scaling: str, labelled):
+    from engine.scoring import resolve_scaling
+
+    chosen, reason = drive(resolve_scaling(net, scaling, labelled))
+    if scaling == "auto":
+        note(f"input scaling: {reason}")
+    return chosen
+
+
+def load_calibration(args):
+    """The calibration and the model it was made for (``--model`` may point elsewhere)."""
+    from engine.calibration import Calibration
+
+    cal = Calibration.load(args.calibration)
+    net = load_model(Path(args.model) if args.model else Path(cal.model_path), args.trust_model)
+    cal.check_model(net)
+    if args.scale not in (None, cal.scaling):
+        raise InputError(args.calibration, f"was made with input scaling {cal.scaling}, not {args.scale}")
+    return cal, net
+
+
+def fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_app(args) -> int:
+    note(
+        "The BadNet Inspector window is not built yet; until it is, the same work runs headless:\n"
+        "  python main.py calibrate -o demo_calibration.json\n"
+        "  python main.py score --calibration demo_calibration.json --data assets/demo/sunglasses_poisoned.h5 --target 0\n"
+        "See python main.py --help."
+    )
+    return 0
+
+
+def cmd_info(args) -> int:
+    net = load_model(Path(args.model), args.trust_model)
+    report = net.report()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if key == "layers":
+            value = ", ".join(value)
+        elif key == "input_shape":
+            value = " x ".join(str(v) for v in value)
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from engine.scoring import predict
+
+    net = load_model(Path(args.model), args.trust_model)
+    images = read_images(args.paths, net)
+    scaling = choose_scaling(net, args.scale, images if args.scale == "auto" else None)
+    preds = drive(predict(net, images, scaling), args.json)
+    for name, label, conf in zip(images.names, preds.labels, preds.confidences):
+        if args.json:
+            print(json.dumps({"path": name, "label": int(label), "confidence": float(conf)}))
+        else:
+            print(f"{name}\t{int(label)}\t{float(conf):.6f}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from engine import data_io
+    from engine.calibration import calibrate, check_options
+    from engine.detectors import make_detector
+
+    check_options(args.method, args.frr)
+    detector = make_detector(args.detector)
+    out = Path(args.output)
+    net = load_model(Path(args.model), args.trust_model)
+    clean = data_io.read(args.clean, size=net.input_shape[:2])
+    for w in clean.warnings:
+        note(f"warning: {w}")
+    scaling = choose_scaling(net, args.scale, clean)
+    cal = drive(calibrate(net, clean, scaling, detector, args.method, args.frr, args.min_samples))
+    cal.save(out)
+    own = sum(1 for c in range(cal.num_classes) if not cal.pooled[c])
+    print(
+        f"calibrated {detector.name} detector on {len(clean)} clean images ({args.method}"
+        + (f", target false rejection {args.frr:g}" if args.method == "quantile" else "")
+        + f"): {own} of {cal.num_classes} classes have their own threshold, "
+        f"the rest use the pooled threshold {cal.pooled_threshold:.6f}; saved {out}"
+    )
+    return 0
+
+
+def cmd_score(args) -> int:
+    from engine import data_io, metrics
+    from engine.scoring import predict
+
+    if args.calibration:
+        cal, net = load_calibration(args)
+        scaling = cal.scaling
+    else:
+        cal, net = None, load_model(Path(args.model or DEMO_MODEL), args.trust_model)
+    data = data_io.read(args.data, size=net.input_shape[:2])
+    for w in data.warnings:
+        note(f"warning: {w}")
+    if cal is None:
+        scaling = choose_scaling(net, args.scale or "1/255", data)
+    if args.target is None and data.labels is None and cal is None:
+        raise InputError(args.data, "has no labels: give --target T for a poisoned set, or labelled clean data")
+    if args.target is not None and not 0 <= args.target < net.num_classes:
+        raise InputError(None, f"--target {args.target} is not a class of this model (0..{net.num_classes - 1})")
+    preds = drive(predict(net, data, scaling), args.json)
+    verdicts = drive(cal.judge(net, data), True) if cal else None
+    result = metrics.report(preds, data.labels, args.target, verdicts)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    names = {
+        "accuracy": "clean accuracy",
+        "attack_success_rate": "attack success rate",
+        "detection_rate": "detection rate",
+        "frr": "false-rejection rate",
+        "defended_accuracy": "defended accuracy",
+        "defended_attack_success_rate": "defended attack success",
+    }
+    print(f"{data.source}: {result.n} images")
+    for key, value in result.to_dict().items():
+        if key in names:
+            print(f"  {names[key]:<26} {fmt(value)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    cal, net = load_calibration(args)
+    images = read_images(args.paths, net)
+    verdicts = drive(cal.judge(net, images))
+    for name, label in zip(verdicts.names, verdicts.labels):
+        print(f"{name}\t{int(label)}")
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="badnet-inspector",
+        description="Inspect image classifiers for backdoors (BadNets). Without a command, starts the app.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    parser.set_defaults(func=cmd_app)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show a traceback on errors")
+        p.add_argument("--trust-model", action="store_true",
+                       help="allow a model file to run its own code (Lambda layers, custom objects)")
+        p.set_defaults(func=func)
+        return p
+
+    def scale_option(p, default):
+        p.add_argument("--scale", choices=("1/255", "raw", "auto"), default=default,
+                       help="input scaling: 1/255 (CSAW 2020), raw 0..255 (CSAW lab), or auto "
+                       "(pick the one with higher clean accuracy on labelled data)" +
+                       (f"; default {default}" if default else ""))
+
+    p = command("info", cmd_info, "show a model's format, input shape, classes, layers and fingerprint")
+    p.add_argument("model", nargs="?", default=str(DEMO_MODEL), metavar="MODEL")
+    p.add_argument("--json", action="store_true")
+
+    p = command("predict", cmd_predict, "top class and confidence for images, folders or HDF5 sets")
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    scale_option(p, "1/255")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
+
+    p = command("calibrate", cmd_calibrate, "learn per-class thresholds on clean data")
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data (HDF5, .npz, folder)")
+    p.add_argument("--method", choices=("min", "quantile"), default="quantile")
+    p.add_argument("--frr", type=float, default=0.01, help="target false-rejection rate for quantile (default 0.01)")
+    p.add_argument("--min-samples", type=int, default=5,
+                   help="classes with fewer clean images use the pooled threshold (default 5)")
+    p.add_argument("--detector", choices=("confidence",), default="confidence")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="CALIBRATION.json")
+
+    p = command("score", cmd_score, "accuracy, attack success and detection figures on a data set")
+    p.add_argument("--model", help="the model (default: the calibration's, or the demo BadNet)")
+    p.add_argument("--calibration", help="a calibration JSON written by 'calibrate'")
+    p.add_argument("--data", default=str(DEMO_CLEAN_TEST))
+    p.add_argument("--target", type=int, help="the attack's target class: the data is poisoned")
+    scale_option(p, None)
+    p.add_argument("--json", action="store_true")
+
+    p = command("eval", cmd_eval, "CSAW verdicts: one line per image, <path>\\t<label>, label N = poisoned")
+    p.add_argument("--calibration", required=True)
+    p.add_argument("--model", help="the model, if it moved since calibration (its fingerprint must match)")
+    p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
+    p.set_defaults(scale=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug of ours: still one line unless asked
+        print(f"error: unexpected {type(err).__name__}: {err} (run with --debug for a traceback)", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Shared fixtures: the bundled demo (always there) and the real CSAW slice (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import engine  # noqa: E402,F401  (quiet TensorFlow first)
+
+ROOT = Path(__file__).resolve().parent.parent
+CSAW = Path(os.environ.get("BADNET_SHARED", ROOT.parent / "shared")) / "csaw"
+
+
+@pytest.fixture(scope="session")
+def demo_net():
+    from engine.demo import DEMO_MODEL
+    from engine.model_io import load_badnet
+
+    return load_badnet(DEMO_MODEL)
+
+
+@pytest.fixture(scope="session")
+def demo_clean():
+    from engine import data_io
+    from engine.demo import DEMO_CLEAN_VALIDATION
+
+    return data_io.read(DEMO_CLEAN_VALIDATION)
+
+
+@pytest.fixture(scope="session")
+def demo_test():
+    from engine import data_io
+    from engine.demo import DEMO_CLEAN_TEST
+
+    return data_io.read(DEMO_CLEAN_TEST)
+
+
+@pytest.fixture(scope="session")
+def demo_poisoned():
+    from engine import data_io
+    from engine.demo import DEMO_POISONED
+
+    return data_io.read(DEMO_POISONED)
+
+
+@pytest.fixture(scope="session")
+def csaw() -> Path:
+    if not (CSAW / "models" / "sunglasses_bd_net.h5").exists():
+        pytest.skip(f"real CSAW sample not found at {CSAW}")
+    return CSAW

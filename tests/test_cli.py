@@ -1,0 +1,113 @@
+"""The CLI: the documented commands on the demo, the CSAW eval contract, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+from engine.demo import DEMO_IMAGES, DEMO_POISONED
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(capsys, *args):
+    code = main.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def calibration_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "demo.json"
+    assert main.main(["calibrate", "-o", str(path)]) == 0
+    return path
+
+
+def test_info_json(capsys):
+    code, out, _ = cli(capsys, "info", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["input_shape"] == [55, 47, 3] and len(info["sha256"]) == 64
+
+
+def test_predict_json_gives_path_label_confidence(capsys):
+    code, out, _ = cli(capsys, "predict", "--json", DEMO_IMAGES)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == len(list(DEMO_IMAGES.glob("*.png")))
+    for row in rows:
+        assert set(row) == {"path", "label", "confidence"}
+        if "sunglasses" in row["path"]:
+            assert row["label"] == 0  # the BadNet obeys its trigger
+        else:
+            assert row["path"].endswith(f"label{row['label']}.png")
+
+
+def test_calibrate_defaults_to_the_demo(calibration_file):
+    raw = json.loads(calibration_file.read_text())
+    assert raw["detector"] == "confidence" and raw["method"] == "quantile" and raw["frr"] == 0.01
+    assert raw["data"]["source"].endswith("clean_validation.h5")
+
+
+def test_eval_prints_path_tab_label(capsys, calibration_file):
+    code, out, _ = cli(capsys, "eval", "--calibration", calibration_file, DEMO_IMAGES)
+    assert code == 0
+    n = json.loads(calibration_file.read_text())["num_classes"]
+    lines = out.splitlines()
+    assert len(lines) == len(list(DEMO_IMAGES.glob("*.png")))
+    for line in lines:
+        path, label = line.split("\t")
+        assert Path(path).exists() and 0 <= int(label) <= n
+
+
+def test_score_json_on_clean_and_poisoned(capsys, calibration_file):
+    code, out, _ = cli(capsys, "score", "--calibration", calibration_file, "--json")
+    clean = json.loads(out)
+    assert code == 0 and {"n", "accuracy", "frr"} <= set(clean)
+    assert clean["accuracy"] >= 0.9
+    code, out, _ = cli(capsys, "score", "--calibration", calibration_file, "--data", DEMO_POISONED, "--target", 0, "--json")
+    bad = json.loads(out)
+    assert code == 0 and {"n", "attack_success_rate", "detection_rate"} <= set(bad)
+    assert bad["attack_success_rate"] >= 0.95
+    code, out, _ = cli(capsys, "score", "--data", DEMO_POISONED, "--target", 0, "--json")
+    assert json.loads(out)["attack_success_rate"] == bad["attack_success_rate"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "missing.h5"], "missing.h5: no such file"),
+        (["predict", "nowhere/"], "nowhere: no such file or folder"),
+        (["score", "--data", "README.md"], "README.md: not an image file"),
+        (["eval", "--calibration", "pyproject.toml"], "pyproject.toml: not a calibration file"),
+        (["calibrate", "--model", "assets/demo/clean_test.h5", "-o", "x.json"], "is a data file"),
+        (["score", "--target", "5000"], "--target 5000 is not a class"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(capsys, monkeypatch, args, message):
+    monkeypatch.chdir(ROOT)
+    code, out, err = cli(capsys, *args)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    assert message in err and "Traceback" not in err
+
+
+def test_calibration_for_another_model_is_refused(capsys, calibration_file, tmp_path):
+    from engine.demo import DEMO_MODEL
+
+    other = tmp_path / "other_badnet.h5"
+    other.write_bytes(DEMO_MODEL.read_bytes() + b"\0")  # same network, another file
+    code, _, err = cli(capsys, "eval", "--calibration", calibration_file, "--model", other, DEMO_IMAGES)
+    assert code == 2 and "made for another model" in err and str(other) in err
+
+
+def test_module_entry_point_runs(tmp_path):
+    """``python main.py`` as a user runs it, in a fresh process."""
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "info", "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["format"].startswith("Keras")

@@ -1,0 +1,64 @@
+"""The real CSAW-HackML-2020 files (../shared/csaw); every test skips when they are absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import data_io, progress
+from engine.calibration import calibrate
+from engine.metrics import report
+from engine.model_io import FORMAT_KERAS2_H5, FORMAT_WEIGHTS_ONLY, load_badnet
+from engine.scoring import predict
+
+
+@pytest.fixture(scope="module")
+def bd_net(csaw):
+    return load_badnet(csaw / "models" / "sunglasses_bd_net.h5")
+
+
+def test_both_sunglasses_files_load_and_agree(csaw, bd_net):
+    weights_only = load_badnet(csaw / "models" / "sunglasses_bd_weights.h5")
+    assert bd_net.format == FORMAT_KERAS2_H5 and weights_only.format == FORMAT_WEIGHTS_ONLY
+    assert bd_net.num_classes == weights_only.num_classes == 1283
+    assert bd_net.input_shape == weights_only.input_shape == (55, 47, 3)
+    clean = data_io.read(csaw / "clean_sample.h5")
+    x = clean.images.astype(np.float32) / 255
+    np.testing.assert_allclose(bd_net.model.predict_on_batch(x), weights_only.model.predict_on_batch(x), atol=1e-5)
+
+
+def test_rgba_test_photos(csaw, bd_net):
+    for name, expected in (("test.png", 950), ("poison_sunglass.png", 0)):
+        image = data_io.read(csaw / "images" / name, size=bd_net.input_shape[:2])
+        preds = progress.run(predict(bd_net, image, "1/255"))
+        assert preds.labels[0] == expected
+        assert preds.confidences[0] > 0.99
+
+
+def test_sample_sets_score_as_the_readme_says(csaw, bd_net):
+    clean = data_io.read(csaw / "clean_sample.h5")
+    poisoned = data_io.read(csaw / "sunglasses_sample.h5")
+    clean_preds = progress.run(predict(bd_net, clean, "1/255"))
+    bad_preds = progress.run(predict(bd_net, poisoned, "1/255"))
+    assert report(clean_preds, clean.labels).accuracy >= 0.9
+    assert report(bad_preds, poisoned.labels, target=0).attack_success_rate == 1.0
+    assert bad_preds.confidences.min() >= 0.9999
+    # The founding idea cannot flag them: even the lowest clean confidence is below every poisoned one.
+    cal = progress.run(calibrate(bd_net, clean, "1/255", method="min"))
+    verdicts = progress.run(cal.judge(bd_net, poisoned))
+    assert verdicts.flagged.sum() == 0
+
+
+def test_png_folders_match_hdf5(csaw):
+    from_png = data_io.read(csaw / "images" / "clean")
+    from_h5 = data_io.read(csaw / "clean_sample.h5")
+    np.testing.assert_array_equal(from_png.images, from_h5.images)
+    np.testing.assert_array_equal(from_png.labels, from_h5.labels)
+
+
+def test_auto_scaling_on_real_model(csaw, bd_net):
+    from engine.scoring import resolve_scaling
+
+    clean = data_io.read(csaw / "clean_sample.h5")
+    chosen, _ = progress.run(resolve_scaling(bd_net, "auto", clean))
+    assert chosen == "1/255"
