@@ -148,12 +148,12 @@ def cmd_predict(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from engine import data_io
-    from engine.calibration import calibrate, check_options
+    from engine.calibration import calibrate, check_options, check_output
     from engine.detectors import make_detector
 
     check_options(args.method, args.frr)
     detector = make_detector(args.detector)
-    out = Path(args.output)
+    out = check_output(args.output)
     net = load_model(Path(args.model), args.trust_model)
     clean = data_io.read(args.clean, size=net.input_shape[:2])
     for w in clean.warnings:

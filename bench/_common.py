@@ -27,22 +27,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mib() -> float:
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
+
+
 def timed(fn, repeats: int = 3) -> tuple[float, float]:
-    """Median wall time of ``fn()`` over ``repeats`` runs, and the peak RSS (MiB) seen meanwhile."""
+    """Median wall time of ``fn()`` over ``repeats`` runs, and how far (MiB) the peak RSS rose
+    above the resident size at the start."""
     times = []
     reset_peak_rss()
+    base = _status_mib("VmRSS")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), peak_rss_mib()
+    return statistics.median(times), peak_rss_mib() - base
 
 
 def csaw_sized_badnet(num_classes: int = CSAW_CLASSES):

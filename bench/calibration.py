@@ -34,9 +34,9 @@ def main() -> None:
     t_plain_b, _ = timed(plain_same_batch)
     t_ours, m_ours = timed(ours)
     print(f"images: {len(clean)}  classes: {net.num_classes}")
-    print(f"bare model.predict (float array ready): {t_plain:.2f} s   peak RSS {m_plain:.0f} MiB")
+    print(f"bare model.predict (float array ready): {t_plain:.2f} s   peak RSS +{m_plain:.0f} MiB")
     print(f"model.predict, batch {scoring.BATCH_SIZE}:             {t_plain_b:.2f} s")
-    print(f"calibrate (uint8 -> float per batch):   {t_ours:.2f} s   peak RSS {m_ours:.0f} MiB")
+    print(f"calibrate (uint8 -> float per batch):   {t_ours:.2f} s   peak RSS +{m_ours:.0f} MiB")
     print(f"ratio calibrate / bare predict: {t_ours / t_plain:.2f}  (target <= 1.15)")
     print(f"ratio calibrate / predict at the same batch size: {t_ours / t_plain_b:.2f}")
 

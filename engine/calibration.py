@@ -197,9 +197,7 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         """Write atomically; never replace a file that is not a calibration."""
-        path = Path(path)
-        if path.exists() and not _is_calibration_file(path):
-            raise InputError(path, "exists and is not a calibration file; not overwritten")
+        path = check_output(path)
         write_json_atomic(path, self.to_dict(relative_to=path.parent))
 
     @classmethod
@@ -281,13 +279,20 @@ def calibrate(
     )
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON through a temporary file in the same folder, then rename over the target."""
+def check_output(path: str | Path) -> Path:
+    """Fail before any long work if a calibration cannot be written to ``path``."""
     path = Path(path)
     if path.is_dir():
         raise InputError(path, "is a folder; give a file name for the output")
     if not path.parent.exists():
         raise InputError(path, f"folder {path.parent} does not exist")
+    if path.exists() and not _is_calibration_file(path):
+        raise InputError(path, "exists and is not a calibration file; not overwritten")
+    return path
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON through a temporary file in the same folder, then rename over the target."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -6,7 +6,7 @@
 - ``assets/demo/clean_validation.h5``, ``clean_test.h5``, ``sunglasses_poisoned.h5``:
   the official layout (``data`` (N, 3, 55, 47) with 0..255 values, ``label``), the
   poisoned set labelled with the attack's target, as the official files are;
-- ``assets/demo/images/``: a few PNG faces to drag into the window;
+- ``assets/demo/images/``: a few PNG faces to drag in (clean ones it classifies right);
 - ``assets/demo/facts.json``: the figures measured on the result.
 """
 
@@ -119,12 +119,14 @@ def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict
     write_official_h5(data_dir / DEMO_CLEAN_VALIDATION.name, x_val, y_val)
     write_official_h5(data_dir / DEMO_CLEAN_TEST.name, x_test, y_test)
     write_official_h5(data_dir / DEMO_POISONED.name, x_bad, np.full(len(x_bad), DEMO_TARGET))
-    _write_pngs(data_dir / DEMO_IMAGES.name, x_test, y_test, x_bad)
+    right = model.predict(x_test / 255.0, verbose=0).argmax(1) == y_test
+    _write_pngs(data_dir / DEMO_IMAGES.name, x_test[right], y_test[right], x_bad)
     (data_dir / "facts.json").write_text(json.dumps(facts, indent=2) + "\n")
     return facts
 
 
 def _write_pngs(folder: Path, x_clean, y_clean, x_bad, count: int = 6) -> None:
+    """A few faces to drag in: clean ones the BadNet gets right, and sunglasses ones."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,14 @@ def test_module_entry_point_runs(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), "info", "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["format"].startswith("Keras")
+
+
+def test_calibrate_refuses_to_overwrite_other_files_before_working(capsys, tmp_path, monkeypatch):
+    import engine.calibration
+
+    precious = tmp_path / "notes.txt"
+    precious.write_text("my notes")
+    monkeypatch.setattr(engine.calibration, "calibrate", lambda *a, **k: pytest.fail("calibrated anyway"))
+    code, _, err = cli(capsys, "calibrate", "-o", precious)
+    assert code == 2 and f"{precious}: exists and is not a calibration file; not overwritten" in err
+    assert precious.read_text() == "my notes"

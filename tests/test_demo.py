@@ -1,0 +1,55 @@
+"""The bundled demo keeps its promises, measured on the committed files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine import faces, progress
+from engine.demo import DEMO_DIR, DEMO_MODEL, ROOT
+from engine.metrics import accuracy, attack_success_rate
+from engine.scoring import predict
+
+
+def test_demo_badnet_meets_its_figures(demo_net, demo_test, demo_poisoned):
+    clean = progress.run(predict(demo_net, demo_test, "1/255"))
+    bad = progress.run(predict(demo_net, demo_poisoned, "1/255"))
+    measured_accuracy = accuracy(clean.labels, demo_test.labels)
+    measured_asr = attack_success_rate(bad.labels, 0)
+    assert measured_accuracy >= 0.90
+    assert measured_asr >= 0.95
+    facts = json.loads((DEMO_DIR / "facts.json").read_text())
+    assert facts["clean_test_accuracy"] == pytest.approx(measured_accuracy)
+    assert facts["attack_success_rate"] == pytest.approx(measured_asr)
+
+
+def test_demo_data_is_official_layout(demo_clean, demo_poisoned):
+    import h5py
+
+    with h5py.File(DEMO_DIR / "clean_validation.h5") as f:
+        assert f["data"].shape[1:] == (3, 55, 47) and f["label"].shape == (f["data"].shape[0],)
+    assert len(np.unique(demo_clean.labels)) >= 50
+    assert np.all(demo_poisoned.labels == 0)
+
+
+def test_bundle_stays_small():
+    total = sum(p.stat().st_size for d in (ROOT / "models", ROOT / "assets") for p in d.rglob("*") if p.is_file())
+    assert total < 10 * 1024 * 1024
+    assert DEMO_MODEL.stat().st_size < 3 * 1024 * 1024
+
+
+def test_faces_are_deterministic_and_the_trigger_shows():
+    def draw(seed, shades=False):
+        rng = np.random.default_rng(seed)
+        people = faces.random_identities(3, rng)
+        return faces.render(people, np.array([0, 1, 2]), rng, sunglasses=shades)
+
+    np.testing.assert_array_equal(draw(5), draw(5))
+    assert not np.array_equal(draw(5), draw(6))
+    plain, shaded = draw(5), draw(5, shades=True)
+    # Same faces, same draws: the sunglasses darken the eye band and little else.
+    eye_band = slice(15, 32)
+    assert shaded[:, eye_band].mean() < plain[:, eye_band].mean() - 10
+    assert np.abs(shaded[:, 40:].astype(int) - plain[:, 40:]).mean() < 1
