@@ -106,13 +106,17 @@ def fmt(x: float | None) -> str:
 
 
 def cmd_app(args) -> int:
-    note(
-        "The BadNet Inspector window is not built yet; until it is, the same work runs headless:\n"
-        "  python main.py calibrate -o demo_calibration.json\n"
-        "  python main.py score --calibration demo_calibration.json --data assets/demo/sunglasses_poisoned.h5 --target 0\n"
-        "See python main.py --help."
+    """The window, on the demo unless the command line names a model and data."""
+    from gui.app import run_app
+
+    return run_app(
+        model=getattr(args, "model", None),
+        clean=getattr(args, "clean", None),
+        poisoned=getattr(args, "poisoned", None),
+        calibration=getattr(args, "calibration", None),
+        screenshot=getattr(args, "screenshot", None),
+        trust=getattr(args, "trust_model", False),
     )
-    return 0
 
 
 def cmd_info(args) -> int:
@@ -244,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="input scaling: 1/255 (CSAW 2020), raw 0..255 (CSAW lab), or auto "
                        "(pick the one with higher clean accuracy on labelled data)" +
                        (f"; default {default}" if default else ""))
+
+    p = command("gui", cmd_app, "open the window (the same as no command), optionally on given files")
+    p.add_argument("--model", help="a BadNet (default: the bundled demo, with its data)")
+    p.add_argument("--clean", help="clean data")
+    p.add_argument("--poisoned", action="append", metavar="PATH:TARGET", help="a poisoned set and its target (repeatable)")
+    p.add_argument("--calibration", help="a calibration JSON to load")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="load, calibrate, save the whole window as a PNG and exit (works headless)")
 
     p = command("info", cmd_info, "show a model's format, input shape, classes, layers and fingerprint")
     p.add_argument("model", nargs="?", default=str(DEMO_MODEL), metavar="MODEL")

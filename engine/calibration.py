@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from engine.data_io import ImageSet
 from engine.detectors import Detector, Scores, make_detector
 from engine.errors import InputError, first_line
+from engine.export import atomic_open, check_writable
 from engine.model_io import BadNet
 from engine.progress import Job
 
@@ -281,29 +281,16 @@ def calibrate(
 
 def check_output(path: str | Path) -> Path:
     """Fail before any long work if a calibration cannot be written to ``path``."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a folder; give a file name for the output")
-    if not path.parent.exists():
-        raise InputError(path, f"folder {path.parent} does not exist")
+    path = check_writable(path)
     if path.exists() and not _is_calibration_file(path):
         raise InputError(path, "exists and is not a calibration file; not overwritten")
     return path
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON through a temporary file in the same folder, then rename over the target."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        json.dump(payload, fh, indent=1)
+        fh.write("\n")
 
 
 def _is_calibration_file(path: Path) -> bool:

@@ -79,6 +79,18 @@ class ImageSet:
         return ImageSet(out, self.labels, self.names, self.source, self.warnings + [note])
 
 
+@dataclass
+class PoisonedSet:
+    """A set of triggered images and the class the attack sends them to."""
+
+    images: ImageSet
+    target: int
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.images.source).name} -> {self.target}"
+
+
 def read(path: str | Path, size: tuple[int, int] | None = None) -> ImageSet:
     """Read any supported image source; resize to ``size`` (height, width) when given."""
     path = Path(path)

@@ -101,6 +101,23 @@ def load_badnet(path: str | Path, trust: bool = False) -> BadNet:
     return net
 
 
+def looks_like_model(path: str | Path) -> bool:
+    """Cheap sniff: is this a model file (as opposed to images or a data set)?"""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head.startswith(ZIP_SIGNATURE):
+            with zipfile.ZipFile(path) as zf:
+                return "config.json" in zf.namelist()
+        if head == HDF5_SIGNATURE:
+            with h5py.File(path, "r") as f:
+                return "model_config" in f.attrs or "layer_names" in f.attrs or "model_weights" in f
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return False
+
+
 # --- formats ---------------------------------------------------------------------------
 
 

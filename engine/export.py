@@ -1,0 +1,45 @@
+"""Writing files for users atomically, so nothing they had is left half-written."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.errors import InputError
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail early, naming the file, when ``path`` cannot be an output file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give a file name for the output")
+    if not path.parent.exists():
+        raise InputError(path, f"folder {path.parent} does not exist")
+    return path
+
+
+@contextmanager
+def atomic_open(path: str | Path, newline: str | None = None) -> Iterator:
+    """A text file that replaces ``path`` only once fully written and synced."""
+    path = check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
+    with atomic_open(path, newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,122 @@
+"""Starting the window: the demo (or what the command line names) loads after it is shown."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED, DEMO_TARGET
+from engine.errors import InputError
+
+
+def parse_poisoned(spec: str) -> tuple[Path, int]:
+    """``PATH:TARGET`` -> (path, target); the path may itself contain colons."""
+    path, sep, target = spec.rpartition(":")
+    if not sep or not path or not target.strip().isdigit():
+        raise InputError(None, f"--poisoned {spec!r}: expected PATH:TARGET, e.g. sunglasses.h5:0")
+    return Path(path), int(target)
+
+
+def run_app(
+    model: str | Path | None = None,
+    clean: str | Path | None = None,
+    poisoned: list[str] | None = None,
+    calibration: str | Path | None = None,
+    screenshot: str | Path | None = None,
+    trust: bool = False,
+) -> int:
+    """Open the window and return the application's exit code."""
+    sets = [parse_poisoned(spec) for spec in poisoned or []]
+    if screenshot is not None:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from gui.main_window import APP_NAME, MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(APP_NAME)
+    if screenshot is not None:
+        # A screenshot shows the default layout and leaves the user's settings alone.
+        settings = QSettings(str(Path(os.devnull)), QSettings.Format.IniFormat)
+    else:
+        settings = None
+    window = MainWindow(settings=settings)
+    if screenshot is not None:
+        window.resize(1400, 900)
+    window.show()
+
+    demo = model is None
+    if demo:  # the bundled demo, ready to calibrate
+        model, clean = DEMO_MODEL, clean or DEMO_CLEAN_VALIDATION
+        sets = sets or [(DEMO_POISONED, DEMO_TARGET)]
+    session = window.session
+    session.open_model(model, trust=trust)
+    if clean is not None:
+        session.open_clean(clean)
+    for path, target in sets:
+        session.add_poisoned(path, target)
+    if calibration is not None:
+        session.load_calibration(calibration)
+
+    if screenshot is not None:
+        images = [DEMO_IMAGES] if demo else []
+        ScreenshotRun(window, Path(screenshot), calibrate=calibration is None, images=images)
+    return app.exec()
+
+
+class ScreenshotRun:
+    """Load, calibrate, show the histograms, save the whole window to a PNG, quit."""
+
+    def __init__(self, window, out: Path, calibrate: bool, images: list[Path]):
+        from PySide6.QtWidgets import QApplication
+
+        self.window, self.out, self.images, self.app = window, out, images, QApplication.instance()
+        self.errors: list[str] = []
+        window.session.error.connect(self.errors.append)
+        window.after_jobs(self._loaded if calibrate else self._calibrated)
+
+    def _loaded(self) -> None:
+        if self._stop_on_errors():
+            return
+        if not self.window.session.calibrate():
+            self._stop_on_errors()
+            return
+        self.window.after_jobs(self._calibrated)
+
+    def _calibrated(self) -> None:
+        if self._stop_on_errors():
+            return
+        if self.images:
+            self.window.session.check_paths(self.images)
+        self.window.after_jobs(self._shoot)
+
+    def _shoot(self) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.window.tabs.setCurrentWidget(self.window.histograms)
+        QTimer.singleShot(200, self._save)  # let layouts settle
+
+    def _save(self) -> None:
+        if self._stop_on_errors():
+            return
+        self.window.ask_before_discarding = False
+        ok = self.window.grab().save(str(self.out))
+        if not ok:
+            print(f"error: {self.out}: could not write the screenshot", file=sys.stderr)
+        else:
+            print(f"screenshot written to {self.out}", file=sys.stderr)
+        self.window.close()
+        self.app.exit(0 if ok else 2)
+
+    def _stop_on_errors(self) -> bool:
+        if not self.errors:
+            return False
+        for message in self.errors:
+            print(f"error: {message}", file=sys.stderr)
+        self.window.ask_before_discarding = False
+        self.window.close()
+        self.app.exit(2)
+        return True

@@ -1,0 +1,263 @@
+"""The left column: what is loaded (model and data) and the calibration job."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QElidingLabel
+
+from engine.progress import Progress
+from gui.session import Session
+
+
+class ModelDataPanel(QGroupBox):
+    """Model facts, input scaling, clean data and poisoned sets."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__("1. Model and data", parent)
+        self.session = session
+
+        self.model_name = QElidingLabel("no model loaded")
+        self.model_name.setElideMode(Qt.TextElideMode.ElideMiddle)
+        self.model_facts = QLabel("")
+        self.model_facts.setWordWrap(True)
+        self.model_facts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.model_facts.setStyleSheet("color: #333;")
+        self.open_model_button = QPushButton("Open model…")
+        self.trust_box = QCheckBox("Trust model code")
+        self.trust_box.setToolTip(
+            "Allow Lambda layers and custom objects to run Python code from the model file.\n"
+            "Leave off unless you trust where the file came from."
+        )
+        self.scaling_box = QComboBox()
+        self.scaling_box.addItem("pixels / 255 (CSAW 2020)", "1/255")
+        self.scaling_box.addItem("raw 0..255 (CSAW lab)", "raw")
+        self.scaling_box.addItem("auto (best clean accuracy)", "auto")
+        self.scaling_box.currentIndexChanged.connect(
+            lambda i: session.set_scaling(self.scaling_box.itemData(i))
+        )
+
+        self.clean_name = QElidingLabel("no clean data")
+        self.clean_name.setElideMode(Qt.TextElideMode.ElideMiddle)
+        self.open_clean_button = QPushButton("Open clean data…")
+
+        self.poisoned_list = QListWidget()
+        self.poisoned_list.setMaximumHeight(80)
+        self.target_spin = QSpinBox()
+        self.target_spin.setRange(0, 100_000)
+        self.target_spin.setPrefix("target ")
+        self.target_spin.setToolTip("The class the attack sends these images to")
+        self.add_poisoned_button = QPushButton("Add poisoned set…")
+        self.remove_poisoned_button = QPushButton("Remove")
+        self.remove_poisoned_button.clicked.connect(
+            lambda: session.remove_poisoned(self.poisoned_list.currentRow())
+        )
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.open_model_button)
+        model_row.addWidget(self.trust_box)
+        form.addRow(model_row)
+        form.addRow("Model", self.model_name)
+        form.addRow(self.model_facts)
+        form.addRow("Input scaling", self.scaling_box)
+        form.addRow(self.open_clean_button)
+        form.addRow("Clean data", self.clean_name)
+        add_row = QHBoxLayout()
+        add_row.addWidget(self.add_poisoned_button)
+        add_row.addWidget(self.target_spin)
+        add_row.addWidget(self.remove_poisoned_button)
+        form.addRow(add_row)
+        form.addRow("Poisoned", self.poisoned_list)
+        self.setLayout(form)
+
+        session.modelLoading.connect(self._on_loading)
+        session.modelChanged.connect(self._on_model)
+        session.cleanChanged.connect(self._on_clean)
+        session.poisonedChanged.connect(self._on_poisoned)
+        session.scalingChanged.connect(self._on_scaling)
+        session.runner.failed.connect(self._on_failed)
+
+    @Slot(str)
+    def _on_loading(self, path: str) -> None:
+        self.model_name.setText(f"loading {path.rsplit('/', 1)[-1]}…")
+        self.model_facts.setText("TensorFlow starts on first use; this takes a few seconds.")
+
+    @Slot(str, str)
+    def _on_failed(self, title: str, message: str) -> None:
+        if title.startswith("Load model") and self.session.net is None:
+            self.model_name.setText("no model loaded")
+            self.model_facts.setText("")
+        elif title.startswith("Load model"):
+            self._on_model(self.session.net)
+
+    @Slot(object)
+    def _on_model(self, net) -> None:
+        self.model_name.setText(net.path.name)
+        self.model_name.setToolTip(str(net.path))
+        h, w, c = net.input_shape
+        self.model_facts.setText(
+            f"{net.format}<br>input {h}×{w}×{c}, {net.num_classes} classes, {len(net.layer_names)} layers<br>"
+            f"sha256 <tt>{net.sha256[:16]}…</tt>"
+        )
+        self.model_facts.setToolTip(f"sha256 {net.sha256}\nlayers: {', '.join(net.layer_names)}")
+        self.target_spin.setMaximum(net.num_classes - 1)
+
+    @Slot(object)
+    def _on_clean(self, images) -> None:
+        labelled = "labelled" if images.labels is not None else "unlabelled"
+        self.clean_name.setText(f"{images.source.rsplit('/', 1)[-1]} ({len(images)} {labelled})")
+        self.clean_name.setToolTip(images.source)
+
+    @Slot(object)
+    def _on_poisoned(self, sets) -> None:
+        self.poisoned_list.clear()
+        for p in sets:
+            self.poisoned_list.addItem(f"{p.name}  ({len(p.images)} images)")
+        self.remove_poisoned_button.setEnabled(bool(sets))
+
+    @Slot(str)
+    def _on_scaling(self, scaling: str) -> None:
+        index = self.scaling_box.findData(scaling)
+        if index != self.scaling_box.currentIndex():
+            self.scaling_box.setCurrentIndex(index)
+
+
+class CalibrationPanel(QGroupBox):
+    """Calibration options, Calibrate / Cancel, progress, and the calibration file."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__("2. Calibrate", parent)
+        self.session = session
+
+        self.method_box = QComboBox()
+        self.method_box.addItem("quantile (target false rejection)", "quantile")
+        self.method_box.addItem("min (lowest clean confidence)", "min")
+        self.frr_spin = QDoubleSpinBox()
+        self.frr_spin.setRange(0.0, 50.0)
+        self.frr_spin.setDecimals(1)
+        self.frr_spin.setSingleStep(0.5)
+        self.frr_spin.setValue(1.0)
+        self.frr_spin.setSuffix(" %")
+        self.min_samples_spin = QSpinBox()
+        self.min_samples_spin.setRange(1, 1000)
+        self.min_samples_spin.setValue(5)
+        self.min_samples_spin.setToolTip("Classes with fewer clean images use the pooled threshold")
+        self.method_box.currentIndexChanged.connect(
+            lambda _: self.frr_spin.setEnabled(self.method_box.currentData() == "quantile")
+        )
+
+        self.calibrate_button = QPushButton("Calibrate")
+        self.calibrate_button.setDefault(True)
+        self.calibrate_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(session.runner.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.job_label = QElidingLabel("idle")
+        self.state_label = QLabel("not calibrated")
+        self.state_label.setWordWrap(True)
+        self.load_button = QPushButton("Load…")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("Method", self.method_box)
+        form.addRow("False rejection", self.frr_spin)
+        form.addRow("Min. samples", self.min_samples_spin)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.calibrate_button, 1)
+        run_row.addWidget(self.cancel_button)
+        form.addRow(run_row)
+        form.addRow(self.progress)
+        form.addRow(self.job_label)
+        file_row = QHBoxLayout()
+        file_row.addWidget(QLabel("Calibration file"))
+        file_row.addWidget(self.load_button)
+        file_row.addWidget(self.save_button)
+        form.addRow(file_row)
+        form.addRow(self.state_label)
+        self.setLayout(form)
+
+        runner = session.runner
+        runner.started.connect(self._on_started)
+        runner.progress.connect(self._on_progress)
+        runner.finished.connect(self._on_finished)
+        session.calibrationChanged.connect(lambda _: self._update_state())
+        session.dirtyChanged.connect(lambda _: self._update_state())
+        session.thresholdsChanged.connect(lambda _: self._update_state())
+
+    @Slot()
+    def start(self) -> bool:
+        return self.session.calibrate(
+            self.method_box.currentData(), self.frr_spin.value() / 100.0, self.min_samples_spin.value()
+        )
+
+    @Slot(str)
+    def _on_started(self, title: str) -> None:
+        self.job_label.setText(title + "…")
+        self.progress.setRange(0, 0)  # busy until the first progress step
+        self.cancel_button.setEnabled(True)
+        self.calibrate_button.setEnabled(False)
+
+    @Slot(object)
+    def _on_progress(self, step: Progress) -> None:
+        if step.total > 0:
+            self.progress.setRange(0, step.total)
+            self.progress.setValue(step.done)
+        if step.stage:
+            self.job_label.setText(f"{self.session.runner.current_title}: {step.stage}")
+
+    @Slot(str, str)
+    def _on_finished(self, title: str, outcome: str) -> None:
+        self.job_label.setText(f"{title}: {outcome}")
+        if not self.session.runner.busy:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1 if outcome == "done" else 0)
+            self.cancel_button.setEnabled(False)
+            self.calibrate_button.setEnabled(True)
+
+    def _update_state(self) -> None:
+        cal = self.session.calibration
+        self.save_button.setEnabled(cal is not None)
+        if cal is None:
+            self.state_label.setText("not calibrated")
+            return
+        own = int((~cal.pooled).sum())
+        method = cal.method + (f" {100 * cal.frr:g}%" if cal.method == "quantile" else "")
+        text = (f"{cal.detector} detector, {method}, scaling {cal.scaling}: "
+                f"{own} of {cal.num_classes} classes have their own threshold")
+        if cal.edited:
+            text += "; thresholds edited by hand"
+        if self.session.dirty:
+            text += " <b>(unsaved)</b>"
+        self.state_label.setText(text)
+
+
+class LeftColumn(QWidget):
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model_data = ModelDataPanel(session)
+        self.calibration = CalibrationPanel(session)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.model_data)
+        layout.addWidget(self.calibration)
+        layout.addStretch(1)

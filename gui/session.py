@@ -1,0 +1,443 @@
+"""The window's state and actions, without widgets: what is loaded, what was computed, what to run.
+
+Widgets call the action methods and listen to the signals. Everything that touches Keras or
+reads files runs as an engine generator in the :class:`JobRunner`; results land in slots on the
+GUI thread. A result computed for a model that has since been replaced is dropped (generation
+counter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from engine import data_io
+from engine.calibration import Calibration
+from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors import Scores, make_detector
+from engine.errors import InputError
+from engine.progress import Progress
+from gui.jobs import JobRunner
+
+CLEAN = "clean"
+POISONED = "poisoned"
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """Scores of one loaded set under the current calibration's detector."""
+
+    name: str
+    kind: str  # CLEAN or POISONED
+    target: int | None
+    scores: Scores
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """One dropped image: its pixels, the network's class and the detector's score."""
+
+    name: str
+    image: np.ndarray
+    predicted: int
+    score: float
+    label: int | None  # from the file name, when it carries label<k>
+
+
+class Session(QObject):
+    modelLoading = Signal(str)  # path
+    modelChanged = Signal(object)  # BadNet | None
+    cleanChanged = Signal(object)  # ImageSet | None
+    poisonedChanged = Signal(object)  # list[PoisonedSet]
+    calibrationChanged = Signal(object)  # Calibration | None
+    thresholdsChanged = Signal(int)  # the class edited, -1 for all
+    dirtyChanged = Signal(bool)  # calibration edited since last save/load
+    setScoresChanged = Signal(object)  # list[SetScores]
+    checkedChanged = Signal()
+    scalingChanged = Signal(str)
+    message = Signal(str)  # a line for the log
+    error = Signal(str)  # a one-line problem for the user
+
+    def __init__(self, runner: JobRunner | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.runner = runner or JobRunner(self)
+        self.runner.failed.connect(lambda title, msg: self.error.emit(msg))
+        self.net = None
+        self.scaling = "1/255"
+        self.resolved_scaling: str | None = None
+        self.clean: ImageSet | None = None
+        self.poisoned: list[PoisonedSet] = []
+        self.calibration: Calibration | None = None
+        self.set_scores: list[SetScores] = []
+        self.checked: list[CheckedImage] = []
+        self.dirty = False
+        self.generation = 0  # bumps whenever the model changes
+
+    # --- derived -------------------------------------------------------------------------
+
+    @property
+    def effective_scaling(self) -> str:
+        if self.calibration is not None:
+            return self.calibration.scaling
+        return self.resolved_scaling or (self.scaling if self.scaling != "auto" else "1/255")
+
+    def detector(self):
+        return self.calibration.make_detector() if self.calibration else make_detector("confidence")
+
+    def threshold_for(self, cls: int) -> float | None:
+        return None if self.calibration is None else float(self.calibration.thresholds[cls])
+
+    def verdict_label(self, predicted: int, score: float) -> int | None:
+        """The CSAW label in [0, N], or None before calibration."""
+        if self.calibration is None:
+            return None
+        return self.calibration.poisoned_label if score < self.calibration.thresholds[predicted] else predicted
+
+    # --- loading -------------------------------------------------------------------------
+
+    def open_model(self, path: str | Path, trust: bool = False) -> None:
+        path = Path(path)
+        self.modelLoading.emit(str(path))
+
+        def job():
+            from engine.model_io import load_badnet
+
+            yield Progress(0, 1, f"loading {path.name}")
+            net = load_badnet(path, trust=trust)
+            yield Progress(1, 1, f"loaded {path.name}")
+            return net
+
+        self.runner.submit(f"Load model {path.name}", job, self._set_model)
+
+    def _set_model(self, net) -> None:
+        self.net = net
+        self.generation += 1
+        self.resolved_scaling = None
+        self.message.emit(
+            f"model {net.path}: {net.format}, input {'x'.join(map(str, net.input_shape))}, "
+            f"{net.num_classes} classes, sha256 {net.sha256[:12]}…"
+        )
+        for line in net.notes:
+            self.message.emit(f"note: {line}")
+        keep = self.calibration is not None and self.calibration.model_sha256 == net.sha256
+        if not keep and self.calibration is not None:
+            self.message.emit("the calibration belonged to the previous model; cleared")
+            self._set_calibration(None, [])
+        self.modelChanged.emit(net)
+        if keep:
+            self.score_sets()
+        if self.checked:
+            self._rescore_checked()
+
+    def open_clean(self, path: str | Path) -> None:
+        path = Path(path)
+        self.runner.submit(f"Read clean data {path.name}", lambda: self._read_job(path), self._set_clean)
+
+    def _set_clean(self, images: ImageSet) -> None:
+        self.clean = images
+        self._log_set("clean data", images)
+        self.cleanChanged.emit(images)
+
+    def add_poisoned(self, path: str | Path, target: int) -> None:
+        path = Path(path)
+        if self.net is not None and not 0 <= target < self.net.num_classes:
+            self.error.emit(f"target {target} is not a class of this model (0..{self.net.num_classes - 1})")
+            return
+
+        def done(images: ImageSet) -> None:
+            self.poisoned.append(PoisonedSet(images, target))
+            self._log_set(f"poisoned set (target {target})", images)
+            self.poisonedChanged.emit(list(self.poisoned))
+            if self.calibration is not None:
+                self.score_sets()
+
+        self.runner.submit(f"Read poisoned data {path.name}", lambda: self._read_job(path), done)
+
+    def remove_poisoned(self, index: int) -> None:
+        if 0 <= index < len(self.poisoned):
+            gone = self.poisoned.pop(index)
+            self.message.emit(f"removed poisoned set {gone.name}")
+            self.set_scores = [s for s in self.set_scores if s.name != gone.name or s.kind != POISONED]
+            self.poisonedChanged.emit(list(self.poisoned))
+            self.setScoresChanged.emit(list(self.set_scores))
+
+    def set_scaling(self, scaling: str) -> None:
+        if scaling != self.scaling:
+            self.scaling = scaling
+            self.resolved_scaling = None
+            self.scalingChanged.emit(scaling)
+
+    def _read_job(self, path: Path):
+        yield Progress(0, 1, f"reading {path.name}")
+        size = self.net.input_shape[:2] if self.net is not None else None
+        images = data_io.read(path, size=size)
+        yield Progress(1, 1, f"read {path.name}")
+        return images
+
+    def _log_set(self, what: str, images: ImageSet) -> None:
+        labelled = "labelled" if images.labels is not None else "unlabelled"
+        self.message.emit(f"{what}: {images.source}, {len(images)} {labelled} images")
+        for w in images.warnings:
+            self.message.emit(f"warning: {w}")
+
+    # --- calibration ---------------------------------------------------------------------
+
+    def calibrate(self, method: str = "quantile", frr: float = 0.01, min_samples: int = 5) -> bool:
+        """Queue a calibration; False (with a message) when something is missing."""
+        from engine.calibration import check_options
+
+        if self.net is None:
+            self.error.emit("load a model before calibrating")
+            return False
+        if self.clean is None:
+            self.error.emit("load clean data before calibrating")
+            return False
+        try:
+            check_options(method, frr)
+        except InputError as err:
+            self.error.emit(str(err))
+            return False
+        net, clean, sets, scaling, gen = self.net, self.clean, list(self.poisoned), self.scaling, self.generation
+
+        def job():
+            from engine.calibration import calibrate
+            from engine.scoring import resolve_scaling
+
+            fitted = clean.resized(net.input_shape[:2])
+            chosen, reason = yield from resolve_scaling(net, scaling, fitted)
+            detector = make_detector("confidence")
+            cal = yield from calibrate(net, fitted, chosen, detector, method, frr, min_samples)
+            scores = yield from _score_all(net, cal, fitted, sets)
+            return cal, scores, reason
+
+        def done(result) -> None:
+            if gen != self.generation:
+                return  # the model changed meanwhile: this calibration is for another network
+            cal, scores, reason = result
+            if scaling == "auto":
+                self.resolved_scaling = cal.scaling
+                self.message.emit(f"input scaling: {reason}")
+            own = int((~cal.pooled).sum())
+            self.message.emit(
+                f"calibrated on {cal.data.get('n')} clean images ({method}"
+                + (f", target false rejection {frr:g}" if method == "quantile" else "")
+                + f"): {own} of {cal.num_classes} classes have their own threshold, "
+                f"pooled threshold {cal.pooled_threshold:.6f}"
+            )
+            self._set_calibration(cal, scores)
+            self.dirty = True
+            self.dirtyChanged.emit(True)
+
+        self.runner.submit("Calibrate", job, done)
+        return True
+
+    def score_sets(self) -> None:
+        """Score the loaded sets under the current calibration (after a load or a new set)."""
+        if self.net is None or self.calibration is None:
+            return
+        net, cal, clean, sets, gen = self.net, self.calibration, self.clean, list(self.poisoned), self.generation
+
+        def job():
+            fitted = clean.resized(net.input_shape[:2]) if clean is not None else None
+            return (yield from _score_all(net, cal, fitted, sets))
+
+        def done(scores) -> None:
+            if gen == self.generation and cal is self.calibration:
+                self.set_scores = scores
+                self.setScoresChanged.emit(list(scores))
+
+        self.runner.submit("Score loaded sets", job, done)
+
+    def _set_calibration(self, cal: Calibration | None, scores: list[SetScores]) -> None:
+        self.calibration = cal
+        self.set_scores = scores
+        self.calibrationChanged.emit(cal)
+        self.setScoresChanged.emit(list(scores))
+        self.checkedChanged.emit()
+
+    def load_calibration(self, path: str | Path) -> None:
+        try:
+            cal = Calibration.load(path)
+        except InputError as err:
+            self.error.emit(str(err))
+            return
+        if self.net is not None and self.net.sha256 == cal.model_sha256:
+            self._apply_loaded_calibration(cal, path)
+            return
+        self.message.emit(f"calibration {path} is for {cal.model_path}; loading that model")
+        self.open_model(cal.model_path)
+        # Runs after the model load (FIFO); checks what actually got loaded.
+        self.runner.submit("Apply calibration", _nothing, lambda _: self._apply_loaded_calibration(cal, path))
+
+    def _apply_loaded_calibration(self, cal: Calibration, path) -> None:
+        if self.net is None:
+            return
+        cal.check_model(self.net)  # InputError -> shown by the runner
+        self._set_calibration(cal, [])
+        self.dirty = False
+        self.dirtyChanged.emit(False)
+        self.message.emit(f"loaded calibration {path}" + (" (thresholds edited by hand)" if cal.edited else ""))
+        self.score_sets()
+        if self.checked:
+            self._rescore_checked()
+
+    def save_calibration(self, path: str | Path) -> bool:
+        if self.calibration is None:
+            self.error.emit("nothing to save: calibrate first")
+            return False
+        try:
+            self.calibration.save(path)
+        except (InputError, OSError) as err:
+            self.error.emit(str(err) if isinstance(err, InputError) else f"{path}: {err.strerror or err}")
+            return False
+        self.dirty = False
+        self.dirtyChanged.emit(False)
+        self.message.emit(f"saved calibration {path}")
+        return True
+
+    def set_threshold(self, cls: int, value: float) -> None:
+        if self.calibration is None:
+            return
+        if float(self.calibration.thresholds[cls]) == float(value):
+            return
+        self.calibration.set_threshold(cls, value)
+        self._mark_edited(cls)
+
+    def set_all_thresholds(self, value: float) -> None:
+        if self.calibration is None:
+            return
+        self.calibration.thresholds[:] = float(value)
+        self.calibration.edited = True
+        self.message.emit(f"every class's threshold set to {value:.6f}")
+        self._mark_edited(-1)
+
+    def _mark_edited(self, cls: int) -> None:
+        if not self.dirty:
+            self.dirty = True
+            self.dirtyChanged.emit(True)
+        self.thresholdsChanged.emit(cls)
+
+    # --- image check ---------------------------------------------------------------------
+
+    def check_paths(self, paths: list[str | Path]) -> None:
+        """Open dropped files: a model file replaces the model, anything else is checked."""
+        from engine.model_io import looks_like_model
+
+        images = []
+        for p in map(Path, paths):
+            if p.is_file() and looks_like_model(p):
+                self.open_model(p)
+            else:
+                images.append(p)
+        if not images:
+            return
+        if self.net is None and not self.runner.busy:
+            self.error.emit("load a model before checking images")
+            return
+
+        def factory():
+            return self._check_job(images, self.net, self.calibration, self.effective_scaling)
+
+        def done(result) -> None:
+            rows, errors, gen = result
+            for message in errors:
+                self.error.emit(message)
+            if gen != self.generation or not rows:
+                return
+            self.checked.extend(rows)
+            self.message.emit(f"checked {len(rows)} image(s)")
+            self.checkedChanged.emit()
+
+        self.runner.submit(f"Check {len(images)} item(s)", factory, done)
+
+    def _check_job(self, paths, net, cal, scaling):
+        gen = self.generation
+        if net is None:
+            return [], ["load a model before checking images"], gen
+        detector = cal.make_detector() if cal else make_detector("confidence")
+        rows, errors = [], []
+        for i, path in enumerate(paths):
+            yield Progress(i, len(paths), f"reading {path.name}")
+            try:
+                images = data_io.read(path, size=net.input_shape[:2])
+            except InputError as err:
+                errors.append(str(err))
+                continue
+            errors.extend(images.warnings)
+            scores = yield from detector.score(net, images, scaling)
+            labels = images.labels if images.labels is not None else [None] * len(images)
+            rows.extend(
+                CheckedImage(name, img, int(c), float(s), None if lab is None else int(lab))
+                for name, img, c, s, lab in zip(images.names, images.images, scores.predicted, scores.values, labels)
+            )
+        return rows, errors, gen
+
+    def _rescore_checked(self) -> None:
+        rows = list(self.checked)
+        net, cal, gen, scaling = self.net, self.calibration, self.generation, self.effective_scaling
+
+        def job():
+            detector = cal.make_detector() if cal else make_detector("confidence")
+            images = ImageSet(np.stack([r.image for r in rows]), None, [r.name for r in rows], "checked images")
+            return (yield from detector.score(net, images.resized(net.input_shape[:2]), scaling))
+
+        def done(scores: Scores) -> None:
+            if gen != self.generation:
+                return
+            self.checked = [
+                CheckedImage(r.name, r.image, int(c), float(s), r.label)
+                for r, c, s in zip(rows, scores.predicted, scores.values)
+            ]
+            self.checkedChanged.emit()
+
+        self.runner.submit("Re-check images", job, done)
+
+    def clear_checked(self) -> None:
+        self.checked = []
+        self.checkedChanged.emit()
+
+    def export_checked_csv(self, path: str | Path) -> bool:
+        from engine.export import write_csv
+
+        header = ["path", "predicted", "confidence", "threshold", "verdict_label", "poisoned", "file_label"]
+        rows = []
+        for r in self.checked:
+            label = self.verdict_label(r.predicted, r.score)
+            threshold = self.threshold_for(r.predicted)
+            rows.append([
+                r.name, r.predicted, f"{r.score:.6f}", "" if threshold is None else f"{threshold:.6f}",
+                "" if label is None else label,
+                "" if label is None else int(label == self.calibration.poisoned_label),
+                "" if r.label is None else r.label,
+            ])
+        try:
+            write_csv(path, header, rows)
+        except InputError as err:
+            self.error.emit(str(err))
+            return False
+        self.message.emit(f"exported {len(rows)} rows to {path}")
+        return True
+
+    def shutdown(self, msecs: int = 30_000) -> bool:
+        return self.runner.wait(msecs)
+
+
+def _score_all(net, cal, clean: ImageSet | None, sets: list[PoisonedSet]):
+    """Scores of the clean set and each poisoned set under ``cal``'s detector (cached passes)."""
+    detector = cal.make_detector()
+    out = []
+    if clean is not None:
+        out.append(SetScores(CLEAN, CLEAN, None, (yield from detector.score(net, clean, cal.scaling))))
+    for p in sets:
+        fitted = p.images.resized(net.input_shape[:2])
+        out.append(SetScores(p.name, POISONED, p.target, (yield from detector.score(net, fitted, cal.scaling))))
+    return out
+
+
+def _nothing():
+    yield Progress(1, 1, "")
+    return None
+
