@@ -48,11 +48,20 @@ def run_app(
         window.resize(1400, 900)
     window.show()
 
+    demo = load_startup(window.session, model, clean, sets, calibration, trust)
+
+    if screenshot is not None:
+        images = [DEMO_IMAGES] if demo else []
+        ScreenshotRun(window, Path(screenshot), calibrate=calibration is None, images=images)
+    return app.exec()
+
+
+def load_startup(session, model=None, clean=None, sets=(), calibration=None, trust=False) -> bool:
+    """Queue what the window opens with; the bundled demo when no model is named. True for the demo."""
     demo = model is None
     if demo:  # the bundled demo, ready to calibrate
         model, clean = DEMO_MODEL, clean or DEMO_CLEAN_VALIDATION
-        sets = sets or [(DEMO_POISONED, DEMO_TARGET)]
-    session = window.session
+        sets = list(sets) or [(DEMO_POISONED, DEMO_TARGET)]
     session.open_model(model, trust=trust)
     if clean is not None:
         session.open_clean(clean)
@@ -60,11 +69,7 @@ def run_app(
         session.add_poisoned(path, target)
     if calibration is not None:
         session.load_calibration(calibration)
-
-    if screenshot is not None:
-        images = [DEMO_IMAGES] if demo else []
-        ScreenshotRun(window, Path(screenshot), calibrate=calibration is None, images=images)
-    return app.exec()
+    return demo
 
 
 class ScreenshotRun:

@@ -186,23 +186,26 @@ class Session(QObject):
     # --- calibration ---------------------------------------------------------------------
 
     def calibrate(self, method: str = "quantile", frr: float = 0.01, min_samples: int = 5) -> bool:
-        """Queue a calibration; False (with a message) when something is missing."""
+        """Queue a calibration (behind any loads still running); False when the options are wrong."""
         from engine.calibration import check_options
 
-        if self.net is None:
-            self.error.emit("load a model before calibrating")
-            return False
-        if self.clean is None:
-            self.error.emit("load clean data before calibrating")
-            return False
         try:
             check_options(method, frr)
         except InputError as err:
             self.error.emit(str(err))
             return False
-        net, clean, sets, scaling, gen = self.net, self.clean, list(self.poisoned), self.scaling, self.generation
+        snapshot = {}
 
-        def job():
+        def factory():
+            # Runs when the job starts, after the loads queued before it.
+            if self.net is None:
+                raise InputError(None, "load a model before calibrating")
+            if self.clean is None:
+                raise InputError(None, "load clean data before calibrating")
+            snapshot.update(gen=self.generation, scaling=self.scaling)
+            return job(self.net, self.clean, list(self.poisoned), self.scaling)
+
+        def job(net, clean, sets, scaling):
             from engine.calibration import calibrate
             from engine.scoring import resolve_scaling
 
@@ -214,10 +217,10 @@ class Session(QObject):
             return cal, scores, reason
 
         def done(result) -> None:
-            if gen != self.generation:
+            if snapshot["gen"] != self.generation:
                 return  # the model changed meanwhile: this calibration is for another network
             cal, scores, reason = result
-            if scaling == "auto":
+            if snapshot["scaling"] == "auto":
                 self.resolved_scaling = cal.scaling
                 self.message.emit(f"input scaling: {reason}")
             own = int((~cal.pooled).sum())
@@ -231,7 +234,7 @@ class Session(QObject):
             self.dirty = True
             self.dirtyChanged.emit(True)
 
-        self.runner.submit("Calibrate", job, done)
+        self.runner.submit("Calibrate", factory, done)
         return True
 
     def score_sets(self) -> None:

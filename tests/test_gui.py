@@ -1,0 +1,387 @@
+"""The window, offscreen, with pytest-qt: calibrate in the worker, cancel, drop images, move thresholds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
+
+from engine import data_io, progress, scoring  # noqa: E402
+from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED  # noqa: E402
+from gui.app import load_startup  # noqa: E402
+from gui.jobs import THREAD_NAME  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB_TIMEOUT = 120_000  # ms; the first job imports TensorFlow
+
+
+def job_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings)
+    w.ask_before_discarding = False
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+    assert not w.session.runner.thread_alive
+    assert not job_threads(), "a job thread outlived its window"
+
+
+def wait_idle(qtbot, w) -> None:
+    qtbot.waitUntil(lambda: not w.session.runner.busy, timeout=JOB_TIMEOUT)
+
+
+@pytest.fixture
+def demo_window(window, qtbot):
+    load_startup(window.session)
+    wait_idle(qtbot, window)
+    assert window.session.net is not None and window.session.clean is not None
+    return window
+
+
+@pytest.fixture
+def calibrated(demo_window, qtbot):
+    with qtbot.waitSignal(demo_window.session.calibrationChanged, timeout=JOB_TIMEOUT):
+        qtbot.mouseClick(demo_window.left.calibration.calibrate_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, demo_window)
+    return demo_window
+
+
+def drop(w, paths) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(event)
+
+
+def test_window_opens_on_demo_and_calibration_fills_histograms(calibrated):
+    w = calibrated
+    cal = w.session.calibration
+    assert cal is not None and cal.num_classes == w.session.net.num_classes
+    assert "demo_badnet.h5" in w.left.model_data.model_name.text()
+    assert "400 labelled" in w.left.model_data.clean_name.text()
+    hist = w.histograms
+    assert hist.tabs.isEnabled() and not hist.empty_note.isVisible()
+    assert hist.class_box.count() == cal.num_classes
+    assert hist.current_class == 0  # opens on the class the poisoned set is sent to
+    curves = hist.per_class._curves
+    assert len(curves) == 2  # clean and the sunglasses set
+    _, y_poisoned = curves[1].getData()
+    assert y_poisoned.sum() == pytest.approx(1.0)  # shares of the 300 images predicted 0
+    assert "false rejection" in hist.per_class.readout.text()
+    assert w.isWindowModified()  # a fresh calibration is not saved yet
+
+
+def test_progress_reaches_the_bar(demo_window, qtbot, monkeypatch):
+    scoring.CACHE.clear()
+    seen = []
+    demo_window.session.runner.progress.connect(seen.append)
+    with qtbot.waitSignal(demo_window.session.calibrationChanged, timeout=JOB_TIMEOUT):
+        demo_window.left.calibration.start()
+    assert any(step.total == 400 and step.done == 400 for step in seen)
+    wait_idle(qtbot, demo_window)
+    panel = demo_window.left.calibration
+    assert panel.calibrate_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_cancel_stops_a_run_and_keeps_the_old_calibration(calibrated, qtbot, monkeypatch):
+    w = calibrated
+    old = w.session.calibration
+    old_thresholds = old.thresholds.copy()
+    scoring.CACHE.clear()
+    real_forward = scoring.forward
+
+    def slow_forward(net, x):
+        time.sleep(0.5)
+        return real_forward(net, x)
+
+    monkeypatch.setattr(scoring, "forward", slow_forward)
+    panel = w.left.calibration
+    panel.method_box.setCurrentIndex(panel.method_box.findData("min"))
+    outcomes = []
+    w.session.runner.finished.connect(lambda title, outcome: outcomes.append(outcome))
+    panel.start()
+    assert panel.cancel_button.isEnabled()
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, w)
+    assert outcomes == ["cancelled"]
+    assert w.session.calibration is old
+    np.testing.assert_array_equal(w.session.calibration.thresholds, old_thresholds)
+    assert "cancelled" in w.log.toPlainText()
+
+
+def test_ui_stays_responsive_while_calibrating(demo_window, qtbot, monkeypatch):
+    scoring.CACHE.clear()
+    real_forward = scoring.forward
+    monkeypatch.setattr(scoring, "forward", lambda net, x: (time.sleep(1.0), real_forward(net, x))[1])
+    ticks = []
+    from PySide6.QtCore import QTimer
+
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(50)
+    demo_window.left.calibration.start()
+    wait_idle(qtbot, demo_window)
+    timer.stop()
+    assert len(ticks) >= 10  # the event loop kept turning while the worker slept in forward
+    assert demo_window.session.calibration is not None
+
+
+def test_dropped_images_get_the_engine_verdicts(calibrated, qtbot):
+    w = calibrated
+    files = sorted(DEMO_IMAGES.glob("*.png"))
+    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+        drop(w, [DEMO_IMAGES])
+    wait_idle(qtbot, w)
+    model = w.image_check.model
+    assert model.rowCount() == len(files)
+    cal, net = w.session.calibration, w.session.net
+    expected = progress.run(cal.judge(net, data_io.read(DEMO_IMAGES, size=net.input_shape[:2])))
+    for row in range(model.rowCount()):
+        name = model.data(model.index(row, 1))
+        i = [Path(n).name for n in expected.names].index(name)
+        label, poisoned = model.verdict(row)
+        assert label == expected.labels[i]
+        assert model.data(model.index(row, 2)) == str(expected.predicted[i])
+        assert float(model.data(model.index(row, 3))) == pytest.approx(expected.scores[i], abs=1e-6)
+    assert "12 image(s)" in w.image_check.summary.text()
+
+
+def test_drag_enter_accepts_only_local_files(window):
+    def enter(urls):
+        mime = QMimeData()
+        mime.setUrls(urls)
+        event = QDragEnterEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier)
+        window.dragEnterEvent(event)
+        return event.isAccepted()
+
+    assert enter([QUrl.fromLocalFile(str(DEMO_MODEL))])
+    assert not enter([QUrl("https://example.org/model.h5")])
+
+
+def test_threshold_slider_and_line_stay_in_sync_with_readouts(calibrated, qtbot):
+    w = calibrated
+    hist = w.histograms.per_class
+    cal = w.session.calibration
+    c = w.histograms.current_class
+    clean = next(s for s in w.session.set_scores if s.kind == "clean").scores
+    mine = clean.values[clean.predicted == c]
+
+    # Slider -> line, calibration and readout.
+    hist.slider.setValue(0.5)
+    assert hist.axis.to_raw(hist.line.value()) == pytest.approx(0.5, abs=1e-9)
+    assert cal.thresholds[c] == pytest.approx(0.5)
+    assert cal.edited and w.session.dirty
+    assert "0.500000" in hist.readout.text()
+    assert f"{100 * np.mean(mine < 0.5):.1f}%" in hist.readout.text()
+
+    # Line -> slider, calibration and readout: above every clean image of the class.
+    top = float(mine.max()) + (1 - float(mine.max())) / 2
+    hist.line.setValue(float(hist.axis.to_display(top)))
+    assert hist.slider.value() == pytest.approx(top, rel=1e-6)
+    assert cal.thresholds[c] == pytest.approx(top, rel=1e-6)
+    assert "100.0%" in hist.readout.text()  # every clean image of the class is now rejected
+
+
+def test_threshold_edits_change_row_verdicts(calibrated, qtbot):
+    w = calibrated
+    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+        w.open_paths([DEMO_IMAGES / "sunglasses_00_label0.png"])
+    wait_idle(qtbot, w)
+    model = w.image_check.model
+    assert model.verdict(0) == (0, False)  # the trigger fools the confidence detector
+    w.session.set_threshold(0, 1.01)  # nothing reaches this
+    assert model.verdict(0) == (w.session.net.num_classes, True)
+    assert model.data(model.index(0, 6)).startswith("POISONED")
+    assert "1 flagged" in w.image_check.summary.text()
+
+
+def test_pooled_threshold_applies_to_every_class(calibrated):
+    w = calibrated
+    pooled = w.histograms.pooled
+    pooled.slider.setValue(0.75)
+    assert "0.750000" in pooled.readout.text()
+    w.histograms.apply_all.click()
+    assert np.all(w.session.calibration.thresholds == pytest.approx(0.75))
+
+
+def test_bad_files_give_a_message_and_keep_the_window(calibrated, qtbot, tmp_path):
+    w = calibrated
+    net, cal = w.session.net, w.session.calibration
+    fake = tmp_path / "face.png"
+    fake.write_text("not really a picture")
+    truncated = tmp_path / "model.h5"
+    truncated.write_bytes(DEMO_MODEL.read_bytes()[:5000])
+    errors = []
+    w.session.error.connect(errors.append)
+    drop(w, [fake])
+    wait_idle(qtbot, w)
+    assert any(str(fake) in e and "not an image" in e for e in errors)
+    assert w.banner.isVisible() and str(fake) in w.banner.label.text()
+    w.session.open_model(truncated)
+    wait_idle(qtbot, w)
+    assert any(str(truncated) in e for e in errors)
+    assert w.session.net is net and w.session.calibration is cal  # nothing lost
+    assert w.image_check.model.rowCount() == 0
+    assert "\n" not in w.banner.label.text()
+
+
+def test_calibration_brings_its_model_and_refuses_a_changed_one(window, qtbot, tmp_path):
+    import shutil
+
+    w = window
+    model = tmp_path / "badnet.h5"
+    shutil.copy(DEMO_MODEL, model)
+    load_startup(w.session, model, DEMO_CLEAN_VALIDATION)
+    w.left.calibration.start()
+    wait_idle(qtbot, w)
+    path = tmp_path / "cal.json"
+    assert w.session.save_calibration(path)
+    assert not w.isWindowModified()
+
+    other = tmp_path / "other.h5"
+    other.write_bytes(DEMO_MODEL.read_bytes() + b"\0\0")
+    w.session.open_model(other)  # another network: the calibration does not carry over
+    wait_idle(qtbot, w)
+    assert w.session.calibration is None
+    w.session.load_calibration(path)  # brings back the model it names
+    wait_idle(qtbot, w)
+    assert w.session.net.path == model and w.session.calibration is not None
+
+    with open(model, "ab") as fh:  # the file changes behind our back
+        fh.write(b"\0")
+    w.session.open_model(other)
+    wait_idle(qtbot, w)
+    errors = []
+    w.session.error.connect(errors.append)
+    w.session.load_calibration(path)
+    wait_idle(qtbot, w)
+    assert any("made for another model" in e and str(model) in e for e in errors)
+    assert w.session.calibration is None
+
+
+def test_save_and_load_calibration_round_trip(calibrated, qtbot, tmp_path):
+    w = calibrated
+    w.session.set_threshold(3, 0.123)
+    path = tmp_path / "edited.json"
+    assert w.session.save_calibration(path)
+    w.session.set_threshold(3, 0.9)
+    w.session.load_calibration(path)
+    wait_idle(qtbot, w)
+    assert w.session.calibration.thresholds[3] == pytest.approx(0.123)
+    assert w.session.calibration.edited and not w.session.dirty
+    assert w.histograms.tabs.isEnabled()  # scores recomputed (from the cache) for the plots
+
+
+def test_exports(calibrated, qtbot, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    w = calibrated
+    w.open_paths([DEMO_IMAGES])
+    wait_idle(qtbot, w)
+    out = tmp_path / "rows.csv"
+    assert w.session.export_checked_csv(out)
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and {"path", "predicted", "confidence", "threshold", "verdict_label"} <= set(rows[0])
+    png = tmp_path / "hist.png"
+    w.histograms.export_png(png)
+    with Image.open(png) as im:
+        assert im.width == 1200
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 5
+
+
+def test_folders_and_geometry_are_remembered(window, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    asked = []
+
+    def fake_open(parent, title, folder, filters):
+        asked.append(folder)
+        return str(DEMO_CLEAN_VALIDATION), filters
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", fake_open)
+    window.open_clean_dialog()
+    window.open_clean_dialog()
+    assert asked[1] == str(DEMO_CLEAN_VALIDATION.parent)
+    wait_idle(qtbot, window)
+    # The offscreen screen is 800 px wide, so restoring clamps the width: compare heights.
+    window.resize(window.width(), window.minimumSizeHint().height() + 7)
+    height = window.height()
+    settings = window.settings
+    window.close()
+    assert settings.value("window/geometry") is not None
+    again = MainWindow(settings=settings)
+    qtbot.addWidget(again)
+    assert again.height() == height
+    again.close()
+
+
+def test_stale_calibration_is_cleared_when_the_model_changes(calibrated, qtbot, tmp_path):
+    w = calibrated
+    other = tmp_path / "other.h5"
+    other.write_bytes(DEMO_MODEL.read_bytes() + b"\0")
+    w.left.calibration.start()
+    w.session.open_model(other)  # queued behind the calibration
+    wait_idle(qtbot, w)
+    assert w.session.net.path == other
+    assert w.session.calibration is None
+    assert not w.histograms.tabs.isEnabled()
+
+
+def test_screenshot_writes_a_png_of_the_window(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "window.png"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "gui", "--screenshot", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(out) as im:
+        assert im.width >= 1000 and im.height >= 700
+        pixels = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 20  # not blank
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100
+
+
+def test_screenshot_reports_bad_input(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "gui", "--model", str(tmp_path / "missing.h5"),
+         "--screenshot", str(tmp_path / "x.png")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "missing.h5: no such file" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_poisoned_sets_are_listed_and_removable(demo_window, qtbot):
+    w = demo_window
+    w.session.add_poisoned(DEMO_POISONED, 3)
+    wait_idle(qtbot, w)
+    assert w.left.model_data.poisoned_list.count() == 2
+    w.session.remove_poisoned(1)
+    assert w.left.model_data.poisoned_list.count() == 1
+    w.session.add_poisoned(DEMO_POISONED, 5000)  # not a class of the demo
+    assert w.left.model_data.poisoned_list.count() == 1
