@@ -18,6 +18,13 @@ def parse_poisoned(spec: str) -> tuple[Path, int]:
     return Path(path), int(target)
 
 
+def has_display() -> bool:
+    """False on a Linux machine with no X11 or Wayland display and no Qt platform chosen."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def run_app(
     model: str | Path | None = None,
     clean: str | Path | None = None,
@@ -30,6 +37,9 @@ def run_app(
     sets = [parse_poisoned(spec) for spec in poisoned or []]
     if screenshot is not None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    elif not has_display():
+        raise InputError(None, "no display to open the window on; use the CLI (python main.py --help), "
+                         "or 'python main.py gui --screenshot OUT.png' to render it headless")
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 

@@ -238,7 +238,7 @@ class HistogramPanel(QWidget):
         self._pooled_for = None  # the calibration the pooled line was placed for
 
         self.class_box = QSearchableComboBox()
-        self.class_box.setMinimumWidth(260)
+        self.class_box.setMinimumWidth(220)
         self.class_box.setToolTip("Type a class number to find it")
         self.class_box.currentIndexChanged.connect(self._on_class_picked)
         self.axis_box = QComboBox()

@@ -66,6 +66,7 @@ class ModelDataPanel(QGroupBox):
         self.remove_poisoned_button.clicked.connect(
             lambda: session.remove_poisoned(self.poisoned_list.currentRow())
         )
+        self.remove_poisoned_button.setEnabled(False)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)

@@ -122,3 +122,10 @@ def test_calibrate_refuses_to_overwrite_other_files_before_working(capsys, tmp_p
     code, _, err = cli(capsys, "calibrate", "-o", precious)
     assert code == 2 and f"{precious}: exists and is not a calibration file; not overwritten" in err
     assert precious.read_text() == "my notes"
+
+
+def test_app_without_a_display_says_so(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert "no display" in result.stderr and "Traceback" not in result.stderr
