@@ -11,10 +11,15 @@ takes the GIL with a dead thread state and the process crashes (seen here: a mod
 job, chunked HDF5 read in a second, predict in a third). All jobs therefore run on one long-lived
 Python thread, whose thread state lives as long as it does; results still come back through
 queued Qt signals, as with superqt's workers.
+
+While that thread lives, Python's cyclic garbage collector runs only on the GUI thread (see
+:class:`GuiThreadCollector`): a collection triggered on the job thread may destroy Qt widgets
+there, which crashes Qt (seen here in the test suite).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -23,13 +28,44 @@ from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from engine.errors import InputError
 from engine.progress import Progress
 
 log = logging.getLogger(__name__)
 THREAD_NAME = "badnet-inspector-jobs"
+
+
+class GuiThreadCollector:
+    """Automatic GC off while job threads run; a GUI-thread timer collects by the usual thresholds."""
+
+    _users = 0
+    _timer: QTimer | None = None
+
+    @classmethod
+    def acquire(cls) -> None:
+        if cls._users == 0:
+            gc.disable()
+            cls._timer = QTimer()
+            cls._timer.timeout.connect(cls.collect)
+            cls._timer.start(250)
+        cls._users += 1
+
+    @classmethod
+    def release(cls) -> None:
+        cls._users = max(0, cls._users - 1)
+        if cls._users == 0 and cls._timer is not None:
+            cls._timer.stop()
+            cls._timer = None
+            gc.enable()
+
+    @staticmethod
+    def collect() -> None:
+        counts, limits = gc.get_count(), gc.get_threshold()
+        generation = max((g for g in range(3) if counts[g] > limits[g]), default=None)
+        if generation is not None:
+            gc.collect(generation)
 
 
 @dataclass
@@ -109,7 +145,10 @@ class JobRunner(QObject):
         self._inbox.put(None)
         thread.join(msecs / 1000)
         self._current = None
-        return not thread.is_alive()
+        if thread.is_alive():
+            return False
+        GuiThreadCollector.release()
+        return True
 
     # --- GUI thread -------------------------------------------------------------------------
 
@@ -129,6 +168,7 @@ class JobRunner(QObject):
             self._finish(spec)
             return
         if self._thread is None or not self._thread.is_alive():
+            GuiThreadCollector.acquire()
             self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
             self._thread.start()
         self.started.emit(spec.title)

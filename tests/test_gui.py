@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ def window(qtbot, tmp_path):
     w.close()
     assert not w.session.runner.thread_alive
     assert not job_threads(), "a job thread outlived its window"
+    assert gc.isenabled(), "automatic garbage collection was left off"
 
 
 def wait_idle(qtbot, w) -> None:
