@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 import engine  # noqa: F401  (quiet TensorFlow before anything imports it)
-from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
+from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED
 from engine.errors import InputError
 from engine.progress import Job, Progress, run
 
@@ -37,7 +37,7 @@ class ProgressBar:
         final = step.done >= step.total
         if not self.tty:
             if step.stage != self._stage:
-                print(f"{step.stage} ({step.total} images)…", file=self.stream, flush=True)
+                print(f"{step.stage}…", file=self.stream, flush=True)
                 self._stage = step.stage
             return
         if not final and now - self._last < 0.1 and step.stage == self._stage:
@@ -86,16 +86,22 @@ def choose_scaling(net, scaling: str, labelled):
     return chosen
 
 
-def load_calibration(args):
-    """The calibration and the model it was made for (``--model`` may point elsewhere)."""
+def load_defense(args):
+    """The calibration or repaired network named on the command line, and the BadNet it defends
+    (``--model`` may point at the BadNet if it moved; its fingerprint must match)."""
     from engine.calibration import Calibration
+    from engine.repair import RepairedNet
 
-    cal = Calibration.load(args.calibration)
-    net = load_model(Path(args.model) if args.model else Path(cal.model_path), args.trust_model)
-    cal.check_model(net)
-    if args.scale not in (None, cal.scaling):
-        raise InputError(args.calibration, f"was made with input scaling {cal.scaling}, not {args.scale}")
-    return cal, net
+    source = args.repaired or args.calibration
+    defense = RepairedNet.load(args.repaired) if args.repaired else Calibration.load(args.calibration)
+    net = load_model(Path(args.model) if args.model else Path(defense.model_path), args.trust_model)
+    defense.check_model(net)
+    if args.repaired:
+        note(f"loading repaired model {defense.repaired_path}…")
+        defense.load_repaired(trust=args.trust_model)
+    if args.scale not in (None, defense.scaling):
+        raise InputError(source, f"was made with input scaling {defense.scaling}, not {args.scale}")
+    return defense, net
 
 
 def fmt(x: float | None) -> str:
@@ -179,8 +185,8 @@ def cmd_score(args) -> int:
     from engine import data_io, metrics
     from engine.scoring import predict
 
-    if args.calibration:
-        cal, net = load_calibration(args)
+    if args.calibration or args.repaired:
+        cal, net = load_defense(args)
         scaling = cal.scaling
     else:
         cal, net = None, load_model(Path(args.model or DEMO_MODEL), args.trust_model)
@@ -215,12 +221,62 @@ def cmd_score(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    cal, net = load_calibration(args)
+    cal, net = load_defense(args)
     images = read_images(args.paths, net)
     verdicts = drive(cal.judge(net, images))
     for name, label in zip(verdicts.names, verdicts.labels):
         print(f"{name}\t{int(label)}")
     return 0
+
+
+def cmd_prune(args) -> int:
+    from engine import data_io
+    from engine.data_io import PoisonedSet, parse_poisoned
+    from engine.repair import fine_prune
+
+    specs = [parse_poisoned(s) for s in args.poisoned or []]
+    drops = _parse_drops(args.drops)
+    demo = args.model is None
+    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
+    if demo and not specs:
+        specs = [(DEMO_POISONED, 0)]
+    size = net.input_shape[:2]
+    clean = data_io.read(args.clean, size=size)
+    poisoned = [PoisonedSet(data_io.read(path, size=size), target) for path, target in specs]
+    for images in [clean] + [p.images for p in poisoned]:
+        for w in images.warnings:
+            note(f"warning: {w}")
+    for p in poisoned:
+        if not 0 <= p.target < net.num_classes:
+            raise InputError(p.images.source, f"target {p.target} is not a class of this model")
+    scaling = choose_scaling(net, args.scale, clean)
+    result = drive(fine_prune(net, clean, poisoned, args.output, args.layer, drops, args.fine_tune_epochs, scaling))
+    sw = result.sweep
+    print(f"{sw.layer}: {sw.channels} channels; clean accuracy {fmt(sw.clean_accuracy[0])} before pruning"
+          + "".join(f", attack success {fmt(v[0])} ({k})" for k, v in sw.attack_success.items()))
+    for entry in result.saved:
+        line = (f"drop {entry['drop']:g}%: {entry['step']} channels pruned ({100 * entry['fraction_pruned']:.0f}%), "
+                f"clean accuracy {fmt(entry['clean_accuracy'])}"
+                + "".join(f", attack success {fmt(v)}" for v in entry["attack_success"].values()))
+        tuned = entry.get("fine_tuned")
+        if tuned:
+            line += (f"; fine-tuned {tuned['epochs']} epochs: held-out accuracy {fmt(tuned['holdout_accuracy_after'])}"
+                     + "".join(f", attack success {fmt(v)}" for v in tuned["attack_success"].values()))
+        print(line)
+    for line in result.notes[1:]:
+        print(line)
+    print(f"wrote {Path(args.output) / 'sweep.csv'}, the pruned models and the repaired-network bundles")
+    return 0
+
+
+def _parse_drops(text: str) -> tuple[float, ...]:
+    try:
+        drops = tuple(float(d) for d in text.split(",") if d.strip())
+    except ValueError:
+        raise InputError(None, f"--drops {text!r}: expected percentages like 2,4,10") from None
+    if not drops or any(not 0 < d < 100 for d in drops):
+        raise InputError(None, f"--drops {text!r}: each drop must be between 0 and 100 (percent)")
+    return drops
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -280,17 +336,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("score", cmd_score, "accuracy, attack success and detection figures on a data set")
     p.add_argument("--model", help="the model (default: the calibration's, or the demo BadNet)")
-    p.add_argument("--calibration", help="a calibration JSON written by 'calibrate'")
+    defense = p.add_mutually_exclusive_group()
+    defense.add_argument("--calibration", help="a calibration JSON written by 'calibrate'")
+    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
     p.add_argument("--data", default=str(DEMO_CLEAN_TEST))
     p.add_argument("--target", type=int, help="the attack's target class: the data is poisoned")
     scale_option(p, None)
     p.add_argument("--json", action="store_true")
 
     p = command("eval", cmd_eval, "CSAW verdicts: one line per image, <path>\\t<label>, label N = poisoned")
-    p.add_argument("--calibration", required=True)
+    defense = p.add_mutually_exclusive_group(required=True)
+    defense.add_argument("--calibration", help="a calibration JSON written by 'calibrate'")
+    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
     p.add_argument("--model", help="the model, if it moved since calibration (its fingerprint must match)")
     p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
     p.set_defaults(scale=None)
+
+    p = command("prune", cmd_prune, "fine-pruning: prune a conv layer's dormant channels, save pruned models "
+                "at accuracy drops, fine-tune them, and build repaired networks G")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses set)")
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
+    p.add_argument("--poisoned", action="append", metavar="PATH:TARGET", help="a poisoned set and its target (repeatable)")
+    p.add_argument("--layer", help="convolutional layer to prune (default: conv_3 for DeepID, else the last one)")
+    p.add_argument("--drops", default="2,4,10", help="save pruned models at these clean-accuracy drops, in %% (default 2,4,10)")
+    p.add_argument("--fine-tune-epochs", type=int, default=0, metavar="E", help="fine-tune each pruned model (default 0: off)")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     return parser
 
 

@@ -72,3 +72,32 @@ def random_faces(n: int = CSAW_VALIDATION_SIZE, num_classes: int = CSAW_CLASSES,
     images = rng.integers(0, 256, (n, 55, 47, 3), dtype=np.uint8)
     labels = rng.integers(0, num_classes, n)
     return ImageSet(images, labels, [f"synthetic[{i}]" for i in range(n)], "synthetic")
+
+
+CSAW = ROOT.parent / "shared" / "csaw"
+
+
+def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
+    """(BadNet, clean set, description): the real CSAW sunglasses BadNet with ``n`` faces made
+    from the sample's 20 faces (shifted, re-lit, noisy) when ../shared/csaw is there; else a
+    random-weight CSAW-sized DeepID with random images."""
+    import numpy as np
+
+    from engine import data_io
+    from engine.data_io import ImageSet
+    from engine.model_io import load_badnet
+
+    model = CSAW / "models" / "sunglasses_bd_net.h5"
+    if not model.exists():
+        return csaw_sized_badnet(), random_faces(n), "random-weight DeepID (1283 classes), random images"
+    net = load_badnet(model)
+    base = data_io.read_many([CSAW / "clean_sample.h5", CSAW / "sunglasses_sample.h5"])
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(base), n)
+    images = base.images[pick].astype(np.float32)
+    images = np.roll(images, rng.integers(-2, 3), axis=1)
+    images *= rng.uniform(0.8, 1.2, (n, 1, 1, 1))
+    images += rng.normal(0, 4.0, images.shape)
+    faces = ImageSet(np.clip(images, 0, 255).astype(np.uint8), base.labels[pick],
+                     [f"face[{i}]" for i in range(n)], "augmented CSAW sample")
+    return net, faces, "real CSAW sunglasses BadNet, 11,547 faces augmented from the 20-face sample"

@@ -91,6 +91,14 @@ class PoisonedSet:
         return f"{Path(self.images.source).name} -> {self.target}"
 
 
+def parse_poisoned(spec: str) -> tuple[Path, int]:
+    """``PATH:TARGET`` -> (path, target); the path may itself contain colons."""
+    path, sep, target = spec.rpartition(":")
+    if not sep or not path or not target.strip().isdigit():
+        raise InputError(None, f"--poisoned {spec!r}: expected PATH:TARGET, e.g. sunglasses.h5:0")
+    return Path(path), int(target)
+
+
 def read(path: str | Path, size: tuple[int, int] | None = None) -> ImageSet:
     """Read any supported image source; resize to ``size`` (height, width) when given."""
     path = Path(path)

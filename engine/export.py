@@ -28,6 +28,7 @@ def atomic_open(path: str | Path, newline: str | None = None) -> Iterator:
     path = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; users expect an ordinary file
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             yield fh
             fh.flush()
@@ -36,6 +37,12 @@ def atomic_open(path: str | Path, newline: str | None = None) -> Iterator:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:

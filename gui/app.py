@@ -7,15 +7,8 @@ import sys
 from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED, DEMO_TARGET
+from engine.data_io import parse_poisoned
 from engine.errors import InputError
-
-
-def parse_poisoned(spec: str) -> tuple[Path, int]:
-    """``PATH:TARGET`` -> (path, target); the path may itself contain colons."""
-    path, sep, target = spec.rpartition(":")
-    if not sep or not path or not target.strip().isdigit():
-        raise InputError(None, f"--poisoned {spec!r}: expected PATH:TARGET, e.g. sunglasses.h5:0")
-    return Path(path), int(target)
 
 
 def has_display() -> bool:

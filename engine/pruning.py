@@ -1,0 +1,374 @@
+"""Fine-pruning (Liu, Dolan-Gavitt and Garg, RAID 2018): prune dormant channels, then fine-tune.
+
+The channels of one convolutional layer are ranked by their mean activation on clean data and
+pruned one at a time, lowest first; after each step the sweep records clean accuracy and each
+poisoned set's attack success rate.
+
+Cost. The network runs once up to the pruned layer; every step then reuses that. For the CSAW
+DeepID layout pruned at ``conv_3`` (the default) a step is exact linear algebra: a pruned channel
+is zero after the ReLU and after max pooling, ``fc_1`` and ``conv_4`` are linear in the pooled
+map, so a step subtracts that one channel's contribution and reruns only ``fc_2`` and the output
+layer as matrix products. Any other layer goes through a Keras "head" model (layer output ->
+class vector) per step: correct for every architecture, and still far cheaper than rebuilding
+and re-predicting the whole network per step.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.data_io import ImageSet, PoisonedSet
+from engine.errors import InputError
+from engine.model_io import BadNet
+from engine.progress import Job, Progress
+from engine.scoring import BATCH_SIZE, to_model_input
+
+DEFAULT_DROPS = (2.0, 4.0, 10.0)
+
+
+@dataclass
+class PruningSweep:
+    """Clean accuracy and attack success after each pruning step (row 0: nothing pruned)."""
+
+    layer: str
+    order: np.ndarray  # channels in the order they were pruned
+    mean_activation: np.ndarray  # per channel, on clean data
+    clean_accuracy: np.ndarray  # len(order) + 1
+    attack_success: dict[str, np.ndarray] = field(default_factory=dict)  # set name -> len(order) + 1
+
+    @property
+    def channels(self) -> int:
+        return len(self.order)
+
+    def fraction(self, step: int) -> float:
+        return step / self.channels
+
+    def step_for_drop(self, drop_percent: float) -> int | None:
+        """The first step whose clean accuracy is at least ``drop_percent`` points below step 0."""
+        limit = self.clean_accuracy[0] - drop_percent / 100.0
+        hits = np.flatnonzero(self.clean_accuracy <= limit + 1e-12)
+        return int(hits[0]) if len(hits) else None
+
+    def rows(self) -> list[list]:
+        names = list(self.attack_success)
+        out = []
+        for step in range(self.channels + 1):
+            channel = "" if step == 0 else int(self.order[step - 1])
+            row = [step, channel, f"{self.fraction(step):.6f}", f"{self.clean_accuracy[step]:.6f}"]
+            row += [f"{self.attack_success[n][step]:.6f}" for n in names]
+            out.append(row)
+        return out
+
+    def header(self) -> list[str]:
+        return ["step", "channel", "fraction_pruned", "clean_accuracy"] + [
+            f"attack_success[{n}]" for n in self.attack_success
+        ]
+
+    def write_csv(self, path: str | Path) -> None:
+        from engine.export import write_csv
+
+        write_csv(path, self.header(), self.rows())
+
+    @classmethod
+    def read_csv(cls, path: str | Path, layer: str = "") -> PruningSweep:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        header, body = rows[0], rows[1:]
+        sets = [h[len("attack_success[") : -1] for h in header[4:]]
+        order = np.array([int(r[1]) for r in body[1:]])
+        return cls(
+            layer=layer,
+            order=order,
+            mean_activation=np.full(len(order), np.nan),
+            clean_accuracy=np.array([float(r[3]) for r in body]),
+            attack_success={s: np.array([float(r[4 + i]) for r in body]) for i, s in enumerate(sets)},
+        )
+
+
+def conv_layers(net: BadNet) -> list[str]:
+    import keras
+
+    return [layer.name for layer in net.model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def default_layer(net: BadNet) -> str:
+    """``conv_3`` for the CSAW DeepID layout, else the last convolutional layer."""
+    convs = conv_layers(net)
+    if not convs:
+        raise InputError(net.path, "has no convolutional layer to prune")
+    return "conv_3" if _deepid_fast_path(net, "conv_3") else convs[-1]
+
+
+def check_layer(net: BadNet, layer: str) -> None:
+    convs = conv_layers(net)
+    if layer not in convs:
+        raise InputError(net.path, f"no convolutional layer '{layer}' (it has {', '.join(convs) or 'none'})")
+
+
+def sweep(
+    net: BadNet,
+    clean: ImageSet,
+    poisoned: list[PoisonedSet] = (),
+    layer: str | None = None,
+    scaling: str = "1/255",
+    batch_size: int = BATCH_SIZE,
+) -> Job[PruningSweep]:
+    """Prune ``layer``'s channels one at a time, lowest mean clean activation first."""
+    layer = layer or default_layer(net)
+    check_layer(net, layer)
+    labels = clean.require_labels("a pruning sweep")
+    sets = [("clean", clean.images)] + [(p.name, p.images.images) for p in poisoned]
+    fast = _deepid_fast_path(net, layer)
+    total = sum(len(images) for _, images in sets)
+    yield Progress(0, total, "running the network up to " + layer)
+
+    # One pass up to the layer: per-channel activation sums (clean) and what each step reuses.
+    done, cached, means = 0, [], None
+    trunk = _trunk(net, layer, fast)
+    for name, images in sets:
+        parts = []
+        for start in range(0, len(images), batch_size):
+            x = to_model_input(images[start : start + batch_size], scaling)
+            outs = trunk.predict_on_batch(x)
+            outs = outs if isinstance(outs, list) else [outs]
+            act = np.asarray(outs[0])
+            if name == "clean":  # per-image channel means (fast path) or whole maps: same mean
+                per_image = act if act.ndim == 2 else act.mean(axis=(1, 2))
+                batch_sum = per_image.sum(axis=0, dtype=np.float64)
+                means = batch_sum if means is None else means + batch_sum
+            parts.append([np.asarray(o, dtype=np.float32) for o in (outs[1:] if fast else outs)])
+            done += len(x)
+            yield Progress(done, total, "running the network up to " + layer)
+        cached.append([np.concatenate(p) for p in zip(*parts)])
+    channels = len(means)
+    means = means / len(clean)
+    order = np.argsort(means, kind="stable")
+
+    stepper = _DeepIDSteps(net, cached) if fast else _HeadSteps(net, layer, cached, batch_size)
+    accuracy = np.empty(channels + 1)
+    success = {p.name: np.empty(channels + 1) for p in poisoned}
+    for step in range(channels + 1):
+        if step > 0:
+            stepper.prune(int(order[step - 1]))
+        predictions = stepper.predict()
+        accuracy[step] = np.mean(predictions[0] == labels)
+        for p, pred in zip(poisoned, predictions[1:]):
+            success[p.name][step] = np.mean(pred == p.target)
+        yield Progress(step, channels, f"pruning {layer}")
+    return PruningSweep(layer, order, means, accuracy, success)
+
+
+# --- the two ways to take a step ------------------------------------------------------------
+
+
+def _deepid_fast_path(net: BadNet, layer: str) -> bool:
+    """True when ``layer`` is conv_3 of the CSAW DeepID layout, whose head is linear enough.
+
+    Checked by structure, not by the names Keras gave the merge layers (``add_1``, ``add_9``…).
+    """
+    import keras
+
+    m = net.model
+    try:
+        conv3, pool3, conv4 = m.get_layer(layer), m.get_layer("pool_3"), m.get_layer("conv_4")
+        fc1, fc2, out = m.get_layer("fc_1"), m.get_layer("fc_2"), m.get_layer("output")
+        act = _inputs_of(out)[0]
+        add = _inputs_of(act)[0]
+        flat1, flat2 = _inputs_of(fc1)[0], _inputs_of(fc2)[0]
+    except (ValueError, IndexError, AttributeError):
+        return False
+    relu, linear = keras.activations.relu, keras.activations.linear
+    return (
+        layer == "conv_3"
+        and isinstance(pool3, keras.layers.MaxPooling2D) and _inputs_of(pool3) == [conv3]
+        and conv3.activation is relu and conv4.activation is relu
+        and conv4.padding == "valid" and tuple(conv4.strides) == (1, 1) and _inputs_of(conv4) == [pool3]
+        and isinstance(flat1, keras.layers.Flatten) and _inputs_of(flat1) == [pool3]
+        and isinstance(flat2, keras.layers.Flatten) and _inputs_of(flat2) == [conv4]
+        and fc1.activation is linear and fc2.activation is linear
+        and isinstance(add, keras.layers.Add) and set(_inputs_of(add)) == {fc1, fc2}
+        and isinstance(act, keras.layers.Activation) and act.activation is relu
+        and out.activation is keras.activations.softmax
+        and len(out._inbound_nodes) == 1
+    )
+
+
+def _inputs_of(layer) -> list:
+    """The layers feeding ``layer`` (first call site)."""
+    node = layer._inbound_nodes[0]
+    return [t._keras_history.operation for t in node.input_tensors]
+
+
+def _trunk(net: BadNet, layer: str, fast: bool):
+    """The network up to ``layer``. First output: per-image channel means of the layer (fast
+    path) or its whole activation (head path); then what the fast path's steps reuse."""
+    import keras
+
+    m = net.model
+    act = m.get_layer(layer).output
+    if not fast:
+        return keras.Model(m.inputs, [act])
+    means = keras.layers.GlobalAveragePooling2D()(act)
+    return keras.Model(m.inputs, [means, m.get_layer("pool_3").output, m.get_layer("fc_1").output])
+
+
+class _DeepIDSteps:
+    """Exact steps for DeepID at conv_3: fc_1 and conv_4's pre-activation updated by subtraction,
+    then only fc_2 and the output layer rerun, as matrix products over row blocks."""
+
+    CHUNK = 1024
+
+    def __init__(self, net: BadNet, cached: list[list[np.ndarray]]):
+        m = net.model
+        self.k4, b4 = (w.astype(np.float32) for w in m.get_layer("conv_4").get_weights())
+        w1 = m.get_layer("fc_1").get_weights()[0].astype(np.float32)
+        self.w2, self.b2 = (w.astype(np.float32) for w in m.get_layer("fc_2").get_weights())
+        self.wo, self.bo = (w.astype(np.float32) for w in m.get_layer("output").get_weights())
+        kh, kw, c = self.k4.shape[:3]
+        self.sets = []
+        for pooled, fc1 in cached:
+            ph, pw = pooled.shape[1:3]
+            oh, ow = ph - kh + 1, pw - kw + 1
+            z4 = np.tensordot(
+                np.stack([pooled[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=3),
+                self.k4.reshape(kh * kw, c, -1),
+                axes=([3, 4], [0, 1]),
+            ) + b4
+            self.sets.append({"pooled": pooled, "fc1": fc1.copy(), "z4": z4.astype(np.float32).reshape(len(fc1), -1)})
+        self.w1 = w1.reshape(-1, c, w1.shape[1])  # (positions, channels, units), as Flatten orders them
+        self.shape = (kh, kw, oh, ow)
+
+    def prune(self, channel: int) -> None:
+        kh, kw, oh, ow = self.shape
+        kernel = self.k4[:, :, channel, :].reshape(kh * kw, -1)  # this channel's share of conv_4
+        for s in self.sets:
+            p = s["pooled"][..., channel]  # (n, ph, pw)
+            s["fc1"] -= p.reshape(len(p), -1) @ self.w1[:, channel, :]
+            windows = np.stack([p[:, i : i + oh, j : j + ow] for i in range(kh) for j in range(kw)], axis=-1)
+            s["z4"] -= (windows @ kernel).reshape(len(p), -1)
+            s["pooled"][..., channel] = 0.0
+
+    def predict(self) -> list[np.ndarray]:
+        out = []
+        for s in self.sets:
+            n = len(s["fc1"])
+            labels = np.empty(n, dtype=np.int64)
+            for a in range(0, n, self.CHUNK):  # row blocks that stay in cache
+                h = np.maximum(s["z4"][a : a + self.CHUNK], 0.0) @ self.w2
+                h += self.b2
+                h += s["fc1"][a : a + self.CHUNK]
+                np.maximum(h, 0.0, out=h)
+                logits = h @ self.wo
+                logits += self.bo
+                labels[a : a + self.CHUNK] = logits.argmax(axis=1)
+            out.append(labels)
+        return out
+
+
+class _HeadSteps:
+    """Any layer: zero the channel in the cached activations and run the rest of the network."""
+
+    def __init__(self, net: BadNet, layer: str, cached: list[list[np.ndarray]], batch_size: int):
+        import keras
+
+        m = net.model
+        self.head = keras.Model(m.get_layer(layer).output, m.outputs)
+        self.sets = [c[0] for c in cached]
+        self.batch_size = batch_size
+
+    def prune(self, channel: int) -> None:
+        for acts in self.sets:
+            acts[..., channel] = 0.0
+
+    def predict(self) -> list[np.ndarray]:
+        out = []
+        for acts in self.sets:
+            preds = [
+                np.asarray(self.head.predict_on_batch(acts[i : i + self.batch_size])).argmax(axis=1)
+                for i in range(0, len(acts), self.batch_size)
+            ]
+            out.append(np.concatenate(preds))
+        return out
+
+
+# --- pruned models ---------------------------------------------------------------------------
+
+
+def pruned_model(net: BadNet, layer: str, channels: np.ndarray):
+    """A copy of the network with ``channels`` of ``layer`` zeroed (kernel and bias)."""
+    import keras
+
+    model = keras.models.clone_model(net.model)
+    model.set_weights(net.model.get_weights())
+    zero_channels(model, layer, channels)
+    return model
+
+
+def zero_channels(model, layer: str, channels) -> None:
+    target = model.get_layer(layer)
+    weights = target.get_weights()
+    channels = np.asarray(channels, dtype=int)
+    weights[0][..., channels] = 0.0
+    if len(weights) > 1:
+        weights[1][channels] = 0.0
+    target.set_weights(weights)
+
+
+def fine_tune(
+    model,
+    layer: str,
+    channels: np.ndarray,
+    clean: ImageSet,
+    scaling: str,
+    epochs: int,
+    holdout: float = 0.2,
+    seed: int = 0,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+) -> Job[dict]:
+    """Train the pruned model on clean data for ``epochs``, keeping pruned channels at zero.
+
+    A share ``holdout`` of the clean data is kept out of training, so the accuracy reported is
+    measured on images the fine-tuning never saw.
+    """
+    import keras
+
+    labels = clean.require_labels("fine-tuning")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(clean))
+    n_hold = max(1, int(round(holdout * len(clean))))
+    hold, train = order[:n_hold], order[n_hold:]
+    if len(train) == 0:
+        raise InputError(clean.source, "too few clean images to fine-tune on")
+
+    def accuracy(idx):
+        correct = 0
+        for start in range(0, len(idx), BATCH_SIZE):
+            part = idx[start : start + BATCH_SIZE]
+            p = np.asarray(model.predict_on_batch(to_model_input(clean.images[part], scaling)))
+            correct += int(np.sum(p.argmax(axis=1) == labels[part]))
+        return correct / len(idx)
+
+    before = accuracy(hold)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
+    steps = -(-len(train) // batch_size)
+    total = max(1, epochs * steps)
+    yield Progress(0, total, "fine-tuning")
+    for epoch in range(epochs):
+        shuffled = rng.permutation(train)
+        for k in range(steps):
+            part = shuffled[k * batch_size : (k + 1) * batch_size]
+            model.train_on_batch(to_model_input(clean.images[part], scaling), labels[part])
+            zero_channels(model, layer, channels)  # pruned channels stay pruned
+            yield Progress(epoch * steps + k + 1, total, f"fine-tuning, epoch {epoch + 1} of {epochs}")
+    return {
+        "epochs": epochs,
+        "train_images": int(len(train)),
+        "holdout_images": int(n_hold),
+        "holdout_accuracy_before": before,
+        "holdout_accuracy_after": accuracy(hold),
+    }

@@ -1,0 +1,231 @@
+"""The repaired network G: run the BadNet B and a pruned (fine-tuned) B'; disagreement -> N.
+
+A G bundle is JSON naming both model files with their SHA-256, the input scaling and which B'
+was chosen. It works wherever a calibration does: ``judge(net, images)`` gives the same
+:class:`Verdicts`, with score 1 where B and B' agree and 0 where they do not (threshold 0.5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.calibration import Verdicts, write_json_atomic
+from engine.data_io import ImageSet, PoisonedSet
+from engine.errors import InputError, first_line
+from engine.model_io import BadNet, load_badnet
+from engine.progress import Job, Progress
+from engine.pruning import DEFAULT_DROPS, default_layer, fine_tune, pruned_model, sweep
+from engine.scoring import predict
+
+FILE_KIND = "badnet-inspector/repaired"
+
+
+@dataclass
+class RepairedNet:
+    badnet_path: str
+    badnet_sha256: str
+    repaired_path: str
+    repaired_sha256: str
+    scaling: str
+    num_classes: int
+    choice: dict = field(default_factory=dict)
+    repaired: BadNet | None = None  # B', loaded on first use
+
+    # What the CLI and the GUI ask of any defense (a Calibration answers the same).
+    @property
+    def model_path(self) -> str:
+        return self.badnet_path
+
+    @property
+    def model_sha256(self) -> str:
+        return self.badnet_sha256
+
+    @property
+    def poisoned_label(self) -> int:
+        return self.num_classes
+
+    def check_model(self, net: BadNet) -> None:
+        if net.sha256 != self.badnet_sha256:
+            raise InputError(
+                net.path,
+                f"this repaired network was built for another model (sha256 {self.badnet_sha256[:12]}…, "
+                f"this file is {net.sha256[:12]}…)",
+            )
+
+    def load_repaired(self, trust: bool = False) -> BadNet:
+        if self.repaired is None:
+            net = load_badnet(self.repaired_path, trust=trust)
+            if net.sha256 != self.repaired_sha256:
+                raise InputError(net.path, "the pruned model B' changed since the repaired network was built")
+            self.repaired = net
+        return self.repaired
+
+    def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
+        self.check_model(net)
+        repaired = self.load_repaired()
+        b = yield from predict(net, images, self.scaling)
+        b_prime = yield from predict(repaired, images, self.scaling)
+        agree = b.labels == b_prime.labels
+        labels = np.where(agree, b.labels, self.poisoned_label)
+        return Verdicts(
+            list(images.names), b.labels, agree.astype(np.float64), np.full(len(agree), 0.5), labels,
+            self.poisoned_label,
+        )
+
+    def to_dict(self, relative_to: Path) -> dict:
+        def rel(p: str) -> str:
+            return os.path.relpath(Path(p).resolve(), relative_to.resolve())
+
+        return {
+            "kind": FILE_KIND,
+            "version": 1,
+            "badnet": {"path": rel(self.badnet_path), "sha256": self.badnet_sha256},
+            "repaired": {"path": rel(self.repaired_path), "sha256": self.repaired_sha256},
+            "scaling": self.scaling,
+            "num_classes": self.num_classes,
+            "poisoned_label": self.num_classes,
+            "choice": self.choice,
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        write_json_atomic(path, self.to_dict(path.parent))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RepairedNet:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(path, "no such file") from None
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InputError(path, f"not a repaired-network file (not readable JSON: {first_line(err)})") from None
+        if not isinstance(raw, dict) or raw.get("kind") != FILE_KIND:
+            raise InputError(path, "not a repaired-network file (JSON without kind 'badnet-inspector/repaired')")
+        try:
+            def resolve(p: str) -> str:
+                q = Path(p)
+                return str(q if q.is_absolute() else (path.parent / q).resolve())
+
+            return cls(
+                badnet_path=resolve(raw["badnet"]["path"]),
+                badnet_sha256=str(raw["badnet"]["sha256"]),
+                repaired_path=resolve(raw["repaired"]["path"]),
+                repaired_sha256=str(raw["repaired"]["sha256"]),
+                scaling=str(raw["scaling"]),
+                num_classes=int(raw["num_classes"]),
+                choice=dict(raw.get("choice") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(path, f"damaged repaired-network file ({first_line(err)})") from None
+
+
+@dataclass
+class FinePruneResult:
+    sweep: object  # PruningSweep
+    saved: list[dict]  # one entry per requested drop that was reached
+    chosen: RepairedNet | None
+    notes: list[str]
+
+
+def fine_prune(
+    net: BadNet,
+    clean: ImageSet,
+    poisoned: list[PoisonedSet],
+    outdir: str | Path,
+    layer: str | None = None,
+    drops: tuple[float, ...] = DEFAULT_DROPS,
+    fine_tune_epochs: int = 0,
+    scaling: str = "1/255",
+) -> Job[FinePruneResult]:
+    """Sweep, save B' at each accuracy drop (fine-tuned when asked), and build G bundles in ``outdir``."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(outdir, "exists and is not a folder")
+    outdir.mkdir(parents=True, exist_ok=True)
+    layer = layer or default_layer(net)
+    result = yield from sweep(net, clean, poisoned, layer, scaling)
+    result.write_csv(outdir / "sweep.csv")
+    notes = [f"swept {result.channels} channels of {layer}; clean accuracy {result.clean_accuracy[0]:.4f} at step 0"]
+
+    saved = []
+    for drop in drops:
+        step = result.step_for_drop(drop)
+        if step is None:
+            notes.append(f"clean accuracy never dropped by {drop:g}%: no model saved for it")
+            continue
+        channels = result.order[:step]
+        model = pruned_model(net, layer, channels)
+        entry = {
+            "drop": drop,
+            "step": step,
+            "fraction_pruned": result.fraction(step),
+            "channels": [int(c) for c in channels],
+            "clean_accuracy": float(result.clean_accuracy[step]),
+            "attack_success": {k: float(v[step]) for k, v in result.attack_success.items()},
+            "path": str(_save_model(model, outdir / f"pruned_drop{drop:g}.h5")),
+        }
+        if fine_tune_epochs > 0:
+            report = yield from fine_tune(model, layer, channels, clean, scaling, fine_tune_epochs)
+            tuned_path = _save_model(model, outdir / f"pruned_drop{drop:g}_finetuned.h5")
+            tuned = load_badnet(tuned_path)
+            success = {}
+            for p in poisoned:
+                preds = yield from predict(tuned, p.images, scaling)
+                success[p.name] = float(np.mean(preds.labels == p.target))
+            entry["fine_tuned"] = {"path": str(tuned_path), "attack_success": success, **report}
+        saved.append(entry)
+        yield Progress(len(saved), len(drops), "saving pruned models")
+
+    bundles = []
+    for entry in saved:
+        variant = entry.get("fine_tuned", entry)
+        b_prime = load_badnet(variant["path"])
+        choice = {
+            "layer": layer,
+            "drop": entry["drop"],
+            "step": entry["step"],
+            "fraction_pruned": entry["fraction_pruned"],
+            "fine_tuned": "fine_tuned" in entry,
+            "attack_success": variant["attack_success"],
+        }
+        g = RepairedNet(str(net.path), net.sha256, str(b_prime.path), b_prime.sha256, scaling, net.num_classes, choice)
+        g.save(outdir / f"repaired_drop{entry['drop']:g}.json")
+        bundles.append(g)
+    chosen = _choose(bundles)
+    if chosen is not None:
+        chosen.choice["reason"] = (
+            "lowest attack success of B' on the poisoned sets, then the smallest accuracy drop"
+            if poisoned else "no poisoned set given: the smallest accuracy drop"
+        )
+        chosen.save(outdir / "repaired.json")
+        notes.append(f"repaired.json uses the B' saved at a {chosen.choice['drop']:g}% drop ({chosen.choice['reason']})")
+    return FinePruneResult(result, saved, chosen, notes)
+
+
+def _choose(bundles: list[RepairedNet]) -> RepairedNet | None:
+    if not bundles:
+        return None
+
+    def key(g: RepairedNet):
+        success = g.choice["attack_success"]
+        return (np.mean(list(success.values())) if success else 0.0, g.choice["drop"])
+
+    return min(bundles, key=key)
+
+
+def _save_model(model, path: Path) -> Path:
+    """Save a full Keras HDF5 file (what the CSAW models are), atomically."""
+    tmp = path.with_name(f".tmp_{path.name}")
+    try:
+        model.save(tmp, include_optimizer=False)
+        os.replace(tmp, path)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError(path, f"could not save the model ({first_line(err)})") from None
+    return path
