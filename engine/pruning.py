@@ -275,7 +275,9 @@ class _HeadSteps:
     def __init__(self, net: BadNet, layer: str, cached: list[list[np.ndarray]], batch_size: int):
         import keras
 
-        m = net.model
+        # From a private copy: a model cut at an inner tensor rewires the graph it is cut from.
+        m = keras.models.clone_model(net.model)
+        m.set_weights(net.model.get_weights())
         self.head = keras.Model(m.get_layer(layer).output, m.outputs)
         self.sets = [c[0] for c in cached]
         self.batch_size = batch_size

@@ -129,3 +129,32 @@ def test_app_without_a_display_says_so(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2
     assert "no display" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prune_eval_and_score_with_a_repaired_network(capsys, tmp_path):
+    out = tmp_path / "pruned"
+    code, stdout, _ = cli(capsys, "prune", "--drops", "2,10", "-o", out)
+    assert code == 0 and "drop 2%" in stdout and "drop 10%" in stdout
+    assert (out / "sweep.csv").exists() and (out / "repaired.json").exists()
+    assert {p.name for p in out.glob("pruned_drop*.h5")} == {"pruned_drop2.h5", "pruned_drop10.h5"}
+    code, stdout, _ = cli(capsys, "eval", "--repaired", out / "repaired.json", DEMO_IMAGES)
+    assert code == 0 and len(stdout.splitlines()) == 12
+    code, stdout, _ = cli(capsys, "score", "--repaired", out / "repaired.json", "--data", DEMO_POISONED,
+                          "--target", 0, "--json")
+    figures = json.loads(stdout)
+    assert code == 0 and {"attack_success_rate", "detection_rate", "defended_attack_success_rate"} <= set(figures)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["prune", "--drops", "2,x", "-o", "out"], "--drops '2,x'"),
+        (["prune", "--layer", "fc_1", "-o", "out"], "no convolutional layer 'fc_1'"),
+        (["eval", "--repaired", "pyproject.toml"], "not a repaired-network file"),
+    ],
+)
+def test_prune_errors(capsys, monkeypatch, tmp_path, args, message):
+    monkeypatch.chdir(ROOT)
+    args = [str(tmp_path / a) if a == "out" else a for a in args]
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and message in err and "Traceback" not in err
