@@ -7,6 +7,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, QSize, QSort
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -20,8 +21,8 @@ from PySide6.QtWidgets import (
 from gui.session import Session
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-COLUMNS = ("Image", "File", "Class", "Confidence", "Threshold", "Confidence vs threshold", "Verdict")
-COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_THRESHOLD, COL_BAR, COL_VERDICT = range(len(COLUMNS))
+COLUMNS = ("Image", "File", "Class", "Confidence", "Threshold", "Confidence vs threshold", "Verdict", "G verdict")
+COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_THRESHOLD, COL_BAR, COL_VERDICT, COL_G = range(len(COLUMNS))
 POISON_BG = QColor(250, 215, 215)
 CLEAN_BG = QColor(220, 240, 220)
 
@@ -45,6 +46,7 @@ class CheckedModel(QAbstractTableModel):
         session.checkedChanged.connect(self.reload)
         session.thresholdsChanged.connect(lambda _: self._verdicts_changed())
         session.calibrationChanged.connect(lambda _: self._verdicts_changed())
+        session.verdictSourceChanged.connect(lambda _: self._verdicts_changed())
 
     @Slot()
     def reload(self) -> None:
@@ -55,7 +57,7 @@ class CheckedModel(QAbstractTableModel):
 
     def _verdicts_changed(self) -> None:
         if self._rows:
-            self.dataChanged.emit(self.index(0, COL_THRESHOLD), self.index(len(self._rows) - 1, COL_VERDICT))
+            self.dataChanged.emit(self.index(0, COL_THRESHOLD), self.index(len(self._rows) - 1, COL_G))
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
@@ -69,10 +71,14 @@ class CheckedModel(QAbstractTableModel):
         return None
 
     def verdict(self, row: int) -> tuple[int | None, bool]:
-        r = self._rows[row]
-        label = self.session.verdict_label(r.predicted, r.score)
-        cal = self.session.calibration
-        return label, cal is not None and label == cal.poisoned_label
+        """(label, poisoned) from the defense chosen for verdicts."""
+        label, n = self.session.active_verdict(self._rows[row])
+        return label, label is not None and label == n
+
+    def g_verdict(self, row: int) -> tuple[int | None, bool]:
+        label = self.session.g_label(self._rows[row])
+        g = self.session.repaired
+        return label, label is not None and label == g.poisoned_label
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -93,15 +99,17 @@ class CheckedModel(QAbstractTableModel):
                 return f"{r.score:.6f}"
             if col == COL_THRESHOLD:
                 return "—" if threshold is None else f"{threshold:.6f}"
-            if col == COL_VERDICT:
-                label, poisoned = self.verdict(row)
+            if col in (COL_VERDICT, COL_G):
+                label, poisoned = self.verdict(row) if col == COL_VERDICT else self.g_verdict(row)
                 if label is None:
-                    return "not calibrated"
+                    if col == COL_G:
+                        return "— (no G)"
+                    return "not calibrated" if self.session.verdict_source == "calibration" else "no repaired network"
                 return f"POISONED ({label})" if poisoned else f"clean: class {label}"
         if role == Qt.ItemDataRole.ToolTipRole and col in (COL_FILE, COL_IMAGE):
             return r.name + ("" if r.label is None else f"\nlabel in file name: {r.label}")
-        if role == Qt.ItemDataRole.BackgroundRole and col == COL_VERDICT:
-            label, poisoned = self.verdict(row)
+        if role == Qt.ItemDataRole.BackgroundRole and col in (COL_VERDICT, COL_G):
+            label, poisoned = self.verdict(row) if col == COL_VERDICT else self.g_verdict(row)
             return None if label is None else (POISON_BG if poisoned else CLEAN_BG)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_CLASS, COL_CONF, COL_THRESHOLD):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -111,6 +119,7 @@ class CheckedModel(QAbstractTableModel):
                 COL_IMAGE: row, COL_FILE: r.name, COL_CLASS: r.predicted, COL_CONF: r.score,
                 COL_THRESHOLD: -1.0 if threshold is None else threshold,
                 COL_BAR: r.score - (threshold or 0.0), COL_VERDICT: -1 if label is None else label,
+                COL_G: -1 if self.session.g_label(r) is None else self.session.g_label(r),
             }[col]
         if role == Qt.ItemDataRole.UserRole and col == COL_BAR:
             return r.score, threshold
@@ -155,8 +164,8 @@ class ImageCheckPanel(QWidget):
         self.table.setIconSize(QSize(47, 55))
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((COL_IMAGE, 64), (COL_FILE, 220), (COL_CLASS, 60), (COL_CONF, 90), (COL_THRESHOLD, 90),
-                           (COL_BAR, 200)):
+        for col, width in ((COL_IMAGE, 64), (COL_FILE, 200), (COL_CLASS, 55), (COL_CONF, 85), (COL_THRESHOLD, 85),
+                           (COL_BAR, 170), (COL_VERDICT, 150)):
             header.resizeSection(col, width)
         header.setStretchLastSection(True)
         self.table.sortByColumn(COL_IMAGE, Qt.SortOrder.AscendingOrder)  # the order they came in
@@ -173,10 +182,18 @@ class ImageCheckPanel(QWidget):
         self.export_button = QPushButton("Export CSV…")
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(session.clear_checked)
+        self.source_box = QComboBox()
+        self.source_box.addItem("confidence calibration", "calibration")
+        self.source_box.addItem("repaired network G (fine-pruning)", "repaired")
+        self.source_box.setToolTip("Which defense gives the Verdict column")
+        self.source_box.currentIndexChanged.connect(lambda i: session.set_verdict_source(self.source_box.itemData(i)))
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.clear_button)
+        buttons.addSpacing(12)
+        buttons.addWidget(QLabel("Verdict by"))
+        buttons.addWidget(self.source_box)
         buttons.addStretch(1)
         buttons.addWidget(self.summary)
 
@@ -188,6 +205,7 @@ class ImageCheckPanel(QWidget):
         session.checkedChanged.connect(self._update_summary)
         session.thresholdsChanged.connect(lambda _: self._update_summary())
         session.calibrationChanged.connect(lambda _: self._update_summary())
+        session.verdictSourceChanged.connect(lambda _: self._update_summary())
         self._update_summary()
 
     @Slot()
@@ -200,5 +218,5 @@ class ImageCheckPanel(QWidget):
             self.summary.setText("")
             return
         flagged = sum(1 for row in range(n) if self.model.verdict(row)[1])
-        calibrated = self.session.calibration is not None
-        self.summary.setText(f"{n} image(s)" + (f", {flagged} flagged as poisoned" if calibrated else ", not calibrated"))
+        ready = self.model.verdict(0)[0] is not None
+        self.summary.setText(f"{n} image(s)" + (f", {flagged} flagged as poisoned" if ready else ", no verdict yet"))

@@ -28,6 +28,7 @@ from engine.progress import Progress
 from gui.histograms import HistogramPanel
 from gui.image_check import ImageCheckPanel
 from gui.panels import LeftColumn
+from gui.pruning_panel import PruningPanel
 from gui.session import Session
 
 APP_NAME = "BadNet Inspector"
@@ -79,9 +80,11 @@ class MainWindow(QMainWindow):
 
         self.image_check = ImageCheckPanel(self.session)
         self.histograms = HistogramPanel(self.session)
+        self.pruning = PruningPanel(self.session)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.image_check, "3. Image check")
         self.tabs.addTab(self.histograms, "4. Histograms")
+        self.tabs.addTab(self.pruning, "5. Fine-pruning")
         self.banner = ErrorBanner()
         right = QWidget()
         right_layout = QVBoxLayout(right)

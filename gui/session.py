@@ -45,6 +45,7 @@ class CheckedImage:
     predicted: int
     score: float
     label: int | None  # from the file name, when it carries label<k>
+    repaired: int | None = None  # B''s class, when a repaired network G is loaded
 
 
 class Session(QObject):
@@ -58,6 +59,9 @@ class Session(QObject):
     setScoresChanged = Signal(object)  # list[SetScores]
     checkedChanged = Signal()
     scalingChanged = Signal(str)
+    sweepChanged = Signal(object)  # FinePruneResult | None
+    repairedChanged = Signal(object)  # RepairedNet | None
+    verdictSourceChanged = Signal(str)
     message = Signal(str)  # a line for the log
     error = Signal(str)  # a one-line problem for the user
 
@@ -75,6 +79,9 @@ class Session(QObject):
         self.checked: list[CheckedImage] = []
         self.dirty = False
         self.generation = 0  # bumps whenever the model changes
+        self.prune_result = None
+        self.repaired = None  # RepairedNet with B' loaded
+        self.verdict_source = "calibration"  # or "repaired"
 
     # --- derived -------------------------------------------------------------------------
 
@@ -91,10 +98,31 @@ class Session(QObject):
         return None if self.calibration is None else float(self.calibration.thresholds[cls])
 
     def verdict_label(self, predicted: int, score: float) -> int | None:
-        """The CSAW label in [0, N], or None before calibration."""
+        """The calibration's CSAW label in [0, N], or None before calibration."""
         if self.calibration is None:
             return None
         return self.calibration.poisoned_label if score < self.calibration.thresholds[predicted] else predicted
+
+    def g_label(self, row: CheckedImage) -> int | None:
+        """G's label: B's class where B and B' agree, N where they do not; None without G."""
+        if self.repaired is None or row.repaired is None:
+            return None
+        return row.predicted if row.repaired == row.predicted else self.repaired.poisoned_label
+
+    def active_verdict(self, row: CheckedImage) -> tuple[int | None, int | None]:
+        """(label, N) from the chosen defense; (None, None) when it is not there yet."""
+        if self.verdict_source == "repaired":
+            return self.g_label(row), (self.repaired.poisoned_label if self.repaired else None)
+        cal = self.calibration
+        return self.verdict_label(row.predicted, row.score), (cal.poisoned_label if cal else None)
+
+    def set_verdict_source(self, source: str) -> None:
+        if source not in ("calibration", "repaired"):
+            raise ValueError(source)
+        if source != self.verdict_source:
+            self.verdict_source = source
+            self.verdictSourceChanged.emit(source)
+            self.checkedChanged.emit()
 
     # --- loading -------------------------------------------------------------------------
 
@@ -126,6 +154,12 @@ class Session(QObject):
         if not keep and self.calibration is not None:
             self.message.emit("the calibration belonged to the previous model; cleared")
             self._set_calibration(None, [])
+        if self.repaired is not None and self.repaired.badnet_sha256 != net.sha256:
+            self.message.emit("the repaired network belonged to the previous model; cleared")
+            self._set_repaired(None)
+        if self.prune_result is not None:
+            self.prune_result = None
+            self.sweepChanged.emit(None)
         self.modelChanged.emit(net)
         if keep:
             self.score_sets()
@@ -342,7 +376,7 @@ class Session(QObject):
             return
 
         def factory():
-            return self._check_job(images, self.net, self.calibration, self.effective_scaling)
+            return self._check_job(images, self.net, self.calibration, self.effective_scaling, self.repaired)
 
         def done(result) -> None:
             rows, errors, gen = result
@@ -356,7 +390,7 @@ class Session(QObject):
 
         self.runner.submit(f"Check {len(images)} item(s)", factory, done)
 
-    def _check_job(self, paths, net, cal, scaling):
+    def _check_job(self, paths, net, cal, scaling, repaired=None):
         gen = self.generation
         if net is None:
             return [], ["load a model before checking images"], gen
@@ -371,28 +405,35 @@ class Session(QObject):
                 continue
             errors.extend(images.warnings)
             scores = yield from detector.score(net, images, scaling)
+            b_prime = yield from _repaired_classes(repaired, images)
             labels = images.labels if images.labels is not None else [None] * len(images)
             rows.extend(
-                CheckedImage(name, img, int(c), float(s), None if lab is None else int(lab))
-                for name, img, c, s, lab in zip(images.names, images.images, scores.predicted, scores.values, labels)
+                CheckedImage(name, img, int(c), float(s), None if lab is None else int(lab), bp)
+                for name, img, c, s, lab, bp in zip(
+                    images.names, images.images, scores.predicted, scores.values, labels, b_prime
+                )
             )
         return rows, errors, gen
 
     def _rescore_checked(self) -> None:
         rows = list(self.checked)
         net, cal, gen, scaling = self.net, self.calibration, self.generation, self.effective_scaling
+        repaired = self.repaired
 
         def job():
             detector = cal.make_detector() if cal else make_detector("confidence")
             images = ImageSet(np.stack([r.image for r in rows]), None, [r.name for r in rows], "checked images")
-            return (yield from detector.score(net, images.resized(net.input_shape[:2]), scaling))
+            images = images.resized(net.input_shape[:2])
+            scores = yield from detector.score(net, images, scaling)
+            return scores, (yield from _repaired_classes(repaired, images))
 
-        def done(scores: Scores) -> None:
+        def done(result) -> None:
             if gen != self.generation:
                 return
+            scores, b_prime = result
             self.checked = [
-                CheckedImage(r.name, r.image, int(c), float(s), r.label)
-                for r, c, s in zip(rows, scores.predicted, scores.values)
+                CheckedImage(r.name, r.image, int(c), float(s), r.label, bp)
+                for r, c, s, bp in zip(rows, scores.predicted, scores.values, b_prime)
             ]
             self.checkedChanged.emit()
 
@@ -405,15 +446,18 @@ class Session(QObject):
     def export_checked_csv(self, path: str | Path) -> bool:
         from engine.export import write_csv
 
-        header = ["path", "predicted", "confidence", "threshold", "verdict_label", "poisoned", "file_label"]
+        header = ["path", "predicted", "confidence", "threshold", "verdict_label", "poisoned", "g_label",
+                  "file_label"]
         rows = []
         for r in self.checked:
-            label = self.verdict_label(r.predicted, r.score)
+            label, n = self.active_verdict(r)
             threshold = self.threshold_for(r.predicted)
+            g = self.g_label(r)
             rows.append([
                 r.name, r.predicted, f"{r.score:.6f}", "" if threshold is None else f"{threshold:.6f}",
                 "" if label is None else label,
-                "" if label is None else int(label == self.calibration.poisoned_label),
+                "" if label is None else int(label == n),
+                "" if g is None else g,
                 "" if r.label is None else r.label,
             ])
         try:
@@ -423,6 +467,73 @@ class Session(QObject):
             return False
         self.message.emit(f"exported {len(rows)} rows to {path}")
         return True
+
+    # --- fine-pruning ---------------------------------------------------------------------
+
+    def prune(self, outdir: str | Path, layer: str | None = None, drops=(2.0, 4.0, 10.0), epochs: int = 2) -> None:
+        """Queue fine-pruning of the model on the clean data; results go to ``outdir``."""
+        outdir = Path(outdir)
+
+        def factory():
+            from engine.repair import fine_prune
+
+            if self.net is None:
+                raise InputError(None, "load a model before pruning")
+            if self.clean is None:
+                raise InputError(None, "load labelled clean data before pruning")
+            net, gen = self.net, self.generation
+            clean = self.clean.resized(net.input_shape[:2])
+            sets = [PoisonedSet(p.images.resized(net.input_shape[:2]), p.target) for p in self.poisoned]
+
+            def job():
+                result = yield from fine_prune(net, clean, sets, outdir, layer, tuple(drops), epochs,
+                                               self.effective_scaling)
+                if result.chosen is not None:
+                    result.chosen.load_repaired()  # off the GUI thread
+                return result, gen
+
+            return job()
+
+        def done(outcome) -> None:
+            result, gen = outcome
+            if gen != self.generation:
+                return
+            self.prune_result = result
+            for line in result.notes:
+                self.message.emit(line)
+            self.message.emit(f"fine-pruning results in {outdir}")
+            self.sweepChanged.emit(result)
+            if result.chosen is not None:
+                self._set_repaired(result.chosen)
+
+        self.runner.submit("Fine-prune", factory, done)
+
+    def load_repaired(self, path: str | Path) -> None:
+        from engine.repair import RepairedNet
+
+        try:
+            g = RepairedNet.load(path)
+        except InputError as err:
+            self.error.emit(str(err))
+            return
+        if self.net is None or self.net.sha256 != g.badnet_sha256:
+            self.error.emit(f"{path}: built for {g.badnet_path}; open that model first")
+            return
+
+        def job():
+            yield Progress(0, 1, "loading B'")
+            g.load_repaired()
+            return g
+
+        self.runner.submit("Load repaired network", job, self._set_repaired)
+
+    def _set_repaired(self, g) -> None:
+        self.repaired = g
+        if g is not None:
+            self.message.emit(f"repaired network G: B' = {g.repaired_path} (drop {g.choice.get('drop', '?')}%)")
+        self.repairedChanged.emit(g)
+        if self.checked and self.net is not None:
+            self._rescore_checked()
 
     def shutdown(self, msecs: int = 30_000) -> bool:
         return self.runner.wait(msecs)
@@ -438,6 +549,16 @@ def _score_all(net, cal, clean: ImageSet | None, sets: list[PoisonedSet]):
         fitted = p.images.resized(net.input_shape[:2])
         out.append(SetScores(p.name, POISONED, p.target, (yield from detector.score(net, fitted, cal.scaling))))
     return out
+
+
+def _repaired_classes(repaired, images: ImageSet):
+    """B''s class per image, or None per image without a repaired network."""
+    if repaired is None:
+        return [None] * len(images)
+    from engine.scoring import predict
+
+    preds = yield from predict(repaired.load_repaired(), images, repaired.scaling)
+    return [int(c) for c in preds.labels]
 
 
 def _nothing():

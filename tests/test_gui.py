@@ -387,3 +387,43 @@ def test_poisoned_sets_are_listed_and_removable(demo_window, qtbot):
     assert w.left.model_data.poisoned_list.count() == 1
     w.session.add_poisoned(DEMO_POISONED, 5000)  # not a class of the demo
     assert w.left.model_data.poisoned_list.count() == 1
+
+
+def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qtbot, tmp_path):
+    from engine.repair import RepairedNet
+
+    w = demo_window
+    panel = w.pruning
+    assert panel.layer_box.currentText() == "conv_3"
+    panel.outdir_edit.setText(str(tmp_path / "pruned"))
+    panel.epochs_spin.setValue(0)
+    with qtbot.waitSignal(w.session.repairedChanged, timeout=JOB_TIMEOUT):
+        assert panel.start()
+    wait_idle(qtbot, w)
+    result = w.session.prune_result
+    curves = [item for item in panel._items if hasattr(item, "getData") and not hasattr(item, "points")]
+    x, y = curves[0].getData()
+    assert len(x) == 61 and x[-1] == pytest.approx(1.0)
+    np.testing.assert_allclose(y, result.sweep.clean_accuracy)
+    assert len(result.saved) == 3 and "−2%" in panel.summary.text()
+    assert (tmp_path / "pruned" / "repaired.json").exists()
+
+    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+        w.open_paths([DEMO_IMAGES])
+    wait_idle(qtbot, w)
+    g = RepairedNet.load(tmp_path / "pruned" / "repaired.json")
+    expected = progress.run(g.judge(w.session.net, data_io.read(DEMO_IMAGES)))
+    model = w.image_check.model
+    by_name = {Path(n).name: int(label) for n, label in zip(expected.names, expected.labels)}
+    for row in range(model.rowCount()):
+        assert model.g_verdict(row)[0] == by_name[model.data(model.index(row, 1))]
+    w.image_check.source_box.setCurrentIndex(w.image_check.source_box.findData("repaired"))
+    assert all(model.verdict(row) == model.g_verdict(row) for row in range(model.rowCount()))
+
+
+def test_fine_pruning_rejects_bad_drops(demo_window):
+    errors = []
+    demo_window.session.error.connect(errors.append)
+    demo_window.pruning.drops_edit.setText("2,lots")
+    assert not demo_window.pruning.start()
+    assert errors and "2,lots" in errors[-1]
