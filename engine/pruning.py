@@ -28,6 +28,7 @@ from engine.progress import Job, Progress
 from engine.scoring import BATCH_SIZE, to_model_input
 
 DEFAULT_DROPS = (2.0, 4.0, 10.0)
+TRUNK_BATCH = 256  # measured: the convolutions run a little faster in batches of 256 than 512 here
 
 
 @dataclass
@@ -115,7 +116,7 @@ def sweep(
     poisoned: list[PoisonedSet] = (),
     layer: str | None = None,
     scaling: str = "1/255",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = TRUNK_BATCH,
 ) -> Job[PruningSweep]:
     """Prune ``layer``'s channels one at a time, lowest mean clean activation first."""
     layer = layer or default_layer(net)
