@@ -232,7 +232,7 @@ def cmd_eval(args) -> int:
 def cmd_prune(args) -> int:
     from engine import data_io
     from engine.data_io import PoisonedSet, parse_poisoned
-    from engine.repair import fine_prune
+    from engine.repair import describe_saved, fine_prune
 
     specs = [parse_poisoned(s) for s in args.poisoned or []]
     drops = _parse_drops(args.drops)
@@ -255,14 +255,7 @@ def cmd_prune(args) -> int:
     print(f"{sw.layer}: {sw.channels} channels; clean accuracy {fmt(sw.clean_accuracy[0])} before pruning"
           + "".join(f", attack success {fmt(v[0])} ({k})" for k, v in sw.attack_success.items()))
     for entry in result.saved:
-        line = (f"drop {entry['drop']:g}%: {entry['step']} channels pruned ({100 * entry['fraction_pruned']:.0f}%), "
-                f"clean accuracy {fmt(entry['clean_accuracy'])}"
-                + "".join(f", attack success {fmt(v)}" for v in entry["attack_success"].values()))
-        tuned = entry.get("fine_tuned")
-        if tuned:
-            line += (f"; fine-tuned {tuned['epochs']} epochs: held-out accuracy {fmt(tuned['holdout_accuracy_after'])}"
-                     + "".join(f", attack success {fmt(v)}" for v in tuned["attack_success"].values()))
-        print(line)
+        print(describe_saved(entry))
     for line in result.notes[1:]:
         print(line)
     print(f"wrote {Path(args.output) / 'sweep.csv'}, the pruned models and the repaired-network bundles")

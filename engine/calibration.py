@@ -23,7 +23,7 @@ import numpy as np
 from engine.data_io import ImageSet
 from engine.detectors import Detector, Scores, make_detector
 from engine.errors import InputError, first_line
-from engine.export import atomic_open, check_writable
+from engine.export import atomic_open, check_writable, read_json_file
 from engine.model_io import BadNet
 from engine.progress import Job
 
@@ -203,14 +203,7 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         path = Path(path)
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(path, "no such file") from None
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise InputError(path, f"not a calibration file (not readable JSON: {first_line(err)})") from None
-        if not isinstance(raw, dict) or raw.get("kind") != FILE_KIND:
-            raise InputError(path, "not a calibration file (JSON without kind 'badnet-inspector/calibration')")
+        raw = read_json_file(path, FILE_KIND, "calibration")
         try:
             n = int(raw["num_classes"])
             thresholds = np.asarray(raw["thresholds"], dtype=np.float64)

@@ -1,15 +1,17 @@
-"""Writing files for users atomically, so nothing they had is left half-written."""
+"""Our files: written atomically, so nothing a user had is left half-written; read with one check
+of what kind of file they are."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import InputError
+from engine.errors import InputError, first_line
 
 
 def check_writable(path: str | Path) -> Path:
@@ -50,3 +52,17 @@ def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def read_json_file(path: str | Path, kind: str, what: str) -> dict:
+    """A JSON object whose ``kind`` is ``kind``, or an InputError naming the file and the problem."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(path, f"not a {what} file (not readable JSON: {first_line(err)})") from None
+    if not isinstance(raw, dict) or raw.get("kind") != kind:
+        raise InputError(path, f"not a {what} file (JSON without kind '{kind}')")
+    return raw

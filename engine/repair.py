@@ -7,7 +7,6 @@ was chosen. It works wherever a calibration does: ``judge(net, images)`` gives t
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from engine.calibration import Verdicts, write_json_atomic
 from engine.data_io import ImageSet, PoisonedSet
 from engine.errors import InputError, first_line
+from engine.export import read_json_file
 from engine.model_io import BadNet, load_badnet
 from engine.progress import Job, Progress
 from engine.pruning import DEFAULT_DROPS, default_layer, fine_tune, pruned_model, sweep
@@ -99,14 +99,7 @@ class RepairedNet:
     @classmethod
     def load(cls, path: str | Path) -> RepairedNet:
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(path, "no such file") from None
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise InputError(path, f"not a repaired-network file (not readable JSON: {first_line(err)})") from None
-        if not isinstance(raw, dict) or raw.get("kind") != FILE_KIND:
-            raise InputError(path, "not a repaired-network file (JSON without kind 'badnet-inspector/repaired')")
+        raw = read_json_file(path, FILE_KIND, "repaired-network")
         try:
             def resolve(p: str) -> str:
                 q = Path(p)
@@ -206,6 +199,18 @@ def fine_prune(
         chosen.save(outdir / "repaired.json")
         notes.append(f"repaired.json uses the B' saved at a {chosen.choice['drop']:g}% drop ({chosen.choice['reason']})")
     return FinePruneResult(result, saved, chosen, notes)
+
+
+def describe_saved(entry: dict) -> str:
+    """One line for a saved B': where it was cut, what it keeps, what fine-tuning made of it."""
+    line = (f"drop {entry['drop']:g}%: {entry['step']} channels pruned ({100 * entry['fraction_pruned']:.0f}%), "
+            f"clean accuracy {100 * entry['clean_accuracy']:.1f}%"
+            + "".join(f", attack success {100 * v:.1f}%" for v in entry["attack_success"].values()))
+    tuned = entry.get("fine_tuned")
+    if tuned:
+        line += (f"; fine-tuned {tuned['epochs']} epochs: held-out accuracy {100 * tuned['holdout_accuracy_after']:.1f}%"
+                 + "".join(f", attack success {100 * v:.1f}%" for v in tuned["attack_success"].values()))
+    return line
 
 
 def _choose(bundles: list[RepairedNet]) -> RepairedNet | None:

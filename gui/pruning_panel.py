@@ -3,6 +3,7 @@ channels pruned, markers at the saved models), and the repaired network G it bui
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.repair import describe_saved
 from gui.histograms import CLEAN_COLOUR, POISON_COLOURS
 from gui.session import Session
 
@@ -160,16 +162,7 @@ class PruningPanel(QWidget):
         result, g = self.session.prune_result, self.session.repaired
         lines = []
         if result is not None:
-            for e in result.saved:
-                line = (f"−{e['drop']:g}%: {e['step']} channels ({100 * e['fraction_pruned']:.0f}%), clean "
-                        f"accuracy {100 * e['clean_accuracy']:.1f}%"
-                        + "".join(f", attack success {100 * v:.1f}%" for v in e["attack_success"].values()))
-                tuned = e.get("fine_tuned")
-                if tuned:
-                    line += (f"; fine-tuned: held-out accuracy {100 * tuned['holdout_accuracy_after']:.1f}%"
-                             + "".join(f", attack success <b>{100 * v:.1f}%</b>"
-                                       for v in tuned["attack_success"].values()))
-                lines.append(line)
+            lines += [html.escape(describe_saved(e)) for e in result.saved]
         if g is not None:
             lines.append(f"<b>G</b> uses B' = {Path(g.repaired_path).name}; its verdicts are in the Image check "
                          "tab (column G verdict, or Verdict by: repaired network G)")

@@ -405,7 +405,7 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
     x, y = curves[0].getData()
     assert len(x) == 61 and x[-1] == pytest.approx(1.0)
     np.testing.assert_allclose(y, result.sweep.clean_accuracy)
-    assert len(result.saved) == 3 and "−2%" in panel.summary.text()
+    assert len(result.saved) == 3 and "drop 2%" in panel.summary.text()
     assert (tmp_path / "pruned" / "repaired.json").exists()
 
     with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
