@@ -62,3 +62,11 @@ def test_auto_scaling_on_real_model(csaw, bd_net):
     clean = data_io.read(csaw / "clean_sample.h5")
     chosen, _ = progress.run(resolve_scaling(bd_net, "auto", clean))
     assert chosen == "1/255"
+
+
+def test_real_badnets_take_the_exact_pruning_path(csaw, bd_net):
+    from engine.pruning import _deepid_fast_path, default_layer
+
+    weights_only = load_badnet(csaw / "models" / "sunglasses_bd_weights.h5")
+    for net in (bd_net, weights_only):  # the full file names its merge layers add_9, activation_9
+        assert default_layer(net) == "conv_3" and _deepid_fast_path(net, "conv_3")
