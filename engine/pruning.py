@@ -218,8 +218,14 @@ def _trunk(net: BadNet, layer: str, fast: bool):
 
 
 class _DeepIDSteps:
-    """Exact steps for DeepID at conv_3: fc_1 and conv_4's pre-activation updated by subtraction,
-    then only fc_2 and the output layer rerun, as matrix products over row blocks."""
+    """Exact steps for DeepID at conv_3.
+
+    fc_1 and conv_4's pre-activation are updated by subtracting the pruned channel's share, then
+    fc_2 and the output layer rerun as matrix products. Only rows where the pruned channel was
+    active are touched: after ReLU and max pooling a channel is exactly zero on every image
+    where it never fired, so pruning it changes nothing there. Channels are pruned dormant-first,
+    so early steps touch few rows.
+    """
 
     CHUNK = 1024
 
@@ -239,35 +245,53 @@ class _DeepIDSteps:
                 self.k4.reshape(kh * kw, c, -1),
                 axes=([3, 4], [0, 1]),
             ) + b4
-            self.sets.append({"pooled": pooled, "fc1": fc1.copy(), "z4": z4.astype(np.float32).reshape(len(fc1), -1)})
+            n = len(fc1)
+            self.sets.append({
+                "pooled": pooled, "fc1": fc1.copy(), "z4": z4.astype(np.float32).reshape(n, -1),
+                "pred": np.empty(n, dtype=np.int64), "dirty": np.ones(n, dtype=bool),
+            })
         self.w1 = w1.reshape(-1, c, w1.shape[1])  # (positions, channels, units), as Flatten orders them
         self.shape = (kh, kw, oh, ow)
+
+    SPARSE = 0.4  # below this share of rows, gathering them beats a contiguous pass
 
     def prune(self, channel: int) -> None:
         kh, kw, oh, ow = self.shape
         kernel = self.k4[:, :, channel, :].reshape(kh * kw, -1)  # this channel's share of conv_4
         for s in self.sets:
+            n = len(s["fc1"])
             p = s["pooled"][..., channel]  # (n, ph, pw)
-            s["fc1"] -= p.reshape(len(p), -1) @ self.w1[:, channel, :]
+            fired = p.reshape(n, -1).any(axis=1)
+            rows = np.flatnonzero(fired)
+            if len(rows) == 0:
+                continue
+            if len(rows) > self.SPARSE * n:  # most images: contiguous arrays are faster
+                rows, fired = slice(None), np.ones(n, dtype=bool)
+            else:
+                p = p[rows]
+            s["fc1"][rows] -= p.reshape(len(p), -1) @ self.w1[:, channel, :]
             windows = np.stack([p[:, i : i + oh, j : j + ow] for i in range(kh) for j in range(kw)], axis=-1)
-            s["z4"] -= (windows @ kernel).reshape(len(p), -1)
-            s["pooled"][..., channel] = 0.0
+            s["z4"][rows] -= (windows @ kernel).reshape(len(p), -1)
+            s["pooled"][rows, :, :, channel] = 0.0
+            s["dirty"] |= fired
 
     def predict(self) -> list[np.ndarray]:
-        out = []
         for s in self.sets:
             n = len(s["fc1"])
-            labels = np.empty(n, dtype=np.int64)
-            for a in range(0, n, self.CHUNK):  # row blocks that stay in cache
-                h = np.maximum(s["z4"][a : a + self.CHUNK], 0.0) @ self.w2
+            rows = np.flatnonzero(s["dirty"])
+            if len(rows) > self.SPARSE * n:
+                rows = None  # all of them, in contiguous blocks
+            for a in range(0, n if rows is None else len(rows), self.CHUNK):  # blocks that stay in cache
+                idx = slice(a, a + self.CHUNK) if rows is None else rows[a : a + self.CHUNK]
+                h = np.maximum(s["z4"][idx], 0.0) @ self.w2
                 h += self.b2
-                h += s["fc1"][a : a + self.CHUNK]
+                h += s["fc1"][idx]
                 np.maximum(h, 0.0, out=h)
                 logits = h @ self.wo
                 logits += self.bo
-                labels[a : a + self.CHUNK] = logits.argmax(axis=1)
-            out.append(labels)
-        return out
+                s["pred"][idx] = logits.argmax(axis=1)
+            s["dirty"][:] = False
+        return [s["pred"].copy() for s in self.sets]
 
 
 class _HeadSteps:
