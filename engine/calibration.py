@@ -268,7 +268,7 @@ def calibrate(
         pooled=pooled,
         pooled_threshold=pooled_threshold,
         data={"source": clean.source, "n": len(clean), "digest": clean.digest},
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
 
 
