@@ -8,7 +8,15 @@ from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED, DEMO_TARGET
 from engine.data_io import parse_poisoned
-from engine.errors import InputError
+from engine.errors import InputError, first_line
+
+
+def uses_xcb() -> bool:
+    """Qt will pick its X11 plugin: Linux, an X display, and no other platform asked for."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or (platform and not platform.startswith("xcb")):
+        return False
+    return bool(os.environ.get("DISPLAY")) and not (os.environ.get("WAYLAND_DISPLAY") and not platform)
 
 
 def has_display() -> bool:
@@ -16,6 +24,28 @@ def has_display() -> bool:
     if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+XCB_PACKAGES = ("libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 "
+                "libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-randr0 libxcb-shape0")
+
+
+def xcb_problem(plugin: Path | None = None) -> str | None:
+    """Why Qt's X11 plugin cannot load here, or None. Qt itself would abort with a screenful."""
+    import ctypes
+
+    if plugin is None:
+        import PySide6
+
+        plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+        if not plugin.exists():
+            return None  # another Qt layout: let Qt speak for itself
+    try:
+        ctypes.CDLL(str(plugin))
+    except OSError as err:
+        return (f"Qt's X11 plugin cannot load ({first_line(err)}); on Debian or Ubuntu install: "
+                f"apt install {XCB_PACKAGES}")
+    return None
 
 
 def run_app(
@@ -33,6 +63,8 @@ def run_app(
     elif not has_display():
         raise InputError(None, "no display to open the window on; use the CLI (python main.py --help), "
                          "or 'python main.py gui --screenshot OUT.png' to render it headless")
+    elif uses_xcb() and (problem := xcb_problem()):
+        raise InputError(None, problem)
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 

@@ -158,3 +158,13 @@ def test_prune_errors(capsys, monkeypatch, tmp_path, args, message):
     args = [str(tmp_path / a) if a == "out" else a for a in args]
     code, _, err = cli(capsys, *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_x11_libraries_are_named_in_one_line(tmp_path):
+    from gui.app import xcb_problem
+
+    broken = tmp_path / "libqxcb.so"
+    broken.write_bytes(b"\x7fELF not really a library")
+    message = xcb_problem(broken)
+    assert message is not None and "apt install" in message and "libxcb-cursor0" in message
+    assert "\n" not in message
