@@ -164,8 +164,8 @@ class ImageCheckPanel(QWidget):
         self.table.setIconSize(QSize(47, 55))
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((COL_IMAGE, 64), (COL_FILE, 200), (COL_CLASS, 55), (COL_CONF, 85), (COL_THRESHOLD, 85),
-                           (COL_BAR, 170), (COL_VERDICT, 150)):
+        for col, width in ((COL_IMAGE, 64), (COL_FILE, 160), (COL_CLASS, 50), (COL_CONF, 80), (COL_THRESHOLD, 80),
+                           (COL_BAR, 150), (COL_VERDICT, 140)):
             header.resizeSection(col, width)
         header.setStretchLastSection(True)
         self.table.sortByColumn(COL_IMAGE, Qt.SortOrder.AscendingOrder)  # the order they came in
