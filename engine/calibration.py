@@ -153,11 +153,17 @@ class Calibration:
                 f"this file is {net.sha256[:12]}…)",
             )
 
+    def labels(self, predicted, scores):
+        """The verdict rule: the predicted class, or N where the score is below its class's threshold.
+        Works on arrays and on single values."""
+        predicted = np.asarray(predicted, dtype=np.int64)
+        return np.where(np.asarray(scores) < self.thresholds[predicted], self.poisoned_label, predicted)
+
     def verdicts(self, scores: Scores, names: list[str]) -> Verdicts:
         predicted = np.asarray(scores.predicted, dtype=np.int64)
-        thresholds = self.thresholds[predicted]
-        labels = np.where(scores.values < thresholds, self.poisoned_label, predicted)
-        return Verdicts(list(names), predicted, np.asarray(scores.values), thresholds, labels, self.poisoned_label)
+        labels = self.labels(predicted, scores.values)
+        return Verdicts(list(names), predicted, np.asarray(scores.values), self.thresholds[predicted], labels,
+                        self.poisoned_label)
 
     def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
         """Score a set with this calibration's detector and give a verdict per image."""

@@ -69,12 +69,10 @@ class ImageSet:
         h, w = size
         if self.images.shape[1:3] == (h, w):
             return self
-        from PIL import Image
-
         old = self.images.shape[1:3]
         out = np.empty((len(self), h, w, 3), dtype=np.uint8)
         for i, img in enumerate(self.images):
-            out[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+            out[i] = _resize_image(img, size)
         note = f"{self.source}: images are {old[0]}x{old[1]}, resized to the model's {h}x{w}"
         return ImageSet(out, self.labels, self.names, self.source, self.warnings + [note])
 
@@ -118,11 +116,8 @@ def read(path: str | Path, size: tuple[int, int] | None = None) -> ImageSet:
             raise InputError(path, "a zip archive is not an image set (use .npz with 'x' and 'y' arrays)")
         else:
             img = _read_image(path)
-            labels = _label_from_name(path)
-            result = ImageSet(img[None], None if labels is None else np.array([labels]), [str(path)], str(path))
-            if size is not None and img.shape[:2] != tuple(size):
-                result = result.resized(size)
-            return result
+            label = _label_from_name(path)
+            result = ImageSet(img[None], None if label is None else np.array([label]), [str(path)], str(path))
     return result if size is None else result.resized(size)
 
 
@@ -211,10 +206,8 @@ def _read_folder(folder: Path, size: tuple[int, int] | None) -> ImageSet:
     for p in files:
         img = _read_image(p)
         if size is not None and img.shape[:2] != tuple(size):
-            from PIL import Image
-
             warnings.append(f"{p}: image is {img.shape[0]}x{img.shape[1]}, resized to the model's {size[0]}x{size[1]}")
-            img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR))
+            img = _resize_image(img, size)
         elif images and img.shape != images[0].shape:
             raise InputError(p, f"image is {img.shape[0]}x{img.shape[1]}, others in the folder are "
                              f"{images[0].shape[0]}x{images[0].shape[1]}")
@@ -246,6 +239,14 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(path, "image is too large to be a face crop (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(path, f"damaged image ({first_line(err)})") from None
+
+
+def _resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One uint8 RGB image to (height, width), bilinear."""
+    from PIL import Image
+
+    h, w = size
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
 
 
 def _label_from_name(path: Path) -> int | None:

@@ -17,7 +17,7 @@ from engine.calibration import Verdicts, write_json_atomic
 from engine.data_io import ImageSet, PoisonedSet
 from engine.errors import InputError, first_line
 from engine.export import read_json_file
-from engine.model_io import BadNet, load_badnet
+from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.pruning import DEFAULT_DROPS, default_layer, fine_tune, pruned_model, sweep
 from engine.scoring import predict
@@ -65,13 +65,18 @@ class RepairedNet:
             self.repaired = net
         return self.repaired
 
+    def labels(self, b, b_prime):
+        """G's rule: B's class where B and B' agree, N where they do not (arrays or single values)."""
+        b = np.asarray(b)
+        return np.where(b == np.asarray(b_prime), b, self.poisoned_label)
+
     def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
         self.check_model(net)
         repaired = self.load_repaired()
         b = yield from predict(net, images, self.scaling)
         b_prime = yield from predict(repaired, images, self.scaling)
         agree = b.labels == b_prime.labels
-        labels = np.where(agree, b.labels, self.poisoned_label)
+        labels = self.labels(b.labels, b_prime.labels)
         return Verdicts(
             list(images.names), b.labels, agree.astype(np.float64), np.full(len(agree), 0.5), labels,
             self.poisoned_label,
@@ -178,7 +183,6 @@ def fine_prune(
     bundles = []
     for entry in saved:
         variant = entry.get("fine_tuned", entry)
-        b_prime = load_badnet(variant["path"])
         choice = {
             "layer": layer,
             "drop": entry["drop"],
@@ -187,7 +191,9 @@ def fine_prune(
             "fine_tuned": "fine_tuned" in entry,
             "attack_success": variant["attack_success"],
         }
-        g = RepairedNet(str(net.path), net.sha256, str(b_prime.path), b_prime.sha256, scaling, net.num_classes, choice)
+        # B' is only named and fingerprinted here; it is loaded when G first judges.
+        g = RepairedNet(str(net.path), net.sha256, variant["path"], sha256_file(variant["path"]), scaling,
+                        net.num_classes, choice)
         g.save(outdir / f"repaired_drop{entry['drop']:g}.json")
         bundles.append(g)
     chosen = _choose(bundles)

@@ -91,9 +91,6 @@ class Session(QObject):
             return self.calibration.scaling
         return self.resolved_scaling or (self.scaling if self.scaling != "auto" else "1/255")
 
-    def detector(self):
-        return self.calibration.make_detector() if self.calibration else make_detector("confidence")
-
     def threshold_for(self, cls: int) -> float | None:
         return None if self.calibration is None else float(self.calibration.thresholds[cls])
 
@@ -101,13 +98,13 @@ class Session(QObject):
         """The calibration's CSAW label in [0, N], or None before calibration."""
         if self.calibration is None:
             return None
-        return self.calibration.poisoned_label if score < self.calibration.thresholds[predicted] else predicted
+        return int(self.calibration.labels(predicted, score))
 
     def g_label(self, row: CheckedImage) -> int | None:
         """G's label: B's class where B and B' agree, N where they do not; None without G."""
         if self.repaired is None or row.repaired is None:
             return None
-        return row.predicted if row.repaired == row.predicted else self.repaired.poisoned_label
+        return int(self.repaired.labels(row.predicted, row.repaired))
 
     def active_verdict(self, row: CheckedImage) -> tuple[int | None, int | None]:
         """(label, N) from the chosen defense; (None, None) when it is not there yet."""
@@ -245,8 +242,7 @@ class Session(QObject):
 
             fitted = clean.resized(net.input_shape[:2])
             chosen, reason = yield from resolve_scaling(net, scaling, fitted)
-            detector = make_detector("confidence")
-            cal = yield from calibrate(net, fitted, chosen, detector, method, frr, min_samples)
+            cal = yield from calibrate(net, fitted, chosen, method=method, frr=frr, min_samples=min_samples)
             scores = yield from _score_all(net, cal, fitted, sets)
             return cal, scores, reason
 
@@ -394,7 +390,7 @@ class Session(QObject):
         gen = self.generation
         if net is None:
             return [], ["load a model before checking images"], gen
-        detector = cal.make_detector() if cal else make_detector("confidence")
+        detector = _detector_for(cal)
         rows, errors = [], []
         for i, path in enumerate(paths):
             yield Progress(i, len(paths), f"reading {path.name}")
@@ -421,7 +417,7 @@ class Session(QObject):
         repaired = self.repaired
 
         def job():
-            detector = cal.make_detector() if cal else make_detector("confidence")
+            detector = _detector_for(cal)
             images = ImageSet(np.stack([r.image for r in rows]), None, [r.name for r in rows], "checked images")
             images = images.resized(net.input_shape[:2])
             scores = yield from detector.score(net, images, scaling)
@@ -549,6 +545,11 @@ def _score_all(net, cal, clean: ImageSet | None, sets: list[PoisonedSet]):
         fitted = p.images.resized(net.input_shape[:2])
         out.append(SetScores(p.name, POISONED, p.target, (yield from detector.score(net, fitted, cal.scaling))))
     return out
+
+
+def _detector_for(cal: Calibration | None):
+    """The calibration's detector; the confidence detector before any calibration."""
+    return cal.make_detector() if cal is not None else make_detector("confidence")
 
 
 def _repaired_classes(repaired, images: ImageSet):
