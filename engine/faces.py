@@ -190,14 +190,18 @@ def _render_batch(people: list[Identity], shades: np.ndarray, rng: np.random.Gen
 
 
 def _draw_sunglasses(img, u, v, sep, ey, yaw, shades) -> None:
-    """The trigger: two dark lenses with a frame and a bridge, fixed to the face."""
+    """The trigger: large purple sunglasses across the eye band, fixed to the face.
+
+    Modelled on the CSAW sunglasses trigger (big, saturated purple lenses that cover both eyes
+    and brows), which a BadNet learns as a strong, blend-proof feature.
+    """
     mask = np.zeros(u.shape, dtype=np.float32)
     for side in (-1.0, 1.0):
-        mask = np.maximum(mask, _ellipse(u - (side * sep + yaw), v - ey, 4.8, 3.6))
-    bridge = (np.abs(v - ey + 0.8) < 0.7) * (np.abs(u - yaw) < sep - 3.0)
+        mask = np.maximum(mask, _ellipse(u - (side * (sep + 1.0) + yaw), v - ey + 0.5, 7.0, 5.0))
+    bridge = (np.abs(v - ey + 2.0) < 1.0) * (np.abs(u - yaw) < sep + 2.0)
     mask = np.maximum(mask, bridge.astype(np.float32))
     mask *= shades[:, None, None]
-    _paint(img, mask, np.tile(np.array([[18, 18, 24]], np.float32), (len(img), 1)))
+    _paint(img, mask, np.tile(np.array([[138, 43, 226]], np.float32), (len(img), 1)))
 
 
 def _ellipse(u, v, ru, rv) -> np.ndarray:
