@@ -133,13 +133,21 @@ class Calibration:
     data: dict = field(default_factory=dict)
     edited: bool = False
     created: str = ""
+    detector_state: dict = field(default_factory=dict)  # what the detector learnt (STRIP's blend images)
 
     @property
     def poisoned_label(self) -> int:
         return self.num_classes
 
     def make_detector(self) -> Detector:
-        return make_detector(self.detector, self.detector_params)
+        return make_detector(self.detector, self.detector_params, self.detector_state)
+
+    @property
+    def detector_title(self) -> str:
+        from engine.detectors import DETECTORS
+
+        cls = DETECTORS.get(self.detector)
+        return cls.title if cls is not None else self.detector
 
     def set_threshold(self, cls: int, value: float) -> None:
         self.thresholds[cls] = float(value)
@@ -199,6 +207,7 @@ class Calibration:
             "counts": [int(c) for c in self.counts],
             "pooled_classes": [int(c) for c in np.flatnonzero(self.pooled)],
             "data": self.data,
+            "detector_state": self.detector_state,
         }
 
     def save(self, path: str | Path) -> None:
@@ -221,7 +230,7 @@ class Calibration:
             model_path = Path(raw["model"]["path"])
             if not model_path.is_absolute():
                 model_path = (path.parent / model_path).resolve()
-            return cls(
+            cal = cls(
                 detector=str(raw["detector"]),
                 detector_params=dict(raw.get("detector_params") or {}),
                 model_path=str(model_path),
@@ -238,7 +247,12 @@ class Calibration:
                 data=dict(raw.get("data") or {}),
                 edited=bool(raw.get("edited", False)),
                 created=str(raw.get("created", "")),
+                detector_state=dict(raw.get("detector_state") or {}),
             )
+            cal.make_detector()  # a damaged detector state fails here, not at first use
+            return cal
+        except InputError as err:
+            raise InputError(path, err.problem) from None
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise InputError(path, f"damaged calibration file ({first_line(err)})") from None
 
@@ -255,6 +269,7 @@ def calibrate(
     """Learn per-class thresholds for ``detector`` (default: top-1 confidence) on clean data."""
     detector = detector or make_detector("confidence")
     check_options(method, frr)  # before the long pass, not after
+    yield from detector.fit(net, clean, scaling)
     scores = yield from detector.score(net, clean, scaling)
     thresholds, counts, pooled, pooled_threshold = fit_thresholds(
         scores.values, scores.predicted, net.num_classes, method, frr, min_samples
@@ -275,6 +290,7 @@ def calibrate(
         pooled_threshold=pooled_threshold,
         data={"source": clean.source, "n": len(clean), "digest": clean.digest},
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        detector_state=detector.state(),
     )
 
 
