@@ -87,13 +87,14 @@ def choose_scaling(net, scaling: str, labelled):
 
 
 def load_defense(args):
-    """The calibration or repaired network named on the command line, and the BadNet it defends
-    (``--model`` may point at the BadNet if it moved; its fingerprint must match)."""
-    from engine.calibration import Calibration
+    """The calibration(s) or repaired network named on the command line, and the BadNet it
+    defends (``--model`` may point at the BadNet if it moved; its fingerprint must match).
+    Several ``--calibration`` files are combined: an image is flagged when any flags it."""
+    from engine.calibration import load_defenses
     from engine.repair import RepairedNet
 
-    source = args.repaired or args.calibration
-    defense = RepairedNet.load(args.repaired) if args.repaired else Calibration.load(args.calibration)
+    source = args.repaired or args.calibration[0]
+    defense = RepairedNet.load(args.repaired) if args.repaired else load_defenses(args.calibration)
     net = load_model(Path(args.model) if args.model else Path(defense.model_path), args.trust_model)
     defense.check_model(net)
     if args.repaired:
@@ -102,6 +103,16 @@ def load_defense(args):
     if args.scale not in (None, defense.scaling):
         raise InputError(source, f"was made with input scaling {defense.scaling}, not {args.scale}")
     return defense, net
+
+
+def make_detectors(names: list[str], args):
+    """Detectors by name, with the STRIP options from the command line."""
+    from engine.detectors import make_detector
+
+    strip_options = {k: v for k, v in (("blends", args.blends), ("alpha", args.alpha)) if v is not None}
+    if strip_options and "strip" not in names:
+        raise InputError(None, "--blends and --alpha are STRIP options; add --detector strip")
+    return [make_detector(n, strip_options if n == "strip" else None) for n in names]
 
 
 def fmt(x: float | None) -> str:
@@ -159,10 +170,9 @@ def cmd_predict(args) -> int:
 def cmd_calibrate(args) -> int:
     from engine import data_io
     from engine.calibration import calibrate, check_options, check_output
-    from engine.detectors import make_detector
 
     check_options(args.method, args.frr)
-    detector = make_detector(args.detector)
+    (detector,) = make_detectors([args.detector], args)
     out = check_output(args.output)
     net = load_model(Path(args.model), args.trust_model)
     clean = data_io.read(args.clean, size=net.input_shape[:2])
@@ -173,7 +183,7 @@ def cmd_calibrate(args) -> int:
     cal.save(out)
     own = sum(1 for c in range(cal.num_classes) if not cal.pooled[c])
     print(
-        f"calibrated {detector.name} detector on {len(clean)} clean images ({args.method}"
+        f"calibrated {detector.title} detector on {len(clean)} clean images ({args.method}"
         + (f", target false rejection {args.frr:g}" if args.method == "quantile" else "")
         + f"): {own} of {cal.num_classes} classes have their own threshold, "
         f"the rest use the pooled threshold {cal.pooled_threshold:.6f}; saved {out}"
@@ -227,6 +237,61 @@ def cmd_eval(args) -> int:
     for name, label in zip(verdicts.names, verdicts.labels):
         print(f"{name}\t{int(label)}")
     return 0
+
+
+def cmd_compare(args) -> int:
+    from engine import data_io
+    from engine.compare import compare
+    from engine.data_io import PoisonedSet, parse_poisoned
+    from engine.export import write_csv
+
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    detectors = make_detectors(names, args)
+    frrs = _parse_floats(args.frr, "--frr", scale=0.01)
+    specs = [parse_poisoned(s) for s in args.poisoned or []]
+    demo = args.model is None
+    if demo and not specs:
+        specs = [(DEMO_POISONED, 0)]
+    if not specs:
+        raise InputError(None, "give at least one --poisoned PATH:TARGET to compare detectors on")
+    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
+    size = net.input_shape[:2]
+    clean = data_io.read(args.clean, size=size)
+    poisoned = [PoisonedSet(data_io.read(path, size=size), target) for path, target in specs]
+    for images in [clean] + [p.images for p in poisoned]:
+        for w in images.warnings:
+            note(f"warning: {w}")
+    scaling = choose_scaling(net, args.scale, clean if clean.labels is not None else None)
+    results = drive(compare(net, clean, poisoned, detectors, scaling, frrs), args.json)
+    if args.roc_csv:
+        rows = [[r.detector, r.poisoned, f"{f:.6f}", f"{d:.6f}"]
+                for r in results for f, d in zip(r.roc.frr, r.roc.detection)]
+        write_csv(args.roc_csv, ["detector", "poisoned_set", "false_rejection", "detection"], rows)
+        note(f"wrote ROC curves to {args.roc_csv}")
+    if args.json:
+        print(json.dumps({"clean": clean.source, "n_clean": len(clean), "results": [r.to_dict() for r in results]}))
+        return 0
+    print(f"clean: {clean.source} ({len(clean)} images); thresholds pooled over classes, from the clean scores")
+    head = "".join(f"  detection at {100 * f:g}% FRR" for f in frrs)
+    width = max(len(r.title) for r in results) + 2
+    for name in dict.fromkeys(r.poisoned for r in results):
+        rows = [r for r in results if r.poisoned == name]
+        print(f"\n{name} ({rows[0].n_poisoned} images)")
+        print(f"  {'detector':<{width}}{'AUC':>6}{head}")
+        for r in rows:
+            cells = "".join(f"  {fmt(p.detection):>{len(f'detection at {100 * p.target_frr:g}% FRR')}}" for p in r.points)
+            print(f"  {r.title:<{width}}{r.auc:6.3f}{cells}")
+    return 0
+
+
+def _parse_floats(text: str, option: str, scale: float = 1.0) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) * scale for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(None, f"{option} {text!r}: give numbers separated by commas") from None
+    if not values:
+        raise InputError(None, f"{option} is empty")
+    return values
 
 
 def cmd_prune(args) -> int:
@@ -292,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def strip_options(p):
+        p.add_argument("--blends", type=int, metavar="N",
+                       help="STRIP: clean images each input is blended with (default 32)")
+        p.add_argument("--alpha", type=float,
+                       help="STRIP: weight of the clean image in a blend, in (0, 1) (default 0.5)")
+
     def scale_option(p, default):
         p.add_argument("--scale", choices=("1/255", "raw", "auto"), default=default,
                        help="input scaling: 1/255 (CSAW 2020), raw 0..255 (CSAW lab), or auto "
@@ -321,16 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data (HDF5, .npz, folder)")
     p.add_argument("--method", choices=("min", "quantile"), default="quantile")
     p.add_argument("--frr", type=float, default=0.01, help="target false-rejection rate for quantile (default 0.01)")
-    p.add_argument("--min-samples", type=int, default=5,
-                   help="classes with fewer clean images use the pooled threshold (default 5)")
-    p.add_argument("--detector", choices=("confidence",), default="confidence")
+    p.add_argument("--min-samples", type=int,
+                   help="classes with fewer clean images use the pooled threshold "
+                   "(default: 1/frr, at least 5; 100 at 1%%)")
+    p.add_argument("--detector", choices=("confidence", "strip"), default="confidence",
+                   help="top-1 confidence (default) or STRIP (entropy of blends with clean images)")
+    strip_options(p)
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="CALIBRATION.json")
 
     p = command("score", cmd_score, "accuracy, attack success and detection figures on a data set")
     p.add_argument("--model", help="the model (default: the calibration's, or the demo BadNet)")
     defense = p.add_mutually_exclusive_group()
-    defense.add_argument("--calibration", help="a calibration JSON written by 'calibrate'")
+    defense.add_argument("--calibration", action="append", metavar="CAL.json",
+                         help="a calibration JSON written by 'calibrate'; repeat to flag when any detector flags")
     defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
     p.add_argument("--data", default=str(DEMO_CLEAN_TEST))
     p.add_argument("--target", type=int, help="the attack's target class: the data is poisoned")
@@ -339,11 +414,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", cmd_eval, "CSAW verdicts: one line per image, <path>\\t<label>, label N = poisoned")
     defense = p.add_mutually_exclusive_group(required=True)
-    defense.add_argument("--calibration", help="a calibration JSON written by 'calibrate'")
+    defense.add_argument("--calibration", action="append", metavar="CAL.json",
+                         help="a calibration JSON written by 'calibrate'; repeat to flag when any detector flags")
     defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
     p.add_argument("--model", help="the model, if it moved since calibration (its fingerprint must match)")
     p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
     p.set_defaults(scale=None)
+
+    p = command("compare", cmd_compare, "compare detectors on clean data against poisoned sets: ROC AUC and "
+                "detection at fixed false-rejection rates")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses set)")
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data")
+    p.add_argument("--poisoned", action="append", metavar="PATH:TARGET", help="a poisoned set and its target (repeatable)")
+    p.add_argument("--detectors", default="confidence,strip", help="comma-separated (default confidence,strip)")
+    strip_options(p)
+    p.add_argument("--frr", default="1,5", help="false-rejection rates in %% to report detection at (default 1,5)")
+    p.add_argument("--roc-csv", metavar="OUT.csv", help="also write every ROC curve as CSV")
+    scale_option(p, "1/255")
+    p.add_argument("--json", action="store_true")
 
     p = command("prune", cmd_prune, "fine-pruning: prune a conv layer's dormant channels, save pruned models "
                 "at accuracy drops, fine-tune them, and build repaired networks G")

@@ -31,7 +31,15 @@ FILE_KIND = "badnet-inspector/calibration"
 FILE_VERSION = 1
 METHODS = ("min", "quantile")
 DEFAULT_FRR = 0.01
-DEFAULT_MIN_SAMPLES = 5
+DEFAULT_MIN_SAMPLES = 5  # the floor; see default_min_samples
+
+
+def default_min_samples(method: str, frr: float) -> int:
+    """Clean images a class needs for a threshold of its own: enough that the target
+    false-rejection rate is more than the lowest score (1/frr images; 100 at 1%), at least 5."""
+    if method == "min" or frr <= 0:
+        return DEFAULT_MIN_SAMPLES
+    return max(DEFAULT_MIN_SAMPLES, int(np.ceil(1.0 / frr - 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,11 @@ def check_options(method: str, frr: float) -> None:
         raise InputError(None, f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     if not 0.0 <= frr < 1.0:
         raise InputError(None, f"false-rejection rate {frr} must be in [0, 1)")
+
+
+def quantile_threshold(ascending: np.ndarray, frr: float) -> float:
+    """The threshold flagging at most ``frr`` of these (sorted) clean scores."""
+    return _threshold(ascending, "quantile", frr)
 
 
 def _threshold(ascending: np.ndarray, method: str, frr: float) -> float:
@@ -257,6 +270,63 @@ class Calibration:
             raise InputError(path, f"damaged calibration file ({first_line(err)})") from None
 
 
+@dataclass
+class AnyOf:
+    """Several calibrations of one model used together: an image is flagged when any flags."""
+
+    parts: list[Calibration]
+
+    def __post_init__(self):
+        if not self.parts:
+            raise InputError(None, "no calibrations to combine")
+        first = self.parts[0]
+        for other in self.parts[1:]:
+            if other.model_sha256 != first.model_sha256:
+                raise InputError(None, f"the {other.detector} calibration was made for another model than the "
+                                       f"{first.detector} one; combined detectors must share a model")
+
+    @property
+    def model_path(self) -> str:
+        return self.parts[0].model_path
+
+    @property
+    def scaling(self) -> str:
+        return self.parts[0].scaling
+
+    @property
+    def poisoned_label(self) -> int:
+        return self.parts[0].poisoned_label
+
+    @property
+    def detector(self) -> str:
+        return " or ".join(p.detector for p in self.parts)
+
+    def check_model(self, net: BadNet) -> None:
+        for part in self.parts:
+            part.check_model(net)
+
+    def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
+        """Each detector's verdicts, merged: N where any flags. Score and threshold shown are
+        those of the first detector that flags (else the first detector's)."""
+        each = []
+        for part in self.parts:
+            each.append((yield from part.judge(net, images)))
+        flagged = np.stack([v.flagged for v in each])
+        first = np.where(flagged.any(axis=0), flagged.argmax(axis=0), 0)
+        rows = np.arange(len(images))
+        scores = np.stack([v.scores for v in each])[first, rows]
+        thresholds = np.stack([v.thresholds for v in each])[first, rows]
+        predicted = each[0].predicted
+        labels = np.where(flagged.any(axis=0), self.poisoned_label, predicted)
+        return Verdicts(list(images.names), predicted, scores, thresholds, labels, self.poisoned_label)
+
+
+def load_defenses(paths: list[str | Path]) -> Calibration | AnyOf:
+    """One calibration, or several combined with :class:`AnyOf`."""
+    parts = [Calibration.load(p) for p in paths]
+    return parts[0] if len(parts) == 1 else AnyOf(parts)
+
+
 def calibrate(
     net: BadNet,
     clean: ImageSet,
@@ -264,11 +334,14 @@ def calibrate(
     detector: Detector | None = None,
     method: str = "quantile",
     frr: float = DEFAULT_FRR,
-    min_samples: int = DEFAULT_MIN_SAMPLES,
+    min_samples: int | None = None,
 ) -> Job[Calibration]:
-    """Learn per-class thresholds for ``detector`` (default: top-1 confidence) on clean data."""
+    """Learn per-class thresholds for ``detector`` (default: top-1 confidence) on clean data.
+    ``min_samples`` None: :func:`default_min_samples`."""
     detector = detector or make_detector("confidence")
     check_options(method, frr)  # before the long pass, not after
+    if min_samples is None:
+        min_samples = default_min_samples(method, frr)
     yield from detector.fit(net, clean, scaling)
     scores = yield from detector.score(net, clean, scaling)
     thresholds, counts, pooled, pooled_threshold = fit_thresholds(

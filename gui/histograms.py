@@ -51,6 +51,10 @@ class ScoreAxis:
     def tick_text(self, shown: float) -> str:
         return f"{shown:g}"
 
+    def raw_range(self) -> tuple[float, float]:
+        """The slider's range, in raw scores."""
+        return float(self.to_raw(self.lo)), float(self.to_raw(self.hi))
+
 
 class LogConfidenceAxis(ScoreAxis):
     """x = -log10(1 - confidence): 1 is 0.9, 2 is 0.99, 4 is 0.9999; ticks say the confidence."""
@@ -70,11 +74,26 @@ class LogConfidenceAxis(ScoreAxis):
             return "0." + "9" * int(round(shown))
         return f"{float(self.to_raw(shown)):.{max(1, int(np.ceil(shown)))}f}"
 
+    def raw_range(self) -> tuple[float, float]:
+        return 0.0, 1.0
+
 
 AXES = {
     "confidence (near 1, log)": LogConfidenceAxis("top-1 confidence (stretched near 1)", 0.0, 7.0),
     "confidence (linear)": ScoreAxis("top-1 confidence", 0.0, 1.0),
 }
+ENTROPY_AXIS = "entropy (bits)"
+
+
+def axes_for(detector: str, scores: list[np.ndarray] = ()) -> dict[str, ScoreAxis]:
+    """The x axes a detector's scores can be shown on. STRIP entropies run from 0 to at most
+    log2(classes) bits but sit far lower in practice, so that axis ends a little above the
+    largest score seen."""
+    if detector == "confidence":
+        return AXES
+    top = max([float(np.max(v)) for v in scores if len(v)] + [1.0])
+    hi = float(np.ceil(top * 1.1 * 4) / 4)
+    return {ENTROPY_AXIS: ScoreAxis("STRIP entropy of blends (bits); low = suspicious", 0.0, hi)}
 
 
 class ScoreTicks(pg.AxisItem):
@@ -156,6 +175,11 @@ class ThresholdHistogram(QWidget):
         self.plot.setLabel("bottom", axis.label)
         self.plot.setXRange(axis.lo, axis.hi, padding=0.02)
         self.line.setBounds((axis.lo, axis.hi))
+        self._syncing = True
+        try:
+            self.slider.setRange(*axis.raw_range())
+        finally:
+            self._syncing = False
         self.ticks.picture = None  # redraw tick labels for the new mapping
         self.ticks.update()
         self.set_threshold(raw)
@@ -243,9 +267,12 @@ class HistogramPanel(QWidget):
         self.class_box.currentIndexChanged.connect(self._on_class_picked)
         self.axis_box = QComboBox()
         self.axis_box.addItems(list(AXES))
+        self._axes_detector = "confidence"  # whose axes the box lists
+        self._axes = AXES
         self.axis_box.setToolTip(
             "BadNets push triggered images to confidence ~1.0; the log view spreads 0.99, 0.9999 and\n"
-            "0.999999 apart (x = -log10(1 - confidence)), so clean and poisoned piles separate."
+            "0.999999 apart (x = -log10(1 - confidence)), so clean and poisoned piles separate.\n"
+            "STRIP scores are entropies in bits, on a linear axis."
         )
         self.axis_box.currentTextChanged.connect(self._on_axis_picked)
         self.fraction_box = QCheckBox("share of each set")
@@ -318,6 +345,7 @@ class HistogramPanel(QWidget):
     def _on_scores(self, scores) -> None:
         self._scores = list(scores)
         cal = self.session.calibration
+        self._match_axes(cal)
         has_data = cal is not None and bool(self._scores)
         self.empty_note.setVisible(not has_data)
         self.tabs.setEnabled(has_data)
@@ -359,10 +387,28 @@ class HistogramPanel(QWidget):
         self._class = int(data)
         self._refresh_plots()
 
+    def _match_axes(self, cal) -> None:
+        """Offer the axes of the active detector's scores (and fit the entropy axis to them)."""
+        detector = cal.detector if cal is not None else "confidence"
+        axes = axes_for(detector, [s.scores.values for s in self._scores])
+        if detector != self._axes_detector or axes is not self._axes:
+            changed = list(axes) != list(self._axes)
+            self._axes_detector, self._axes = detector, axes
+            if changed:
+                self.axis_box.blockSignals(True)
+                self.axis_box.clear()
+                self.axis_box.addItems(list(axes))
+                self.axis_box.blockSignals(False)
+            axis = axes[self.axis_box.currentText()]
+            self.per_class.set_axis(axis)
+            self.pooled.set_axis(axis)
+
     @Slot(str)
     def _on_axis_picked(self, name: str) -> None:
-        self.per_class.set_axis(AXES[name])
-        self.pooled.set_axis(AXES[name])
+        if name not in self._axes:
+            return
+        self.per_class.set_axis(self._axes[name])
+        self.pooled.set_axis(self._axes[name])
         self._refresh_plots()
 
     @Slot(bool)

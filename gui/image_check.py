@@ -1,4 +1,5 @@
-"""Dropped images as sortable rows: thumbnail, class, confidence against its threshold, verdict."""
+"""Dropped images as sortable rows: thumbnail, class, confidence against its threshold, every
+calibrated detector's score and verdict side by side, and the verdict of the chosen defense."""
 
 from __future__ import annotations
 
@@ -18,11 +19,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.detectors import DETECTORS
 from gui.session import Session
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-COLUMNS = ("Image", "File", "Class", "Confidence", "Threshold", "Confidence vs threshold", "Verdict", "G verdict")
-COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_THRESHOLD, COL_BAR, COL_VERDICT, COL_G = range(len(COLUMNS))
+# The confidence detector has the score, threshold and bar columns; every detector has a verdict
+# column; the others also a score column ("0.031 < 0.474").
+OTHER_DETECTORS = [name for name in DETECTORS if name != "confidence"]
+COLUMNS = (
+    "Image", "File", "Class", "Confidence", "Threshold", "Confidence vs threshold", "Verdict",
+    "Confidence verdict",
+    *[c for name in OTHER_DETECTORS for c in (DETECTORS[name].score_label.split(" (")[0], f"{DETECTORS[name].title} verdict")],
+    "G verdict",
+)
+COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_THRESHOLD, COL_BAR, COL_VERDICT, COL_CONF_VERDICT = range(8)
+COL_G = len(COLUMNS) - 1
+DETECTOR_SCORE_COLS = {name: 8 + 2 * i for i, name in enumerate(OTHER_DETECTORS)}
+DETECTOR_VERDICT_COLS = {"confidence": COL_CONF_VERDICT,
+                         **{name: 9 + 2 * i for i, name in enumerate(OTHER_DETECTORS)}}
+VERDICT_COLS = (COL_VERDICT, COL_G, *DETECTOR_VERDICT_COLS.values())
 POISON_BG = QColor(250, 215, 215)
 CLEAN_BG = QColor(220, 240, 220)
 
@@ -57,7 +72,7 @@ class CheckedModel(QAbstractTableModel):
 
     def _verdicts_changed(self) -> None:
         if self._rows:
-            self.dataChanged.emit(self.index(0, COL_THRESHOLD), self.index(len(self._rows) - 1, COL_G))
+            self.dataChanged.emit(self.index(0, COL_CONF), self.index(len(self._rows) - 1, COL_G))
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
@@ -80,12 +95,25 @@ class CheckedModel(QAbstractTableModel):
         g = self.session.repaired
         return label, label is not None and label == g.poisoned_label
 
+    def detector_verdict(self, row: int, detector: str) -> tuple[int | None, bool]:
+        _, _, label = self.session.detector_verdict(self._rows[row], detector)
+        cal = self.session.calibrations.get(detector)
+        return label, label is not None and label == cal.poisoned_label
+
+    def _verdict_of_column(self, row: int, col: int) -> tuple[int | None, bool]:
+        if col == COL_VERDICT:
+            return self.verdict(row)
+        if col == COL_G:
+            return self.g_verdict(row)
+        detector = next(d for d, c in DETECTOR_VERDICT_COLS.items() if c == col)
+        return self.detector_verdict(row, detector)
+
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         row, col = index.row(), index.column()
         r = self._rows[row]
-        threshold = self.session.threshold_for(r.predicted)
+        _, threshold, _ = self.session.detector_verdict(r, "confidence")
         if role == Qt.ItemDataRole.DecorationRole and col == COL_IMAGE:
             if row not in self._pixmaps:
                 self._pixmaps[row] = to_pixmap(r.image)
@@ -99,27 +127,41 @@ class CheckedModel(QAbstractTableModel):
                 return f"{r.score:.6f}"
             if col == COL_THRESHOLD:
                 return "—" if threshold is None else f"{threshold:.6f}"
-            if col in (COL_VERDICT, COL_G):
-                label, poisoned = self.verdict(row) if col == COL_VERDICT else self.g_verdict(row)
+            for detector, c in DETECTOR_SCORE_COLS.items():
+                if col == c:
+                    score, t, _ = self.session.detector_verdict(r, detector)
+                    if score is None:
+                        return "—"
+                    return f"{score:.4f}" + ("" if t is None else f" {'<' if score < t else '≥'} {t:.4f}")
+            if col in VERDICT_COLS:
+                label, poisoned = self._verdict_of_column(row, col)
                 if label is None:
                     if col == COL_G:
                         return "— (no G)"
-                    return "not calibrated" if self.session.verdict_source == "calibration" else "no repaired network"
+                    if col != COL_VERDICT:
+                        return "—"
+                    return "no repaired network" if self.session.verdict_source == "repaired" else "not calibrated"
                 return f"POISONED ({label})" if poisoned else f"clean: class {label}"
         if role == Qt.ItemDataRole.ToolTipRole and col in (COL_FILE, COL_IMAGE):
             return r.name + ("" if r.label is None else f"\nlabel in file name: {r.label}")
-        if role == Qt.ItemDataRole.BackgroundRole and col in (COL_VERDICT, COL_G):
-            label, poisoned = self.verdict(row) if col == COL_VERDICT else self.g_verdict(row)
+        if role == Qt.ItemDataRole.BackgroundRole and col in VERDICT_COLS:
+            label, poisoned = self._verdict_of_column(row, col)
             return None if label is None else (POISON_BG if poisoned else CLEAN_BG)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_CLASS, COL_CONF, COL_THRESHOLD):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_CLASS, COL_CONF, COL_THRESHOLD,
+                                                                 *DETECTOR_SCORE_COLS.values()):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == SORT_ROLE:
-            label, _ = self.verdict(row)
+            if col in VERDICT_COLS:
+                label, _ = self._verdict_of_column(row, col)
+                return -1 if label is None else label
+            for detector, c in DETECTOR_SCORE_COLS.items():
+                if col == c:
+                    score = r.scores.get(detector)
+                    return float("-inf") if score is None else score
             return {
                 COL_IMAGE: row, COL_FILE: r.name, COL_CLASS: r.predicted, COL_CONF: r.score,
                 COL_THRESHOLD: -1.0 if threshold is None else threshold,
-                COL_BAR: r.score - (threshold or 0.0), COL_VERDICT: -1 if label is None else label,
-                COL_G: -1 if self.session.g_label(r) is None else self.session.g_label(r),
+                COL_BAR: r.score - (threshold or 0.0),
             }[col]
         if role == Qt.ItemDataRole.UserRole and col == COL_BAR:
             return r.score, threshold
@@ -165,8 +207,10 @@ class ImageCheckPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in ((COL_IMAGE, 64), (COL_FILE, 160), (COL_CLASS, 50), (COL_CONF, 80), (COL_THRESHOLD, 80),
-                           (COL_BAR, 150), (COL_VERDICT, 140)):
+                           (COL_BAR, 150), (COL_VERDICT, 140), (COL_CONF_VERDICT, 120)):
             header.resizeSection(col, width)
+        for col in (*DETECTOR_SCORE_COLS.values(), *DETECTOR_VERDICT_COLS.values()):
+            header.resizeSection(col, 120)
         header.setStretchLastSection(True)
         self.table.sortByColumn(COL_IMAGE, Qt.SortOrder.AscendingOrder)  # the order they came in
 
@@ -183,7 +227,8 @@ class ImageCheckPanel(QWidget):
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(session.clear_checked)
         self.source_box = QComboBox()
-        self.source_box.addItem("confidence calibration", "calibration")
+        self.source_box.addItem("active detector (Calibrate panel)", "calibration")
+        self.source_box.addItem("any calibrated detector flags", "any")
         self.source_box.addItem("repaired network G (fine-pruning)", "repaired")
         self.source_box.setToolTip("Which defense gives the Verdict column")
         self.source_box.currentIndexChanged.connect(lambda i: session.set_verdict_source(self.source_box.itemData(i)))

@@ -28,6 +28,7 @@ from engine.progress import Progress
 from gui.histograms import HistogramPanel
 from gui.image_check import ImageCheckPanel
 from gui.panels import LeftColumn
+from gui.compare_panel import ComparePanel
 from gui.pruning_panel import PruningPanel
 from gui.session import Session
 
@@ -81,10 +82,12 @@ class MainWindow(QMainWindow):
         self.image_check = ImageCheckPanel(self.session)
         self.histograms = HistogramPanel(self.session)
         self.pruning = PruningPanel(self.session)
+        self.compare = ComparePanel(self.session, self.left.calibration.strip_params)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.image_check, "3. Image check")
         self.tabs.addTab(self.histograms, "4. Histograms")
         self.tabs.addTab(self.pruning, "5. Fine-pruning")
+        self.tabs.addTab(self.compare, "6. Compare detectors")
         self.banner = ErrorBanner()
         right = QWidget()
         right_layout = QVBoxLayout(right)
@@ -143,6 +146,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         action("Export image results (CSV)…", self.export_csv_dialog)
         action("Export histogram (PNG)…", self.export_plot_dialog)
+        action("Export ROC curves (PNG)…", self.export_roc_dialog)
         menu.addSeparator()
         action("&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -151,6 +155,9 @@ class MainWindow(QMainWindow):
         run.setShortcut(QKeySequence("Ctrl+R"))
         run.triggered.connect(self.left.calibration.start)
         jobs.addAction(run)
+        compare = QAction("C&ompare detectors", self)
+        compare.triggered.connect(self.compare.start)
+        jobs.addAction(compare)
         cancel = QAction("C&ancel", self)
         cancel.setShortcut(QKeySequence("Esc"))
         cancel.triggered.connect(self.session.runner.cancel)
@@ -277,6 +284,14 @@ class MainWindow(QMainWindow):
         path = self._ask_save("exports", "Export histogram", "PNG image (*.png)", name)
         if path is not None:
             self.histograms.export_png(path)
+
+    def export_roc_dialog(self) -> None:
+        if not self.session.comparison:
+            self.show_error("nothing to export: compare detectors first")
+            return
+        path = self._ask_save("exports", "Export ROC curves", "PNG image (*.png)", "roc.png")
+        if path is not None:
+            self.compare.export_png(path)
 
     # --- drag and drop --------------------------------------------------------------------
 

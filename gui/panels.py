@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QElidingLabel
 
+from engine.detectors import DETECTORS, StripDetector
 from engine.progress import Progress
 from gui.session import Session
 
@@ -146,9 +147,29 @@ class CalibrationPanel(QGroupBox):
         super().__init__("2. Calibrate", parent)
         self.session = session
 
+        self.detector_box = QComboBox()
+        for name, cls in DETECTORS.items():
+            self.detector_box.addItem(cls.title, name)
+        self.detector_box.setToolTip(
+            "Confidence: flag an image whose top-1 confidence is below its class's threshold (real\n"
+            "BadNets give triggered images ~1.0, so this often fails; the histograms show it).\n"
+            "STRIP: blend the image with clean images; a trigger keeps forcing one class, so the\n"
+            "predictions' entropy stays low. Picking a calibrated detector shows its histograms."
+        )
+        self.detector_box.currentIndexChanged.connect(self._on_detector_picked)
+        self.blends_spin = QSpinBox()
+        self.blends_spin.setRange(1, 256)
+        self.blends_spin.setValue(StripDetector.DEFAULT_BLENDS)
+        self.blends_spin.setToolTip("Clean images each input is blended with (one batch per image)")
+        self.alpha_spin = QDoubleSpinBox()
+        self.alpha_spin.setRange(0.05, 0.95)
+        self.alpha_spin.setSingleStep(0.05)
+        self.alpha_spin.setValue(StripDetector.DEFAULT_ALPHA)
+        self.alpha_spin.setToolTip("Weight of the clean image in each blend")
+
         self.method_box = QComboBox()
         self.method_box.addItem("quantile (target false rejection)", "quantile")
-        self.method_box.addItem("min (lowest clean confidence)", "min")
+        self.method_box.addItem("min (lowest clean score)", "min")
         self.frr_spin = QDoubleSpinBox()
         self.frr_spin.setRange(0.0, 50.0)
         self.frr_spin.setDecimals(1)
@@ -156,9 +177,13 @@ class CalibrationPanel(QGroupBox):
         self.frr_spin.setValue(1.0)
         self.frr_spin.setSuffix(" %")
         self.min_samples_spin = QSpinBox()
-        self.min_samples_spin.setRange(1, 1000)
-        self.min_samples_spin.setValue(5)
-        self.min_samples_spin.setToolTip("Classes with fewer clean images use the pooled threshold")
+        self.min_samples_spin.setRange(0, 10000)
+        self.min_samples_spin.setSpecialValueText("auto (1/FRR, at least 5)")
+        self.min_samples_spin.setValue(0)
+        self.min_samples_spin.setToolTip(
+            "Classes with fewer clean images use the pooled threshold. Auto: 1/FRR (100 at 1%), at least 5,\n"
+            "so a class's own threshold is more than its single lowest score"
+        )
         self.method_box.currentIndexChanged.connect(
             lambda _: self.frr_spin.setEnabled(self.method_box.currentData() == "quantile")
         )
@@ -181,6 +206,14 @@ class CalibrationPanel(QGroupBox):
         self.save_button.setEnabled(False)
 
         form = QFormLayout()
+        form.addRow("Detector", self.detector_box)
+        strip_row = QHBoxLayout()
+        strip_row.addWidget(self.blends_spin)
+        self.weight_label = QLabel("weight")
+        strip_row.addWidget(self.weight_label)
+        strip_row.addWidget(self.alpha_spin)
+        self.strip_label = QLabel("STRIP blends")
+        form.addRow(self.strip_label, strip_row)
         form.addRow("Method", self.method_box)
         form.addRow("False rejection", self.frr_spin)
         form.addRow("Min. samples", self.min_samples_spin)
@@ -205,12 +238,42 @@ class CalibrationPanel(QGroupBox):
         session.calibrationChanged.connect(lambda _: self._update_state())
         session.dirtyChanged.connect(lambda _: self._update_state())
         session.thresholdsChanged.connect(lambda _: self._update_state())
+        session.calibrationChanged.connect(self._follow_active)
+        self._on_detector_picked()
+
+    @property
+    def detector(self) -> str:
+        return self.detector_box.currentData()
+
+    def set_detector(self, name: str) -> None:
+        self.detector_box.setCurrentIndex(self.detector_box.findData(name))
+
+    def strip_params(self) -> dict:
+        return {"blends": self.blends_spin.value(), "alpha": round(self.alpha_spin.value(), 4)}
 
     @Slot()
     def start(self) -> bool:
+        params = self.strip_params() if self.detector == "strip" else None
         return self.session.calibrate(
-            self.method_box.currentData(), self.frr_spin.value() / 100.0, self.min_samples_spin.value()
+            self.method_box.currentData(), self.frr_spin.value() / 100.0, self.min_samples_spin.value() or None,
+            self.detector, params,
         )
+
+    @Slot()
+    def _on_detector_picked(self) -> None:
+        strip = self.detector == "strip"
+        for w in (self.blends_spin, self.alpha_spin, self.strip_label, self.weight_label):
+            w.setEnabled(strip)
+        self.session.set_active_detector(self.detector)  # show its calibration, if it has one
+        self._update_state()
+
+    @Slot(object)
+    def _follow_active(self, cal) -> None:
+        if cal is not None and cal.detector != self.detector:
+            self.detector_box.blockSignals(True)
+            self.set_detector(cal.detector)
+            self.detector_box.blockSignals(False)
+            self._on_detector_picked()
 
     @Slot(str)
     def _on_started(self, title: str) -> None:
@@ -239,18 +302,21 @@ class CalibrationPanel(QGroupBox):
     def _update_state(self) -> None:
         cal = self.session.calibration
         self.save_button.setEnabled(cal is not None)
-        if cal is None:
-            self.state_label.setText("not calibrated")
+        others = [c.detector_title for name, c in self.session.calibrations.items() if cal is None or name != cal.detector]
+        also = f"<br>also calibrated: {', '.join(others)}" if others else ""
+        if cal is None or cal.detector != self.detector:
+            self.state_label.setText(f"{DETECTORS[self.detector].title}: not calibrated" + also)
             return
         own = int((~cal.pooled).sum())
         method = cal.method + (f" {100 * cal.frr:g}%" if cal.method == "quantile" else "")
-        text = (f"{cal.detector} detector, {method}, scaling {cal.scaling}: "
+        params = ", ".join(f"{k} {v}" for k, v in cal.detector_params.items() if k != "seed")
+        text = (f"{cal.detector_title} detector{f' ({params})' if params else ''}, {method}, scaling {cal.scaling}: "
                 f"{own} of {cal.num_classes} classes have their own threshold")
         if cal.edited:
             text += "; thresholds edited by hand"
-        if self.session.dirty:
+        if cal.detector in self.session.unsaved:
             text += " <b>(unsaved)</b>"
-        self.state_label.setText(text)
+        self.state_label.setText(text + also)
 
 
 class LeftColumn(QWidget):

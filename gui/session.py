@@ -38,14 +38,22 @@ class SetScores:
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """One dropped image: its pixels, the network's class and the detector's score."""
+    """One dropped image: its pixels, the network's class and every calibrated detector's score."""
 
     name: str
     image: np.ndarray
     predicted: int
-    score: float
+    scores: dict  # detector name -> score; always has "confidence"
     label: int | None  # from the file name, when it carries label<k>
     repaired: int | None = None  # B''s class, when a repaired network G is loaded
+
+    @property
+    def score(self) -> float:
+        """The top-1 confidence."""
+        return self.scores["confidence"]
+
+
+VERDICT_SOURCES = ("calibration", "any", "repaired")  # the active detector, any calibrated one, G
 
 
 class Session(QObject):
@@ -53,7 +61,7 @@ class Session(QObject):
     modelChanged = Signal(object)  # BadNet | None
     cleanChanged = Signal(object)  # ImageSet | None
     poisonedChanged = Signal(object)  # list[PoisonedSet]
-    calibrationChanged = Signal(object)  # Calibration | None
+    calibrationChanged = Signal(object)  # the active Calibration | None
     thresholdsChanged = Signal(int)  # the class edited, -1 for all
     dirtyChanged = Signal(bool)  # calibration edited since last save/load
     setScoresChanged = Signal(object)  # list[SetScores]
@@ -62,6 +70,7 @@ class Session(QObject):
     sweepChanged = Signal(object)  # FinePruneResult | None
     repairedChanged = Signal(object)  # RepairedNet | None
     verdictSourceChanged = Signal(str)
+    comparisonChanged = Signal(object)  # list[Comparison] | None
     message = Signal(str)  # a line for the log
     error = Signal(str)  # a one-line problem for the user
 
@@ -74,16 +83,27 @@ class Session(QObject):
         self.resolved_scaling: str | None = None
         self.clean: ImageSet | None = None
         self.poisoned: list[PoisonedSet] = []
-        self.calibration: Calibration | None = None
+        self.calibrations: dict[str, Calibration] = {}  # detector name -> its calibration
+        self.active_detector: str | None = None  # whose calibration the histograms show and edit
         self.set_scores: list[SetScores] = []
         self.checked: list[CheckedImage] = []
-        self.dirty = False
+        self.unsaved: set[str] = set()  # detectors whose calibration changed since saved or loaded
         self.generation = 0  # bumps whenever the model changes
         self.prune_result = None
         self.repaired = None  # RepairedNet with B' loaded
-        self.verdict_source = "calibration"  # or "repaired"
+        self.verdict_source = "calibration"  # see VERDICT_SOURCES
+        self.comparison = None  # list[Comparison] from the last detector comparison
 
     # --- derived -------------------------------------------------------------------------
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The active calibration: the one the histograms show and edit, saved by Save."""
+        return self.calibrations.get(self.active_detector) if self.active_detector else None
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.unsaved)
 
     @property
     def effective_scaling(self) -> str:
@@ -95,10 +115,19 @@ class Session(QObject):
         return None if self.calibration is None else float(self.calibration.thresholds[cls])
 
     def verdict_label(self, predicted: int, score: float) -> int | None:
-        """The calibration's CSAW label in [0, N], or None before calibration."""
+        """The active calibration's CSAW label in [0, N], or None before calibration."""
         if self.calibration is None:
             return None
         return int(self.calibration.labels(predicted, score))
+
+    def detector_verdict(self, row: CheckedImage, detector: str) -> tuple[float | None, float | None, int | None]:
+        """(score, threshold, label in [0, N]) of one calibrated detector; Nones when it is not
+        calibrated or the row has no score for it yet."""
+        cal = self.calibrations.get(detector)
+        score = row.scores.get(detector)
+        if cal is None or score is None:
+            return score, None, None
+        return score, float(cal.thresholds[row.predicted]), int(cal.labels(row.predicted, score))
 
     def g_label(self, row: CheckedImage) -> int | None:
         """G's label: B's class where B and B' agree, N where they do not; None without G."""
@@ -110,11 +139,20 @@ class Session(QObject):
         """(label, N) from the chosen defense; (None, None) when it is not there yet."""
         if self.verdict_source == "repaired":
             return self.g_label(row), (self.repaired.poisoned_label if self.repaired else None)
+        if self.verdict_source == "any":
+            labels = [self.detector_verdict(row, d)[2] for d in self.calibrations]
+            labels = [lab for lab in labels if lab is not None]
+            if not labels:
+                return None, None
+            n = next(iter(self.calibrations.values())).poisoned_label
+            return (n if n in labels else row.predicted), n
         cal = self.calibration
-        return self.verdict_label(row.predicted, row.score), (cal.poisoned_label if cal else None)
+        if cal is None:
+            return None, None
+        return self.detector_verdict(row, cal.detector)[2], cal.poisoned_label
 
     def set_verdict_source(self, source: str) -> None:
-        if source not in ("calibration", "repaired"):
+        if source not in VERDICT_SOURCES:
             raise ValueError(source)
         if source != self.verdict_source:
             self.verdict_source = source
@@ -148,15 +186,18 @@ class Session(QObject):
         for line in net.notes:
             self.message.emit(f"note: {line}")
         keep = self.calibration is not None and self.calibration.model_sha256 == net.sha256
-        if not keep and self.calibration is not None:
-            self.message.emit("the calibration belonged to the previous model; cleared")
-            self._set_calibration(None, [])
+        if not keep and self.calibrations:
+            self.message.emit("the calibrations belonged to the previous model; cleared")
+            self._clear_calibrations()
         if self.repaired is not None and self.repaired.badnet_sha256 != net.sha256:
             self.message.emit("the repaired network belonged to the previous model; cleared")
             self._set_repaired(None)
         if self.prune_result is not None:
             self.prune_result = None
             self.sweepChanged.emit(None)
+        if self.comparison is not None:
+            self.comparison = None
+            self.comparisonChanged.emit(None)
         self.modelChanged.emit(net)
         if keep:
             self.score_sets()
@@ -216,12 +257,15 @@ class Session(QObject):
 
     # --- calibration ---------------------------------------------------------------------
 
-    def calibrate(self, method: str = "quantile", frr: float = 0.01, min_samples: int = 5) -> bool:
-        """Queue a calibration (behind any loads still running); False when the options are wrong."""
+    def calibrate(self, method: str = "quantile", frr: float = 0.01, min_samples: int | None = None,
+                  detector: str = "confidence", params: dict | None = None) -> bool:
+        """Queue a calibration of ``detector`` (behind any loads still running); False when the
+        options are wrong. It becomes the active calibration when done."""
         from engine.calibration import check_options
 
         try:
             check_options(method, frr)
+            make_detector(detector, params)
         except InputError as err:
             self.error.emit(str(err))
             return False
@@ -242,7 +286,8 @@ class Session(QObject):
 
             fitted = clean.resized(net.input_shape[:2])
             chosen, reason = yield from resolve_scaling(net, scaling, fitted)
-            cal = yield from calibrate(net, fitted, chosen, method=method, frr=frr, min_samples=min_samples)
+            cal = yield from calibrate(net, fitted, chosen, make_detector(detector, params), method=method, frr=frr,
+                                       min_samples=min_samples)
             scores = yield from _score_all(net, cal, fitted, sets)
             return cal, scores, reason
 
@@ -255,16 +300,17 @@ class Session(QObject):
                 self.message.emit(f"input scaling: {reason}")
             own = int((~cal.pooled).sum())
             self.message.emit(
-                f"calibrated on {cal.data.get('n')} clean images ({method}"
+                f"calibrated {cal.detector_title} on {cal.data.get('n')} clean images ({method}"
                 + (f", target false rejection {frr:g}" if method == "quantile" else "")
                 + f"): {own} of {cal.num_classes} classes have their own threshold, "
                 f"pooled threshold {cal.pooled_threshold:.6f}"
             )
             self._set_calibration(cal, scores)
-            self.dirty = True
-            self.dirtyChanged.emit(True)
+            self._set_unsaved(cal.detector, True)
+            if self.checked:
+                self._rescore_checked()  # rows need this detector's scores
 
-        self.runner.submit("Calibrate", factory, done)
+        self.runner.submit(f"Calibrate {make_detector(detector, params).title}", factory, done)
         return True
 
     def score_sets(self) -> None:
@@ -284,12 +330,43 @@ class Session(QObject):
 
         self.runner.submit("Score loaded sets", job, done)
 
-    def _set_calibration(self, cal: Calibration | None, scores: list[SetScores]) -> None:
-        self.calibration = cal
+    def _set_calibration(self, cal: Calibration, scores: list[SetScores]) -> None:
+        """Add (or replace) ``cal`` and make it the active calibration."""
+        self.calibrations[cal.detector] = cal
+        self.active_detector = cal.detector
         self.set_scores = scores
         self.calibrationChanged.emit(cal)
         self.setScoresChanged.emit(list(scores))
         self.checkedChanged.emit()
+
+    def _clear_calibrations(self) -> None:
+        self.calibrations = {}
+        self.active_detector = None
+        self.set_scores = []
+        if self.unsaved:
+            self.unsaved = set()
+            self.dirtyChanged.emit(False)
+        self.calibrationChanged.emit(None)
+        self.setScoresChanged.emit([])
+        self.checkedChanged.emit()
+
+    def set_active_detector(self, detector: str) -> None:
+        """Show and edit ``detector``'s calibration (a no-op when it has none)."""
+        cal = self.calibrations.get(detector)
+        if cal is None or detector == self.active_detector:
+            return
+        self.active_detector = detector
+        self.set_scores = []
+        self.calibrationChanged.emit(cal)
+        self.setScoresChanged.emit([])
+        self.checkedChanged.emit()
+        self.score_sets()
+
+    def _set_unsaved(self, detector: str, unsaved: bool) -> None:
+        before = self.dirty
+        (self.unsaved.add if unsaved else self.unsaved.discard)(detector)
+        if self.dirty != before or unsaved:
+            self.dirtyChanged.emit(self.dirty)
 
     def load_calibration(self, path: str | Path) -> None:
         try:
@@ -310,8 +387,7 @@ class Session(QObject):
             return
         cal.check_model(self.net)  # InputError -> shown by the runner
         self._set_calibration(cal, [])
-        self.dirty = False
-        self.dirtyChanged.emit(False)
+        self._set_unsaved(cal.detector, False)
         self.message.emit(f"loaded calibration {path}" + (" (thresholds edited by hand)" if cal.edited else ""))
         self.score_sets()
         if self.checked:
@@ -326,8 +402,7 @@ class Session(QObject):
         except (InputError, OSError) as err:
             self.error.emit(str(err) if isinstance(err, InputError) else f"{path}: {err.strerror or err}")
             return False
-        self.dirty = False
-        self.dirtyChanged.emit(False)
+        self._set_unsaved(self.calibration.detector, False)
         self.message.emit(f"saved calibration {path}")
         return True
 
@@ -348,9 +423,8 @@ class Session(QObject):
         self._mark_edited(-1)
 
     def _mark_edited(self, cls: int) -> None:
-        if not self.dirty:
-            self.dirty = True
-            self.dirtyChanged.emit(True)
+        if self.calibration.detector not in self.unsaved:
+            self._set_unsaved(self.calibration.detector, True)
         self.thresholdsChanged.emit(cls)
 
     # --- image check ---------------------------------------------------------------------
@@ -372,7 +446,7 @@ class Session(QObject):
             return
 
         def factory():
-            return self._check_job(images, self.net, self.calibration, self.effective_scaling, self.repaired)
+            return self._check_job(images, self.net, dict(self.calibrations), self.effective_scaling, self.repaired)
 
         def done(result) -> None:
             rows, errors, gen = result
@@ -386,11 +460,10 @@ class Session(QObject):
 
         self.runner.submit(f"Check {len(images)} item(s)", factory, done)
 
-    def _check_job(self, paths, net, cal, scaling, repaired=None):
+    def _check_job(self, paths, net, calibrations, scaling, repaired=None):
         gen = self.generation
         if net is None:
             return [], ["load a model before checking images"], gen
-        detector = _detector_for(cal)
         rows, errors = [], []
         for i, path in enumerate(paths):
             yield Progress(i, len(paths), f"reading {path.name}")
@@ -400,36 +473,33 @@ class Session(QObject):
                 errors.append(str(err))
                 continue
             errors.extend(images.warnings)
-            scores = yield from detector.score(net, images, scaling)
+            predicted, scores = yield from _all_scores(net, calibrations, images, scaling)
             b_prime = yield from _repaired_classes(repaired, images)
             labels = images.labels if images.labels is not None else [None] * len(images)
             rows.extend(
-                CheckedImage(name, img, int(c), float(s), None if lab is None else int(lab), bp)
-                for name, img, c, s, lab, bp in zip(
-                    images.names, images.images, scores.predicted, scores.values, labels, b_prime
-                )
+                CheckedImage(name, img, int(c), s, None if lab is None else int(lab), bp)
+                for name, img, c, s, lab, bp in zip(images.names, images.images, predicted, scores, labels, b_prime)
             )
         return rows, errors, gen
 
     def _rescore_checked(self) -> None:
         rows = list(self.checked)
-        net, cal, gen, scaling = self.net, self.calibration, self.generation, self.effective_scaling
+        net, calibrations, gen, scaling = self.net, dict(self.calibrations), self.generation, self.effective_scaling
         repaired = self.repaired
 
         def job():
-            detector = _detector_for(cal)
             images = ImageSet(np.stack([r.image for r in rows]), None, [r.name for r in rows], "checked images")
             images = images.resized(net.input_shape[:2])
-            scores = yield from detector.score(net, images, scaling)
-            return scores, (yield from _repaired_classes(repaired, images))
+            predicted, scores = yield from _all_scores(net, calibrations, images, scaling)
+            return predicted, scores, (yield from _repaired_classes(repaired, images))
 
         def done(result) -> None:
             if gen != self.generation:
                 return
-            scores, b_prime = result
+            predicted, scores, b_prime = result
             self.checked = [
-                CheckedImage(r.name, r.image, int(c), float(s), r.label, bp)
-                for r, c, s, bp in zip(rows, scores.predicted, scores.values, b_prime)
+                CheckedImage(r.name, r.image, int(c), s, r.label, bp)
+                for r, c, s, bp in zip(rows, predicted, scores, b_prime)
             ]
             self.checkedChanged.emit()
 
@@ -440,22 +510,27 @@ class Session(QObject):
         self.checkedChanged.emit()
 
     def export_checked_csv(self, path: str | Path) -> bool:
+        from engine.detectors import DETECTORS
         from engine.export import write_csv
 
-        header = ["path", "predicted", "confidence", "threshold", "verdict_label", "poisoned", "g_label",
-                  "file_label"]
+        detectors = [d for d in DETECTORS if d in self.calibrations]
+        header = ["path", "predicted", "confidence"]
+        for d in detectors:
+            header += [f"{d}_score", f"{d}_threshold", f"{d}_label"]
+        header += ["verdict_label", "poisoned", "verdict_by", "g_label", "file_label"]
+        by = {"calibration": self.active_detector or "", "any": "any", "repaired": "G"}[self.verdict_source]
         rows = []
         for r in self.checked:
             label, n = self.active_verdict(r)
-            threshold = self.threshold_for(r.predicted)
+            row = [r.name, r.predicted, f"{r.score:.6f}"]
+            for d in detectors:
+                score, threshold, d_label = self.detector_verdict(r, d)
+                row += ["" if score is None else f"{score:.6f}", "" if threshold is None else f"{threshold:.6f}",
+                        "" if d_label is None else d_label]
             g = self.g_label(r)
-            rows.append([
-                r.name, r.predicted, f"{r.score:.6f}", "" if threshold is None else f"{threshold:.6f}",
-                "" if label is None else label,
-                "" if label is None else int(label == n),
-                "" if g is None else g,
-                "" if r.label is None else r.label,
-            ])
+            row += ["" if label is None else label, "" if label is None else int(label == n), by,
+                    "" if g is None else g, "" if r.label is None else r.label]
+            rows.append(row)
         try:
             write_csv(path, header, rows)
         except InputError as err:
@@ -463,6 +538,44 @@ class Session(QObject):
             return False
         self.message.emit(f"exported {len(rows)} rows to {path}")
         return True
+
+    # --- detector comparison -------------------------------------------------------------
+
+    def compare(self, detectors: dict[str, dict | None], frrs=(0.01, 0.05)) -> None:
+        """Queue a comparison of ``detectors`` (name -> params) on the clean set against every
+        poisoned set: ROC curves, AUC and detection at ``frrs``."""
+
+        def factory():
+            from engine.compare import compare
+
+            if self.net is None:
+                raise InputError(None, "load a model before comparing detectors")
+            if self.clean is None:
+                raise InputError(None, "load clean data before comparing detectors")
+            if not self.poisoned:
+                raise InputError(None, "add a poisoned set (with its target) to compare detectors on")
+            net, gen = self.net, self.generation
+            size = net.input_shape[:2]
+            clean = self.clean.resized(size)
+            sets = [PoisonedSet(p.images.resized(size), p.target) for p in self.poisoned]
+            made = [make_detector(name, params) for name, params in detectors.items()]
+
+            def job():
+                return (yield from compare(net, clean, sets, made, self.effective_scaling, tuple(frrs))), gen
+
+            return job()
+
+        def done(outcome) -> None:
+            results, gen = outcome
+            if gen != self.generation:
+                return
+            self.comparison = results
+            for r in results:
+                at = ", ".join(f"{100 * p.detection:.1f}% at {100 * p.target_frr:g}% FRR" for p in r.points)
+                self.message.emit(f"{r.title} on {r.poisoned}: AUC {r.auc:.3f}; detection {at}")
+            self.comparisonChanged.emit(results)
+
+        self.runner.submit("Compare detectors", factory, done)
 
     # --- fine-pruning ---------------------------------------------------------------------
 
@@ -547,9 +660,18 @@ def _score_all(net, cal, clean: ImageSet | None, sets: list[PoisonedSet]):
     return out
 
 
-def _detector_for(cal: Calibration | None):
-    """The calibration's detector; the confidence detector before any calibration."""
-    return cal.make_detector() if cal is not None else make_detector("confidence")
+def _all_scores(net, calibrations: dict, images: ImageSet, scaling: str):
+    """Predicted classes and, per image, a dict of scores: the top-1 confidence always, and
+    every calibrated detector's score (each with its calibration's scaling)."""
+    conf = yield from make_detector("confidence").score(net, images, scaling)
+    per_image = [{"confidence": float(v)} for v in conf.values]
+    for name, cal in calibrations.items():
+        if name == "confidence" and cal.scaling == scaling:
+            continue
+        scores = yield from cal.make_detector().score(net, images, cal.scaling)
+        for row, v in zip(per_image, scores.values):
+            row[name] = float(v)
+    return conf.predicted, per_image
 
 
 def _repaired_classes(repaired, images: ImageSet):

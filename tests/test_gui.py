@@ -305,7 +305,12 @@ def test_exports(calibrated, qtbot, tmp_path):
     assert w.session.export_checked_csv(out)
     with out.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 12 and {"path", "predicted", "confidence", "threshold", "verdict_label"} <= set(rows[0])
+    assert len(rows) == 12
+    assert {"path", "predicted", "confidence", "confidence_threshold", "verdict_label", "verdict_by"} <= set(rows[0])
+    assert "strip_score" not in rows[0]  # only calibrated detectors get columns
+    for row in rows:  # the verdict follows the confidence calibration's threshold
+        flagged = float(row["confidence_score"]) < float(row["confidence_threshold"])
+        assert row["poisoned"] == str(int(flagged)) and row["verdict_by"] == "confidence"
     png = tmp_path / "hist.png"
     w.histograms.export_png(png)
     with Image.open(png) as im:

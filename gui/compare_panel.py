@@ -1,0 +1,158 @@
+"""Detector comparison: ROC curves of every detector for a chosen poisoned set, AUC in the
+legend, and a table of detection at fixed false-rejection rates."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.detectors import DETECTORS
+from gui.session import Session
+
+DETECTOR_COLOURS = {"confidence": (31, 119, 180), "strip": (214, 39, 40)}
+
+
+class ComparePanel(QWidget):
+    def __init__(self, session: Session, strip_params=None, parent: QWidget | None = None):
+        """``strip_params``: a callable giving the STRIP settings to compare with (the
+        calibration panel's), or None for the defaults."""
+        super().__init__(parent)
+        self.session = session
+        self.strip_params = strip_params
+        self.checks = {}
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Detectors"))
+        for name, cls in DETECTORS.items():
+            box = QCheckBox(cls.title)
+            box.setChecked(True)
+            self.checks[name] = box
+            row.addWidget(box)
+        self.run_button = QPushButton("Compare on the loaded sets")
+        self.run_button.setToolTip("Fit each detector on the clean set, score every set, and draw the ROC curves")
+        self.run_button.clicked.connect(self.start)
+        row.addWidget(self.run_button)
+        row.addSpacing(12)
+        row.addWidget(QLabel("Poisoned set"))
+        self.set_box = QComboBox()
+        self.set_box.setMinimumWidth(200)
+        self.set_box.currentIndexChanged.connect(lambda _: self._draw())
+        row.addWidget(self.set_box)
+        row.addStretch(1)
+        self.export_button = QPushButton("Export PNG…")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.export_button.setEnabled(False)
+        row.addWidget(self.export_button)
+
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setLabel("bottom", "false rejection (share of clean images flagged)")
+        self.plot.setLabel("left", "detection (share of poisoned images flagged)")
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)
+        self.plot.setXRange(0, 1, padding=0.01)
+        self.plot.setYRange(0, 1, padding=0.01)
+        self.plot.setMouseEnabled(x=True, y=False)
+        self.legend = self.plot.addLegend(offset=(-30, 160), labelTextColor="k")
+        self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
+        self._items = []
+        self.table = QLabel("")
+        self.table.setTextFormat(Qt.TextFormat.RichText)
+        self.table.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.table.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.table)
+        session.comparisonChanged.connect(self._on_comparison)
+
+    @Slot()
+    def start(self) -> bool:
+        chosen = [name for name, box in self.checks.items() if box.isChecked()]
+        if not chosen:
+            self.session.error.emit("tick at least one detector to compare")
+            return False
+        params = {name: None for name in chosen}
+        if "strip" in params and self.strip_params is not None:
+            params["strip"] = self.strip_params()
+        self.session.compare(params)
+        return True
+
+    @property
+    def results(self):
+        return self.session.comparison or []
+
+    @Slot(object)
+    def _on_comparison(self, results) -> None:
+        current = self.set_box.currentText()
+        self.set_box.blockSignals(True)
+        self.set_box.clear()
+        names = list(dict.fromkeys(r.poisoned for r in results or []))
+        self.set_box.addItems(names)
+        if current in names:
+            self.set_box.setCurrentText(current)
+        self.set_box.blockSignals(False)
+        self.export_button.setEnabled(bool(results))
+        self._draw()
+
+    def _draw(self) -> None:
+        for item in self._items:
+            self.plot.removeItem(item)
+        self._items = []
+        self.legend.clear()
+        name = self.set_box.currentText()
+        rows = [r for r in self.results if r.poisoned == name]
+        if not rows:
+            self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
+            self.table.setText("")
+            return
+        self.plot.setTitle(f"{name}: {rows[0].n_poisoned} poisoned against {rows[0].n_clean} clean images",
+                           color="k")
+        chance = self.plot.plot([0, 1], [0, 1], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
+        self._items.append(chance)
+        for r in rows:
+            colour = DETECTOR_COLOURS.get(r.detector, (80, 80, 80))
+            curve = self.plot.plot(r.roc.frr, r.roc.detection, pen=pg.mkPen(colour, width=2),
+                                   name=f"{r.title} (AUC {r.auc:.3f})")
+            self._items.append(curve)
+            points = pg.ScatterPlotItem([p.frr for p in r.points], [p.detection for p in r.points], symbol="o",
+                                        size=9, brush=pg.mkBrush(*colour), pen=pg.mkPen("w"))
+            self.plot.addItem(points)
+            self._items.append(points)
+        frrs = [p.target_frr for p in rows[0].points]
+        head = "".join(f"<th align='right'>&nbsp;detection at {100 * f:g}% FRR&nbsp;</th>" for f in frrs)
+        body = ""
+        for r in rows:
+            cells = "".join(f"<td align='right'>{100 * p.detection:.1f}% "
+                            f"<span style='color:#777'>(FRR {100 * p.frr:.1f}%)</span></td>" for p in r.points)
+            body += f"<tr><td>{html.escape(r.title)}</td><td align='right'>&nbsp;{r.auc:.3f}&nbsp;</td>{cells}</tr>"
+        self.table.setText(
+            f"<table cellspacing='4'><tr><th align='left'>detector</th><th align='right'>&nbsp;AUC&nbsp;</th>{head}</tr>"
+            f"{body}</table><span style='color:#555'>One threshold for all classes, set on the clean set's own "
+            "scores; dots on the curves mark these operating points.</span>"
+        )
+
+    def export_png(self, path: str | Path) -> None:
+        from pyqtgraph.exporters import ImageExporter
+
+        exporter = ImageExporter(self.plot.plotItem)
+        exporter.parameters()["width"] = 1200
+        exporter.export(str(path))
+        self.session.message.emit(f"exported ROC plot to {path}")
+
+    def _export_clicked(self) -> None:
+        window = self.window()
+        if hasattr(window, "export_roc_dialog"):
+            window.export_roc_dialog()
