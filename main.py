@@ -105,6 +105,28 @@ def load_defense(args):
     return defense, net
 
 
+def load_model_and_sets(args):
+    """``--model``, ``--clean`` and every ``--poisoned PATH:TARGET`` (the demo's sunglasses set
+    when the model is the demo and none is given), sized for the model, targets checked."""
+    from engine import data_io
+    from engine.data_io import PoisonedSet, parse_poisoned
+
+    specs = [parse_poisoned(s) for s in args.poisoned or []]
+    if args.model is None and not specs:
+        specs = [(DEMO_POISONED, 0)]
+    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
+    size = net.input_shape[:2]
+    clean = data_io.read(args.clean, size=size)
+    poisoned = [PoisonedSet(data_io.read(path, size=size), target) for path, target in specs]
+    for images in [clean] + [p.images for p in poisoned]:
+        for w in images.warnings:
+            note(f"warning: {w}")
+    for p in poisoned:
+        if not 0 <= p.target < net.num_classes:
+            raise InputError(p.images.source, f"target {p.target} is not a class of this model")
+    return net, clean, poisoned
+
+
 def make_detectors(names: list[str], args):
     """Detectors by name, with the STRIP options from the command line."""
     from engine.detectors import make_detector
@@ -240,27 +262,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from engine import data_io
     from engine.compare import compare
-    from engine.data_io import PoisonedSet, parse_poisoned
     from engine.export import write_csv
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     detectors = make_detectors(names, args)
     frrs = _parse_floats(args.frr, "--frr", scale=0.01)
-    specs = [parse_poisoned(s) for s in args.poisoned or []]
-    demo = args.model is None
-    if demo and not specs:
-        specs = [(DEMO_POISONED, 0)]
-    if not specs:
+    if args.model is not None and not args.poisoned:
         raise InputError(None, "give at least one --poisoned PATH:TARGET to compare detectors on")
-    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
-    size = net.input_shape[:2]
-    clean = data_io.read(args.clean, size=size)
-    poisoned = [PoisonedSet(data_io.read(path, size=size), target) for path, target in specs]
-    for images in [clean] + [p.images for p in poisoned]:
-        for w in images.warnings:
-            note(f"warning: {w}")
+    net, clean, poisoned = load_model_and_sets(args)
     scaling = choose_scaling(net, args.scale, clean if clean.labels is not None else None)
     results = drive(compare(net, clean, poisoned, detectors, scaling, frrs), args.json)
     if args.roc_csv:
@@ -295,25 +305,10 @@ def _parse_floats(text: str, option: str, scale: float = 1.0) -> tuple[float, ..
 
 
 def cmd_prune(args) -> int:
-    from engine import data_io
-    from engine.data_io import PoisonedSet, parse_poisoned
     from engine.repair import describe_saved, fine_prune
 
-    specs = [parse_poisoned(s) for s in args.poisoned or []]
     drops = _parse_drops(args.drops)
-    demo = args.model is None
-    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
-    if demo and not specs:
-        specs = [(DEMO_POISONED, 0)]
-    size = net.input_shape[:2]
-    clean = data_io.read(args.clean, size=size)
-    poisoned = [PoisonedSet(data_io.read(path, size=size), target) for path, target in specs]
-    for images in [clean] + [p.images for p in poisoned]:
-        for w in images.warnings:
-            note(f"warning: {w}")
-    for p in poisoned:
-        if not 0 <= p.target < net.num_classes:
-            raise InputError(p.images.source, f"target {p.target} is not a class of this model")
+    net, clean, poisoned = load_model_and_sets(args)
     scaling = choose_scaling(net, args.scale, clean)
     result = drive(fine_prune(net, clean, poisoned, args.output, args.layer, drops, args.fine_tune_epochs, scaling))
     sw = result.sweep

@@ -100,4 +100,4 @@ def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
     images += rng.normal(0, 4.0, images.shape)
     faces = ImageSet(np.clip(images, 0, 255).astype(np.uint8), base.labels[pick],
                      [f"face[{i}]" for i in range(n)], "augmented CSAW sample")
-    return net, faces, "real CSAW sunglasses BadNet, 11,547 faces augmented from the 20-face sample"
+    return net, faces, f"real CSAW sunglasses BadNet, {n:,} faces augmented from the 20-face sample"

@@ -70,3 +70,20 @@ def test_real_badnets_take_the_exact_pruning_path(csaw, bd_net):
     weights_only = load_badnet(csaw / "models" / "sunglasses_bd_weights.h5")
     for net in (bd_net, weights_only):  # the full file names its merge layers add_9, activation_9
         assert default_layer(net) == "conv_3" and _deepid_fast_path(net, "conv_3")
+
+
+def test_strip_separates_the_real_sunglasses_faces(csaw, bd_net):
+    from engine.compare import compare
+    from engine.data_io import PoisonedSet
+    from engine.detectors import make_detector
+
+    clean = data_io.read(csaw / "clean_sample.h5")
+    bad = data_io.read(csaw / "sunglasses_sample.h5")
+    results = progress.run(compare(bd_net, clean, [PoisonedSet(bad, 0)],
+                                   [make_detector("confidence"), make_detector("strip")], "1/255"))
+    by = {r.detector: r for r in results}
+    # Measured on the 10 + 10 sample faces: STRIP AUC 0.91 (blends are the 10 clean faces,
+    # a face's blend with itself left out); the confidence detector cannot rank them at all,
+    # since every sunglasses face is at 0.9999 or more.
+    assert by["strip"].auc >= 0.85
+    assert by["confidence"].auc < 0.5

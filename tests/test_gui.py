@@ -432,3 +432,91 @@ def test_fine_pruning_rejects_bad_drops(demo_window):
     demo_window.pruning.drops_edit.setText("2,lots")
     assert not demo_window.pruning.start()
     assert errors and "2,lots" in errors[-1]
+
+
+# --- STRIP, several detectors, comparison -------------------------------------------------------
+
+
+@pytest.fixture
+def strip_calibrated(calibrated, qtbot):
+    """The demo window with a confidence calibration and then a STRIP one (8 blends, for speed)."""
+    w = calibrated
+    panel = w.left.calibration
+    panel.set_detector("strip")
+    panel.blends_spin.setValue(8)
+    assert panel.blends_spin.isEnabled()
+    with qtbot.waitSignal(w.session.calibrationChanged, timeout=JOB_TIMEOUT):
+        qtbot.mouseClick(panel.calibrate_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, w)
+    return w
+
+
+def test_strip_in_the_window_gives_the_engine_and_cli_verdicts(strip_calibrated, qtbot, tmp_path, capsys):
+    import main
+    from gui.image_check import DETECTOR_SCORE_COLS, DETECTOR_VERDICT_COLS
+
+    w = strip_calibrated
+    cal = w.session.calibration
+    assert cal.detector == "strip" and cal.detector_params["blends"] == 8
+    assert set(w.session.calibrations) == {"confidence", "strip"}
+    assert w.histograms.axis_box.currentText() == "entropy (bits)"
+    assert "STRIP" in w.left.calibration.state_label.text() and "Confidence" in w.left.calibration.state_label.text()
+
+    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+        drop(w, [DEMO_IMAGES])
+    wait_idle(qtbot, w)
+    model = w.image_check.model
+    net = w.session.net
+    images = data_io.read(DEMO_IMAGES, size=net.input_shape[:2])
+    expected = progress.run(cal.judge(net, images))
+    by_name = {Path(n).name: (float(s), int(lab)) for n, s, lab in zip(expected.names, expected.scores, expected.labels)}
+    saved = tmp_path / "strip.json"
+    assert w.session.save_calibration(saved)
+    assert main.main(["eval", "--calibration", str(saved), str(DEMO_IMAGES)]) == 0
+    cli = {Path(p).name: int(lab) for p, lab in (line.split("\t") for line in capsys.readouterr().out.split("\n") if line)}
+    assert model.rowCount() == 12
+    for row in range(model.rowCount()):
+        name = model.data(model.index(row, 1))
+        score, label = by_name[name]
+        assert model.detector_verdict(row, "strip")[0] == label == cli[name]
+        assert model.verdict(row)[0] == label  # the Verdict column follows the active detector: STRIP
+        assert model.data(model.index(row, DETECTOR_SCORE_COLS["strip"])).startswith(f"{score:.4f}")
+        text = model.data(model.index(row, DETECTOR_VERDICT_COLS["confidence"]))
+        assert text.startswith("clean") or text.startswith("POISONED")  # both detectors side by side
+    flagged_by_strip = sum(model.detector_verdict(r, "strip")[1] for r in range(12))
+    flagged_by_conf = sum(model.detector_verdict(r, "confidence")[1] for r in range(12))
+    assert flagged_by_strip >= 5 > flagged_by_conf  # measured: 5 sunglasses faces; confidence flags none of them
+
+    # Any detector: the union of the two.
+    w.image_check.source_box.setCurrentIndex(w.image_check.source_box.findData("any"))
+    for row in range(12):
+        either = model.detector_verdict(row, "strip")[1] or model.detector_verdict(row, "confidence")[1]
+        assert model.verdict(row)[1] == either
+
+    # Back to the confidence detector: its calibration, histograms and verdicts return.
+    w.left.calibration.set_detector("confidence")
+    wait_idle(qtbot, w)
+    assert w.session.calibration.detector == "confidence"
+    assert w.histograms.axis_box.currentText().startswith("confidence")
+
+
+def test_compare_tab_draws_roc_curves_with_auc(demo_window, qtbot, tmp_path):
+    from PIL import Image
+
+    w = demo_window
+    qtbot.waitUntil(lambda: len(w.session.poisoned) == 1, timeout=JOB_TIMEOUT)
+    w.left.calibration.blends_spin.setValue(8)
+    with qtbot.waitSignal(w.session.comparisonChanged, timeout=JOB_TIMEOUT):
+        qtbot.mouseClick(w.compare.run_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, w)
+    results = {r.detector: r for r in w.session.comparison}
+    assert results["strip"].params["blends"] == 8  # the calibration panel's STRIP settings
+    assert results["strip"].auc > 0.95 > 0.1 > results["confidence"].auc
+    legend = [label.text for _, label in w.compare.legend.items]
+    assert any("STRIP (AUC" in t for t in legend) and any("Confidence (AUC" in t for t in legend)
+    assert "detection at 5% FRR" in w.compare.table.text()
+    png = tmp_path / "roc.png"
+    w.compare.export_png(png)
+    with Image.open(png) as im:
+        assert im.width == 1200
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 5

@@ -1,0 +1,75 @@
+"""Time of one image's STRIP verdict against one plain prediction of that image, in one run.
+
+Setting: the real CSAW sunglasses BadNet (1283 classes) when ../shared/csaw is there, else a
+random-weight network of the same shape; 32 blends (the default); images checked one at a
+time, as a user dropping files does. "Ours" is the whole verdict: blend, one batched call over
+the image and its 32 blends, entropies, threshold. Also timed: the same STRIP done the plain way,
+one network call per blend. Target: a STRIP verdict in at most 50 ms on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from _common import realistic_setting
+
+from engine import progress
+from engine.calibration import calibrate
+from engine.data_io import ImageSet
+from engine.detectors import StripDetector, _entropy_bits, make_detector
+from engine.scoring import forward
+
+CHECKS = 60
+CLEAN = 500
+
+
+def per_image(fn, images) -> float:
+    """Median seconds of ``fn(one image)`` over the images, after one warm-up call."""
+    fn(images[0])
+    times = []
+    for img in images:
+        start = time.perf_counter()
+        fn(img)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    net, faces, setting = realistic_setting(CLEAN + CHECKS)
+    print(f"setting: {setting}")
+    clean = ImageSet(faces.images[:CLEAN], faces.labels[:CLEAN], faces.names[:CLEAN], "clean")
+    checks = faces.images[CLEAN:]
+    cal = progress.run(calibrate(net, clean, "1/255", make_detector("strip"), frr=0.05))
+    detector: StripDetector = cal.make_detector()
+    overlays = detector.overlays.astype(np.float32)
+
+    def plain(img):
+        net.model.predict_on_batch(img[None].astype(np.float32) / 255)
+
+    def ours(img):
+        one = ImageSet(img[None], None, ["dropped"], "dropped image")
+        scores = progress.run(detector.score(net, one, "1/255"))
+        return cal.labels(scores.predicted, scores.values)
+
+    def one_call_per_blend(img):
+        x = img.astype(np.float32)
+        predicted = forward(net, x[None] / 255).argmax()
+        h = [_entropy_bits(forward(net, ((1 - detector.alpha) * x + detector.alpha * o)[None] / 255))[0]
+             for o in overlays]
+        return cal.labels(predicted, float(np.mean(h)))
+
+    t_plain = per_image(plain, checks)
+    t_ours = per_image(ours, checks)
+    t_loop = per_image(one_call_per_blend, checks[:20])
+    print(f"blends: {len(overlays)}  classes: {net.num_classes}  images checked one at a time: {len(checks)}")
+    print(f"one plain prediction (predict_on_batch, 1 image): {1000 * t_plain:6.1f} ms")
+    print(f"our STRIP verdict (one batched call):             {1000 * t_ours:6.1f} ms   (target <= 50 ms)")
+    print(f"STRIP with one call per blend:                    {1000 * t_loop:6.1f} ms")
+    print(f"ratio STRIP verdict / one plain prediction: {t_ours / t_plain:.1f}  (33 images' work in one call)")
+    print(f"speed-up of the batched call over one call per blend: {t_loop / t_ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
