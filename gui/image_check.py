@@ -216,7 +216,7 @@ class ImageCheckPanel(QWidget):
 
         self.hint = QLabel("Drop images, folders or HDF5 sets anywhere on this window, or use Open images…\n"
                            "Each gets the network's class, its confidence against that class's threshold, "
-                           "and a verdict: the class, or N = poisoned.")
+                           "every calibrated detector's score and verdict, and a verdict: the class, or N = poisoned.")
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #555; padding: 16px; border: 2px dashed #bbb; border-radius: 8px;")

@@ -520,3 +520,28 @@ def test_compare_tab_draws_roc_curves_with_auc(demo_window, qtbot, tmp_path):
     with Image.open(png) as im:
         assert im.width == 1200
         assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 5
+
+
+def test_a_saved_strip_calibration_loads_into_a_new_window(strip_calibrated, qtbot, tmp_path):
+    first = strip_calibrated
+    path = tmp_path / "strip.json"
+    assert first.session.save_calibration(path)
+    assert "strip" not in first.session.unsaved
+    overlays = first.session.calibration.make_detector().overlays
+
+    settings = QSettings(str(tmp_path / "second.ini"), QSettings.Format.IniFormat)
+    second = MainWindow(settings=settings)
+    second.ask_before_discarding = False
+    qtbot.addWidget(second)
+    try:
+        second.session.load_calibration(path)  # brings its model back first
+        wait_idle(qtbot, second)
+        cal = second.session.calibration
+        assert cal is not None and cal.detector == "strip"
+        np.testing.assert_array_equal(cal.make_detector().overlays, overlays)
+        assert second.left.calibration.detector == "strip"  # the panel follows the loaded file
+        assert second.left.calibration.blends_spin.isEnabled()
+        assert not second.session.dirty
+    finally:
+        second.close()
+        wait_idle(qtbot, second)
