@@ -270,6 +270,13 @@ class Calibration:
             raise InputError(path, f"damaged calibration file ({first_line(err)})") from None
 
 
+def any_flags(labels, predicted, poisoned_label: int):
+    """The 'any detector' rule: N where any detector's label is N, else the predicted class.
+    ``labels`` has one row per detector (arrays, or single values per detector)."""
+    flagged = np.any(np.asarray(labels) == poisoned_label, axis=0)
+    return np.where(flagged, poisoned_label, predicted)
+
+
 @dataclass
 class AnyOf:
     """Several calibrations of one model used together: an image is flagged when any flags."""
@@ -317,7 +324,7 @@ class AnyOf:
         scores = np.stack([v.scores for v in each])[first, rows]
         thresholds = np.stack([v.thresholds for v in each])[first, rows]
         predicted = each[0].predicted
-        labels = np.where(flagged.any(axis=0), self.poisoned_label, predicted)
+        labels = any_flags([v.labels for v in each], predicted, self.poisoned_label)
         return Verdicts(list(images.names), predicted, scores, thresholds, labels, self.poisoned_label)
 
 

@@ -22,7 +22,7 @@ from engine.data_io import ImageSet
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import BATCH_SIZE, SCALINGS, PredictionCache, forward, predict
+from engine.scoring import BATCH_SIZE, PredictionCache, check_size, forward, predict, to_model_input
 
 
 @dataclass(frozen=True)
@@ -136,34 +136,26 @@ class StripDetector(Detector):
     def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
         if self.overlays is None:
             raise InputError(None, "STRIP has no blend images: calibrate it on clean data first")
-        if tuple(self.overlays.shape[1:]) != tuple(net.input_shape):
-            raise InputError(None, f"STRIP blend images are {self.overlays.shape[1:]}, "
-                                   f"the model expects {tuple(net.input_shape)}")
-        try:
-            factor = np.float32(SCALINGS[scaling])
-        except KeyError:
-            raise InputError(None, f"unknown input scaling {scaling!r}") from None
+        check_size(net, self.overlays, "STRIP blend images")
+        check_size(net, images.images, images.source)
+        weighted = to_model_input(self.overlays, scaling) * np.float32(self.alpha)  # scaling is linear
         key = (net.sha256, images.digest, scaling, self.name, self.alpha, self.overlay_digest)
         hit = STRIP_CACHE.get(key)
         if hit is not None:
             yield Progress(len(images), len(images), "STRIP (cached)")
             return hit
-        if tuple(images.images.shape[1:]) != tuple(net.input_shape):
-            raise InputError(images.source, f"images are {images.images.shape[1:]}, "
-                                            f"the model expects {tuple(net.input_shape)}")
         n, k = len(images), len(self.overlays)
-        weighted = self.overlays.astype(np.float32) * np.float32(self.alpha * factor)
         own = {o.tobytes(): j for j, o in enumerate(self.overlays)}
-        keep = np.float32(1.0 - self.alpha) * factor
+        keep = np.float32(1.0 - self.alpha)
         per_batch = max(1, BATCH_SIZE // (k + 1))
         predicted = np.empty(n, dtype=np.int64)
         entropy = np.empty(n, dtype=np.float64)
         yield Progress(0, n, "STRIP: blending and predicting")
         for start in range(0, n, per_batch):
             stop = min(n, start + per_batch)
-            x = images.images[start:stop].astype(np.float32)
+            x = to_model_input(images.images[start:stop], scaling)
             batch = np.empty((stop - start, k + 1, *x.shape[1:]), dtype=np.float32)
-            batch[:, 0] = x * factor
+            batch[:, 0] = x
             np.add((x * keep)[:, None], weighted[None], out=batch[:, 1:])
             p = forward(net, batch.reshape(-1, *x.shape[1:])).reshape(stop - start, k + 1, -1)
             predicted[start:stop] = p[:, 0].argmax(axis=1)

@@ -8,9 +8,10 @@ Cost. The network runs once up to the pruned layer; every step then reuses that.
 DeepID layout pruned at ``conv_3`` (the default) a step is exact linear algebra: a pruned channel
 is zero after the ReLU and after max pooling, ``fc_1`` and ``conv_4`` are linear in the pooled
 map, so a step subtracts that one channel's contribution, reruns ``fc_2`` as a matrix product,
-and runs the output layer only for rows whose answer may have changed (see ``_DeepIDSteps``). Any other layer goes through a Keras "head" model (layer output ->
-class vector) per step: correct for every architecture, and still far cheaper than rebuilding
-and re-predicting the whole network per step.
+and runs the output layer only for rows whose answer may have changed (see ``_DeepIDSteps``).
+Any other layer goes through a Keras "head" model (layer output -> class vector) per step:
+correct for every architecture, and still far cheaper than rebuilding and re-predicting the
+whole network per step.
 """
 
 from __future__ import annotations
@@ -286,7 +287,6 @@ class _DeepIDSteps:
             })
         self.relu4 = np.empty((self.CHUNK, self.z4_size), np.float32)
         self.pending: list[int] = []
-        self.full_rows = 0  # rows whose logits were computed in full, over all steps
 
     def prune(self, channel: int) -> None:
         self.pending.append(channel)  # applied block by block in hits()
@@ -340,7 +340,6 @@ class _DeepIDSteps:
             redo = np.arange(len(h))
         if len(redo) == 0:
             return
-        self.full_rows += len(redo)
         index = np.arange(rows.start, rows.stop)[redo] if isinstance(rows, slice) else rows[redo]
         hr = h[redo]
         logits = hr @ self.wo

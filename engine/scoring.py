@@ -72,7 +72,7 @@ def to_model_input(batch: np.ndarray, scaling: str) -> np.ndarray:
 
 def probabilities(net: BadNet, images: np.ndarray, scaling: str, batch_size: int = BATCH_SIZE) -> Job[np.ndarray]:
     """Full class probabilities for uint8 images (N, H, W, 3); not cached."""
-    _check_size(net, images)
+    check_size(net, images)
     n = len(images)
     out = np.empty((n, net.num_classes), dtype=np.float32)
     yield Progress(0, n, "predicting")
@@ -90,7 +90,7 @@ def predict(net: BadNet, images: ImageSet, scaling: str, batch_size: int = BATCH
     if hit is not None:
         yield Progress(len(images), len(images), "predicting (cached)")
         return hit
-    _check_size(net, images.images, images.source)
+    check_size(net, images.images, images.source)
     n = len(images)
     labels = np.empty(n, dtype=np.int64)
     confidences = np.empty(n, dtype=np.float32)
@@ -144,7 +144,7 @@ def _staged(job: Job, stage: str) -> Job:
         yield Progress(step.done, step.total, stage)
 
 
-def _check_size(net: BadNet, images: np.ndarray, source: str | None = None) -> None:
+def check_size(net: BadNet, images: np.ndarray, source: str | None = None) -> None:
     want = net.input_shape
     got = tuple(images.shape[1:])
     if got != want:

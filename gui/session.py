@@ -111,15 +111,6 @@ class Session(QObject):
             return self.calibration.scaling
         return self.resolved_scaling or (self.scaling if self.scaling != "auto" else "1/255")
 
-    def threshold_for(self, cls: int) -> float | None:
-        return None if self.calibration is None else float(self.calibration.thresholds[cls])
-
-    def verdict_label(self, predicted: int, score: float) -> int | None:
-        """The active calibration's CSAW label in [0, N], or None before calibration."""
-        if self.calibration is None:
-            return None
-        return int(self.calibration.labels(predicted, score))
-
     def detector_verdict(self, row: CheckedImage, detector: str) -> tuple[float | None, float | None, int | None]:
         """(score, threshold, label in [0, N]) of one calibrated detector; Nones when it is not
         calibrated or the row has no score for it yet."""
@@ -140,12 +131,14 @@ class Session(QObject):
         if self.verdict_source == "repaired":
             return self.g_label(row), (self.repaired.poisoned_label if self.repaired else None)
         if self.verdict_source == "any":
+            from engine.calibration import any_flags
+
             labels = [self.detector_verdict(row, d)[2] for d in self.calibrations]
             labels = [lab for lab in labels if lab is not None]
             if not labels:
                 return None, None
             n = next(iter(self.calibrations.values())).poisoned_label
-            return (n if n in labels else row.predicted), n
+            return int(any_flags(labels, row.predicted, n)), n
         cal = self.calibration
         if cal is None:
             return None, None
@@ -265,7 +258,7 @@ class Session(QObject):
 
         try:
             check_options(method, frr)
-            make_detector(detector, params)
+            chosen_detector = make_detector(detector, params)  # fitted by this one job
         except InputError as err:
             self.error.emit(str(err))
             return False
@@ -286,7 +279,7 @@ class Session(QObject):
 
             fitted = clean.resized(net.input_shape[:2])
             chosen, reason = yield from resolve_scaling(net, scaling, fitted)
-            cal = yield from calibrate(net, fitted, chosen, make_detector(detector, params), method=method, frr=frr,
+            cal = yield from calibrate(net, fitted, chosen, chosen_detector, method=method, frr=frr,
                                        min_samples=min_samples)
             scores = yield from _score_all(net, cal, fitted, sets)
             return cal, scores, reason
@@ -310,7 +303,7 @@ class Session(QObject):
             if self.checked:
                 self._rescore_checked()  # rows need this detector's scores
 
-        self.runner.submit(f"Calibrate {make_detector(detector, params).title}", factory, done)
+        self.runner.submit(f"Calibrate {chosen_detector.title}", factory, done)
         return True
 
     def score_sets(self) -> None:
