@@ -18,7 +18,8 @@ from _common import realistic_setting
 from engine import progress
 from engine.calibration import calibrate
 from engine.data_io import ImageSet
-from engine.detectors import StripDetector, _entropy_bits, make_detector
+from engine.detectors import make_detector
+from engine.detectors.strip import StripDetector, _entropy_bits
 from engine.scoring import forward
 
 CHECKS = 60

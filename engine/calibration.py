@@ -21,15 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import Detector, Scores, make_detector
+from engine.detectors import Detector, Scores, make_detector, title_of
 from engine.errors import InputError, first_line
-from engine.export import atomic_open, check_writable, read_json_file
+from engine.files import atomic_open, check_output as check_file_output, is_json_of_kind, read_json_file
 from engine.model_io import BadNet
 from engine.progress import Job
+from engine.scoring import SCALINGS
 
 FILE_KIND = "badnet-inspector/calibration"
 FILE_VERSION = 1
 METHODS = ("min", "quantile")
+MAX_CLASSES = 1_000_000
 DEFAULT_FRR = 0.01
 DEFAULT_MIN_SAMPLES = 5  # the floor; see default_min_samples
 
@@ -108,11 +110,18 @@ def fit_thresholds(
     return thresholds, counts, pooled, float(pooled_threshold)
 
 
-def check_options(method: str, frr: float) -> None:
+def check_options(method: str, frr: float, min_samples: int | None = None) -> None:
     if method not in METHODS:
         raise InputError(None, f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
-    if not 0.0 <= frr < 1.0:
-        raise InputError(None, f"false-rejection rate {frr} must be in [0, 1)")
+    check_frr(frr)
+    if min_samples is not None and (isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer))
+                                    or min_samples < 0):
+        raise InputError(None, f"minimum samples per class {min_samples!r} must be a whole number >= 0")
+
+
+def check_frr(frr: float, what: str = "false-rejection rate") -> None:
+    if not (isinstance(frr, (int, float, np.floating)) and np.isfinite(frr) and 0.0 <= frr < 1.0):
+        raise InputError(None, f"{what} {frr} must be in [0, 1)")
 
 
 def quantile_threshold(ascending: np.ndarray, frr: float) -> float:
@@ -147,6 +156,7 @@ class Calibration:
     edited: bool = False
     created: str = ""
     detector_state: dict = field(default_factory=dict)  # what the detector learnt (STRIP's blend images)
+    source: str | None = None  # the file it was loaded from, to name in messages
 
     @property
     def poisoned_label(self) -> int:
@@ -157,22 +167,52 @@ class Calibration:
 
     @property
     def detector_title(self) -> str:
-        from engine.detectors import DETECTORS
+        return title_of(self.detector)
 
-        cls = DETECTORS.get(self.detector)
-        return cls.title if cls is not None else self.detector
+    @property
+    def own_thresholds(self) -> int:
+        return int((~self.pooled).sum())
+
+    def summary(self) -> str:
+        """One line: what was calibrated, how, and how many classes have a threshold of their own."""
+        params = ", ".join(f"{k} {v}" for k, v in self.detector_params.items() if k != "seed")
+        how = self.method + (f", target false rejection {self.frr:g}" if self.method == "quantile" else "")
+        n = self.data.get("n")
+        text = (f"{self.detector_title}{f' ({params})' if params else ''}"
+                + (f" on {n} clean images" if n is not None else "")
+                + f" ({how}, scaling {self.scaling}): {self.own_thresholds} of {self.num_classes} classes have "
+                f"their own threshold, the rest use the pooled threshold {self.pooled_threshold:.6f}")
+        return text + ("; thresholds edited by hand" if self.edited else "")
 
     def set_threshold(self, cls: int, value: float) -> None:
-        self.thresholds[cls] = float(value)
+        value = float(value)
+        if not np.isfinite(value) or not 0 <= cls < self.num_classes:
+            raise InputError(None, f"threshold {value} for class {cls} is not a finite value for a class")
+        self.thresholds[cls] = value
+        self.edited = True
+
+    def set_all_thresholds(self, value: float) -> None:
+        value = float(value)
+        if not np.isfinite(value):
+            raise InputError(None, f"threshold {value} is not a finite value")
+        self.thresholds[:] = value
         self.edited = True
 
     def check_model(self, net: BadNet) -> None:
+        """This calibration can judge ``net``'s outputs: same file, same classes, same input size."""
         if net.sha256 != self.model_sha256:
             raise InputError(
                 net.path,
                 f"this calibration was made for another model (sha256 {self.model_sha256[:12]}…, "
                 f"this file is {net.sha256[:12]}…)",
             )
+        where = self.source or "calibration"
+        if net.num_classes != self.num_classes:
+            raise InputError(where, f"has thresholds for {self.num_classes} classes; the model has {net.num_classes}")
+        try:
+            self.make_detector().check_model(net)
+        except InputError as err:
+            raise InputError(where, err.problem) from None
 
     def labels(self, predicted, scores):
         """The verdict rule: the predicted class, or N where the score is below its class's threshold.
@@ -233,14 +273,33 @@ class Calibration:
         path = Path(path)
         raw = read_json_file(path, FILE_KIND, "calibration")
         try:
-            n = int(raw["num_classes"])
+            n = _whole(raw["num_classes"], "num_classes")
+            if not 2 <= n <= MAX_CLASSES:
+                raise ValueError(f"{n} classes is not a classifier's class count")
             thresholds = np.asarray(raw["thresholds"], dtype=np.float64)
             counts = np.asarray(raw["counts"], dtype=np.int64)
             if thresholds.shape != (n,) or counts.shape != (n,):
-                raise ValueError(f"{len(thresholds)} thresholds for {n} classes")
+                raise ValueError(f"{thresholds.size} thresholds and {counts.size} counts for {n} classes")
+            if not np.isfinite(thresholds).all():
+                raise InputError(path, "thresholds hold NaN or infinite values")
+            if (counts < 0).any():
+                raise ValueError("negative counts")
+            pooled_classes = np.asarray(raw.get("pooled_classes", []), dtype=np.int64).reshape(-1)
+            if len(pooled_classes) and (pooled_classes.min() < 0 or pooled_classes.max() >= n):
+                raise ValueError("pooled_classes names classes the calibration does not have")
             pooled = np.zeros(n, dtype=bool)
-            pooled[np.asarray(raw.get("pooled_classes", []), dtype=np.int64)] = True
-            model_path = Path(raw["model"]["path"])
+            pooled[pooled_classes] = True
+            pooled_threshold = float(raw["pooled_threshold"])
+            if not np.isfinite(pooled_threshold):
+                raise InputError(path, "the pooled threshold is NaN or infinite")
+            scaling = str(raw["scaling"])
+            if scaling not in SCALINGS:
+                raise InputError(path, f"unknown input scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
+            method, frr, min_samples = str(raw["method"]), float(raw["frr"]), _whole(raw["min_samples"], "min_samples")
+            check_options(method, frr, min_samples)
+            if not isinstance(raw["model"], dict):
+                raise TypeError("'model' is not an object")
+            model_path = Path(str(raw["model"]["path"]))
             if not model_path.is_absolute():
                 model_path = (path.parent / model_path).resolve()
             cal = cls(
@@ -248,26 +307,33 @@ class Calibration:
                 detector_params=dict(raw.get("detector_params") or {}),
                 model_path=str(model_path),
                 model_sha256=str(raw["model"]["sha256"]),
-                scaling=str(raw["scaling"]),
+                scaling=scaling,
                 num_classes=n,
-                method=str(raw["method"]),
-                frr=float(raw["frr"]),
-                min_samples=int(raw["min_samples"]),
+                method=method,
+                frr=frr,
+                min_samples=min_samples,
                 thresholds=thresholds,
                 counts=counts,
                 pooled=pooled,
-                pooled_threshold=float(raw["pooled_threshold"]),
+                pooled_threshold=pooled_threshold,
                 data=dict(raw.get("data") or {}),
                 edited=bool(raw.get("edited", False)),
                 created=str(raw.get("created", "")),
                 detector_state=dict(raw.get("detector_state") or {}),
+                source=str(path),
             )
             cal.make_detector()  # a damaged detector state fails here, not at first use
             return cal
         except InputError as err:
             raise InputError(path, err.problem) from None
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise InputError(path, f"damaged calibration file ({first_line(err)})") from None
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as err:
+            raise InputError(path, f"damaged calibration file ({type(err).__name__}: {first_line(err)})") from None
+
+
+def _whole(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{what} {value!r} is not a whole number")
+    return int(value)
 
 
 def any_flags(labels, predicted, poisoned_label: int):
@@ -288,9 +354,12 @@ class AnyOf:
             raise InputError(None, "no calibrations to combine")
         first = self.parts[0]
         for other in self.parts[1:]:
-            if other.model_sha256 != first.model_sha256:
-                raise InputError(None, f"the {other.detector} calibration was made for another model than the "
-                                       f"{first.detector} one; combined detectors must share a model")
+            if other.model_sha256 != first.model_sha256 or other.num_classes != first.num_classes:
+                raise InputError(other.source, f"was made for another model than {first.source or 'the first calibration'}; "
+                                 "combined calibrations must share a model")
+            if other.scaling != first.scaling:
+                raise InputError(other.source, f"uses input scaling {other.scaling}, {first.source or 'the first'} "
+                                 f"uses {first.scaling}; combined calibrations must share it")
 
     @property
     def model_path(self) -> str:
@@ -346,7 +415,7 @@ def calibrate(
     """Learn per-class thresholds for ``detector`` (default: top-1 confidence) on clean data.
     ``min_samples`` None: :func:`default_min_samples`."""
     detector = detector or make_detector("confidence")
-    check_options(method, frr)  # before the long pass, not after
+    check_options(method, frr, min_samples)  # before the long pass, not after
     if min_samples is None:
         min_samples = default_min_samples(method, frr)
     yield from detector.fit(net, clean, scaling)
@@ -376,21 +445,10 @@ def calibrate(
 
 def check_output(path: str | Path) -> Path:
     """Fail before any long work if a calibration cannot be written to ``path``."""
-    path = check_writable(path)
-    if path.exists() and not _is_calibration_file(path):
-        raise InputError(path, "exists and is not a calibration file; not overwritten")
-    return path
+    return check_file_output(path, lambda p: is_json_of_kind(p, FILE_KIND), "calibration file")
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     with atomic_open(path) as fh:
         json.dump(payload, fh, indent=1)
         fh.write("\n")
-
-
-def _is_calibration_file(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get("kind") == FILE_KIND
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
-        return False

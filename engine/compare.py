@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.calibration import quantile_threshold
+from engine.calibration import check_frr, quantile_threshold
 from engine.data_io import ImageSet, PoisonedSet
 from engine.detectors import Detector
 from engine.errors import InputError
@@ -108,8 +108,7 @@ def compare(
     if not poisoned:
         raise InputError(None, "comparing detectors needs at least one poisoned set")
     for f in frrs:
-        if not 0.0 <= f < 1.0:
-            raise InputError(None, f"false-rejection rate {f} must be in [0, 1)")
+        check_frr(f)
     out = []
     for d in detectors:
         yield Progress(0, 1, f"{d.title}: fitting")
@@ -122,3 +121,6 @@ def compare(
                 roc(clean_scores, scores), [operating_point(clean_scores, scores, f) for f in frrs],
             ))
     return out
+
+
+ROC_CSV_HEADER = ["detector", "poisoned_set", "false_rejection", "detection"]

@@ -8,7 +8,9 @@ inference time. Every failure is an :class:`InputError` naming the file.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError, first_line
+from engine.files import is_regular_or_folder
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 LABEL_IN_NAME = re.compile(r"label[_\-=]?(\d+)", re.IGNORECASE)
 CHUNK = 1024  # images converted at a time, to keep float copies small
+MAX_LABEL = 2**31 - 1
 
 
 @dataclass
@@ -102,6 +106,8 @@ def read(path: str | Path, size: tuple[int, int] | None = None) -> ImageSet:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    if not is_regular_or_folder(path):
+        raise InputError(path, "is not a regular file or folder (a pipe, socket or device); not read")
     if path.is_dir():
         result = _read_folder(path, size)
     else:
@@ -171,8 +177,17 @@ def _read_hdf5(path: Path) -> ImageSet:
             raise InputError(path, "'data' is a group, not an array")
         label_key = "label" if "label" in f else ("labels" if "labels" in f else None)
         try:
+            labels_ds = None if label_key is None else f[label_key]
+            if labels_ds is not None:
+                if not isinstance(labels_ds, h5py.Dataset):
+                    raise InputError(path, f"'{label_key}' is a group, not an array")
+                n_images = data.shape[0] if data.ndim else 0
+                if labels_ds.ndim == 0 or labels_ds.size > 2 * n_images * 4096:
+                    raise InputError(path, f"'{label_key}' has shape {labels_ds.shape}; expected one label per image")
+                if labels_ds.shape[0] != n_images:
+                    raise InputError(path, f"{labels_ds.shape[0]} labels for {n_images} images")
             images = _to_uint8_images(path, data)
-            labels = None if label_key is None else _to_labels(path, np.asarray(f[label_key]), len(images))
+            labels = None if labels_ds is None else _to_labels(path, np.asarray(labels_ds), len(images))
         except OSError as err:
             raise InputError(path, f"unreadable data, the file may be truncated ({first_line(err)})") from None
     names = [f"{path}[{i}]" for i in range(len(images))]
@@ -186,14 +201,33 @@ def _read_npz(path: Path) -> ImageSet:
             x_key = next((k for k in ("x", "data", "images") if k in keys), None)
             if x_key is None:
                 raise InputError(path, f"no 'x' array; found {', '.join(sorted(keys)) or 'nothing'}")
-            images = _to_uint8_images(path, npz[x_key])
             y_key = next((k for k in ("y", "label", "labels") if k in keys), None)
+            x_shape = _npz_member_shape(npz, x_key)
+            if len(x_shape) == 4:
+                channels_first = x_shape[1] in (1, 3, 4) and x_shape[3] not in (1, 3, 4)
+                check_fits_in_memory(path, x_shape[0], *(x_shape[2:4] if channels_first else x_shape[1:3]))
+            if y_key is not None and np.prod(_npz_member_shape(npz, y_key), dtype=float) > 2 * max(1, x_shape[0]) * 4096:
+                raise InputError(path, f"'{y_key}' has shape {_npz_member_shape(npz, y_key)}; expected one label per image")
+            images = _to_uint8_images(path, npz[x_key])
             labels = None if y_key is None else _to_labels(path, npz[y_key], len(images))
     except InputError:
         raise
-    except (OSError, ValueError) as err:
+    except MemoryError:
+        raise InputError(path, "arrays too large for this machine's memory") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise InputError(path, f"not a readable .npz file ({first_line(err)})") from None
     return ImageSet(images, labels, [f"{path}[{i}]" for i in range(len(images))], str(path))
+
+
+def _npz_member_shape(npz, key: str) -> tuple[int, ...]:
+    """An .npz array's shape from its header, without reading the array."""
+    with npz.zip.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+    return tuple(int(d) for d in shape)
 
 
 def _read_folder(folder: Path, size: tuple[int, int] | None) -> ImageSet:
@@ -272,6 +306,7 @@ def _to_uint8_images(path: Path, data) -> np.ndarray:
     if n == 0:
         raise InputError(path, "image array is empty")
     h, w = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])
+    check_fits_in_memory(path, n, h, w)
     out = np.empty((n, h, w, 3), dtype=np.uint8)
     unit_range = None
     for start in range(0, n, CHUNK):
@@ -313,5 +348,36 @@ def _to_labels(path: Path, labels: np.ndarray, n: int) -> np.ndarray:
         raise InputError(path, "labels are not whole numbers")
     if len(labels) and labels.min() < 0:
         raise InputError(path, "labels are negative")
+    if len(labels) and labels.max() > MAX_LABEL:
+        raise InputError(path, f"label {labels.max()} is not a plausible class number")
     return labels.astype(np.int64)
+
+
+def check_fits_in_memory(path: Path, n: int, h: int, w: int) -> None:
+    """Refuse, before allocating, a set whose pixels would not fit in half this machine's memory."""
+    if min(n, h, w) <= 0:
+        raise InputError(path, f"image array of {n} images of {h}x{w} is empty")
+    need = int(n) * int(h) * int(w) * 3
+    limit = memory_bytes() // 2
+    if need > limit:
+        raise InputError(path, f"holds {n} images of {h}x{w} ({need / 2**30:.1f} GiB as pixels), more than "
+                         f"half this machine's memory ({limit / 2**30:.1f} GiB); split it into smaller files")
+
+
+def memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 8 * 2**30
+
+
+def check_labels_in_range(images: ImageSet, num_classes: int) -> None:
+    """Labels must be classes of the model they are used with."""
+    if images.labels is None or len(images.labels) == 0:
+        return
+    top = int(images.labels.max())
+    if top >= num_classes:
+        bad = int(np.sum(images.labels >= num_classes))
+        raise InputError(images.source, f"{bad} label(s) up to {top} are not classes of this model "
+                         f"(0..{num_classes - 1})")
 

@@ -15,11 +15,16 @@ class InputError(Exception):
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else Path(path)
         self.problem = " ".join(str(problem).split())  # one line, whatever the cause said
-        super().__init__(f"{path}: {self.problem}" if path is not None else self.problem)
+        super().__init__(f"{shown_path(path)}: {self.problem}" if path is not None else self.problem)
 
 
 class UntrustedModelError(InputError):
     """A model file would run code of its own when loaded."""
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as one line: control characters (a newline in a file name) shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def first_line(err: BaseException) -> str:

@@ -9,7 +9,6 @@ passes ``trust=True``.
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 
 from engine.errors import InputError, UntrustedModelError, first_line
+from engine.files import check_readable_file, is_regular_or_folder, loads_json
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -32,6 +32,7 @@ CODE_CARRYING = {"Lambda", "TFOpLambda", "SlicingOpLambda", "TFSMLayer", "__lamb
 # The CSAW-HackML-2020 DeepID network: its layers with weights, in build order.
 DEEPID_WEIGHTED = ("conv_1", "conv_2", "conv_3", "conv_4", "fc_1", "fc_2", "output")
 CSAW_INPUT_SHAPE = (55, 47, 3)
+MAX_WEIGHTS = 2**28  # values in one weight array; the CSAW output layer has 205,280
 
 
 @dataclass
@@ -78,10 +79,9 @@ def sha256_file(path: str | Path) -> str:
 def load_badnet(path: str | Path, trust: bool = False) -> BadNet:
     """Load a model file of any supported kind, picked by its content, not its name."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a folder, not a model file (.h5 or .keras)")
+    check_readable_file(path, "model file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -104,6 +104,8 @@ def load_badnet(path: str | Path, trust: bool = False) -> BadNet:
 def looks_like_model(path: str | Path) -> bool:
     """Cheap sniff: is this a model file (as opposed to images or a data set)?"""
     path = Path(path)
+    if not is_regular_or_folder(path) or path.is_dir():
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -131,12 +133,14 @@ def _load_hdf5(path: Path, trust: bool):
         raise InputError(path, f"damaged or truncated HDF5 file ({first_line(err)})") from None
 
     if config is not None:
-        if isinstance(config, bytes):
-            config = config.decode("utf-8")
+        if isinstance(config, np.ndarray) and config.shape == () and config.dtype.kind in "SUO":
+            config = config.item()
+        if not isinstance(config, (bytes, str)):
+            raise InputError(path, f"model_config attribute is {type(config).__name__}, not JSON text")
         try:
-            parsed = json.loads(config)
-        except ValueError:
-            raise InputError(path, "model_config is not valid JSON") from None
+            parsed = loads_json(config)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(path, f"model_config is not valid JSON ({first_line(err)})") from None
         _check_untrusted_config(parsed, path, trust)
         return _keras_load(path, trust), FORMAT_KERAS2_H5
     if layer_names is not None:
@@ -161,9 +165,9 @@ def _load_keras_archive(path: Path, trust: bool):
     except (zipfile.BadZipFile, OSError) as err:
         raise InputError(path, f"damaged .keras archive ({first_line(err)})") from None
     try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise InputError(path, "config.json in the archive is not valid JSON") from None
+        parsed = loads_json(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(path, f"config.json in the archive is not valid JSON ({first_line(err)})") from None
     _check_untrusted_config(parsed, path, trust)
     return _keras_load(path, trust)
 
@@ -192,29 +196,12 @@ def _keras_named(path: Path) -> Path:
 
 def _load_weights_only(path: Path):
     """Build the CSAW DeepID network with the shapes found in a Keras 2 weights file."""
-    with h5py.File(path, "r") as f:
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]]
-        missing = [n for n in DEEPID_WEIGHTED if n not in names]
-        if missing:
-            raise InputError(
-                path,
-                "weights-only file whose layers do not follow the CSAW DeepID layout "
-                f"(missing {', '.join(missing)}); load the full model file instead",
-            )
-        weights = {}
-        for name in DEEPID_WEIGHTED:
-            group = f[name]
-            wnames = [w.decode() if isinstance(w, bytes) else str(w) for w in group.attrs["weight_names"]]
-            try:
-                arrays = [np.asarray(group[w]) for w in wnames]
-            except (KeyError, OSError) as err:
-                raise InputError(path, f"layer {name}: weights unreadable ({first_line(err)})") from None
-            kernels = [a for a in arrays if a.ndim >= 2]
-            biases = [a for a in arrays if a.ndim == 1]
-            if len(kernels) != 1 or len(biases) != 1:
-                raise InputError(path, f"layer {name}: expected a kernel and a bias, found {len(arrays)} arrays")
-            weights[name] = [kernels[0], biases[0]]
-
+    try:
+        weights = _read_deepid_weights(path)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"damaged weights-only file ({type(err).__name__}: {first_line(err)})") from None
     convs = [weights[f"conv_{i}"][0].shape for i in range(1, 5)]
     num_classes = weights["output"][0].shape[1]
     try:
@@ -232,6 +219,63 @@ def _load_weights_only(path: Path):
             path, f"weights do not fit the 55x47 CSAW DeepID network: {first_line(err)}"
         ) from None
     return model
+
+
+def _text_list(values) -> list[str]:
+    """An HDF5 attribute holding names, as strings (refusing numbers and other types)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.dtype.kind not in "SUO":
+        raise TypeError(f"expected a list of names, found {arr.dtype} {arr.shape}")
+    out = []
+    for v in arr.tolist():
+        if isinstance(v, bytes):
+            v = v.decode("utf-8")
+        if not isinstance(v, str):
+            raise TypeError(f"expected a name, found {type(v).__name__}")
+        out.append(v)
+    return out
+
+
+KERNEL_RANK = {"conv_1": 4, "conv_2": 4, "conv_3": 4, "conv_4": 4, "fc_1": 2, "fc_2": 2, "output": 2}
+
+
+def _read_deepid_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    with h5py.File(path, "r") as f:
+        names = _text_list(f.attrs["layer_names"])
+        missing = [n for n in DEEPID_WEIGHTED if n not in names]
+        if missing:
+            raise InputError(
+                path,
+                "weights-only file whose layers do not follow the CSAW DeepID layout "
+                f"(missing {', '.join(missing)}); load the full model file instead",
+            )
+        weights = {}
+        for name in DEEPID_WEIGHTED:
+            group = f[name]
+            if not isinstance(group, h5py.Group) or "weight_names" not in group.attrs:
+                raise InputError(path, f"layer {name}: no weight_names; not a Keras weights file")
+            wnames = _text_list(group.attrs["weight_names"])
+            try:
+                datasets = [group[w] for w in wnames]
+            except (KeyError, OSError) as err:
+                raise InputError(path, f"layer {name}: weights unreadable ({first_line(err)})") from None
+            if any(not isinstance(d, h5py.Dataset) or d.size > MAX_WEIGHTS for d in datasets):
+                raise InputError(path, f"layer {name}: a weight is not an array of plausible size")
+            arrays = [np.asarray(d) for d in datasets]
+            kernels = [a for a in arrays if a.ndim >= 2]
+            biases = [a for a in arrays if a.ndim == 1]
+            if len(kernels) != 1 or len(biases) != 1:
+                raise InputError(path, f"layer {name}: expected a kernel and a bias, found {len(arrays)} arrays")
+            kernel, bias = kernels[0], biases[0]
+            if kernel.ndim != KERNEL_RANK[name] or kernel.dtype.kind != "f" or bias.dtype.kind != "f":
+                raise InputError(path, f"layer {name}: kernel {kernel.dtype} {kernel.shape} is not a "
+                                 f"{KERNEL_RANK[name]}-D float array")
+            if bias.shape[0] != kernel.shape[-1]:
+                raise InputError(path, f"layer {name}: bias {bias.shape} does not match kernel {kernel.shape}")
+            if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+                raise InputError(path, f"layer {name}: weights hold NaN or infinite values")
+            weights[name] = [kernel, bias]
+    return weights
 
 
 def build_deepid(

@@ -71,7 +71,7 @@ class PruningSweep:
         ]
 
     def write_csv(self, path: str | Path) -> None:
-        from engine.export import write_csv
+        from engine.files import write_csv
 
         write_csv(path, self.header(), self.rows())
 

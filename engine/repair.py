@@ -8,6 +8,7 @@ was chosen. It works wherever a calibration does: ``judge(net, images)`` gives t
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +17,12 @@ import numpy as np
 from engine.calibration import Verdicts, write_json_atomic
 from engine.data_io import ImageSet, PoisonedSet
 from engine.errors import InputError, first_line
-from engine.export import read_json_file
+from engine.data_io import check_labels_in_range
+from engine.files import read_json_file, staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.pruning import DEFAULT_DROPS, default_layer, fine_tune, pruned_model, sweep
-from engine.scoring import predict
+from engine.pruning import DEFAULT_DROPS, check_layer, default_layer, fine_tune, pruned_model, sweep
+from engine.scoring import SCALINGS, predict
 
 FILE_KIND = "badnet-inspector/repaired"
 
@@ -56,12 +58,17 @@ class RepairedNet:
                 f"this repaired network was built for another model (sha256 {self.badnet_sha256[:12]}…, "
                 f"this file is {net.sha256[:12]}…)",
             )
+        if net.num_classes != self.num_classes:
+            raise InputError(net.path, f"has {net.num_classes} classes; the repaired network was built for "
+                             f"{self.num_classes}")
 
     def load_repaired(self, trust: bool = False) -> BadNet:
         if self.repaired is None:
             net = load_badnet(self.repaired_path, trust=trust)
             if net.sha256 != self.repaired_sha256:
                 raise InputError(net.path, "the pruned model B' changed since the repaired network was built")
+            if net.num_classes != self.num_classes:
+                raise InputError(net.path, f"B' has {net.num_classes} classes, B has {self.num_classes}")
             self.repaired = net
         return self.repaired
 
@@ -110,16 +117,23 @@ class RepairedNet:
                 q = Path(p)
                 return str(q if q.is_absolute() else (path.parent / q).resolve())
 
+            if not isinstance(raw["badnet"], dict) or not isinstance(raw["repaired"], dict):
+                raise TypeError("'badnet' and 'repaired' must be objects")
+            num_classes = int(raw["num_classes"])
+            if num_classes < 2:
+                raise ValueError(f"{num_classes} classes")
+            if str(raw["scaling"]) not in SCALINGS:
+                raise InputError(path, f"unknown input scaling {raw['scaling']!r}")
             return cls(
                 badnet_path=resolve(raw["badnet"]["path"]),
                 badnet_sha256=str(raw["badnet"]["sha256"]),
                 repaired_path=resolve(raw["repaired"]["path"]),
                 repaired_sha256=str(raw["repaired"]["sha256"]),
                 scaling=str(raw["scaling"]),
-                num_classes=int(raw["num_classes"]),
+                num_classes=num_classes,
                 choice=dict(raw.get("choice") or {}),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise InputError(path, f"damaged repaired-network file ({first_line(err)})") from None
 
 
@@ -129,6 +143,7 @@ class FinePruneResult:
     saved: list[dict]  # one entry per requested drop that was reached
     chosen: RepairedNet | None
     notes: list[str]
+    bundles: list[RepairedNet] = field(default_factory=list)
 
 
 def fine_prune(
@@ -141,12 +156,48 @@ def fine_prune(
     fine_tune_epochs: int = 0,
     scaling: str = "1/255",
 ) -> Job[FinePruneResult]:
-    """Sweep, save B' at each accuracy drop (fine-tuned when asked), and build G bundles in ``outdir``."""
+    """Sweep, save B' at each accuracy drop (fine-tuned when asked), and build G bundles in ``outdir``.
+
+    Everything is written into a staging folder beside ``outdir`` that replaces it only when the
+    run succeeds; ``outdir`` may be new, empty, or an earlier run's results."""
     outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(outdir, "exists and is not a folder")
-    outdir.mkdir(parents=True, exist_ok=True)
     layer = layer or default_layer(net)
+    check_layer(net, layer)
+    clean.require_labels("a pruning sweep")
+    check_labels_in_range(clean, net.num_classes)
+    if isinstance(fine_tune_epochs, bool) or not isinstance(fine_tune_epochs, (int, np.integer)) or fine_tune_epochs < 0:
+        raise InputError(None, f"fine-tuning epochs {fine_tune_epochs!r} must be a whole number >= 0")
+    with staged_folder(outdir, is_prune_output, "fine-pruning results") as stage:
+        result = yield from _fine_prune_into(stage, net, clean, poisoned, layer, drops, fine_tune_epochs, scaling)
+    _moved(result, stage, outdir)
+    return result
+
+
+def is_prune_output(folder: Path) -> bool:
+    """A folder an earlier fine-pruning run wrote: its sweep.csv, and only files named like ours."""
+    from engine.files import csv_header
+
+    header = csv_header(folder / "sweep.csv") or []
+    ours = re.compile(r"(sweep\.csv|pruned_drop[0-9.]+(_finetuned)?\.h5|repaired(_drop[0-9.]+)?\.json)")
+    return header[:4] == ["step", "channel", "fraction_pruned", "clean_accuracy"] and all(
+        ours.fullmatch(p.name) for p in folder.iterdir())
+
+
+def _moved(result: FinePruneResult, old: Path, new: Path) -> None:
+    """Point the in-memory paths of a finished run at the folder it was moved to."""
+    def fix(p: str) -> str:
+        q = Path(p)
+        return str(new / q.name) if q.parent == old else p
+
+    for entry in result.saved:
+        entry["path"] = fix(entry["path"])
+        if "fine_tuned" in entry:
+            entry["fine_tuned"]["path"] = fix(entry["fine_tuned"]["path"])
+    for g in result.bundles:
+        g.repaired_path = fix(g.repaired_path)
+
+
+def _fine_prune_into(outdir: Path, net, clean, poisoned, layer, drops, fine_tune_epochs, scaling) -> Job[FinePruneResult]:
     result = yield from sweep(net, clean, poisoned, layer, scaling)
     result.write_csv(outdir / "sweep.csv")
     notes = [f"swept {result.channels} channels of {layer}; clean accuracy {result.clean_accuracy[0]:.4f} at step 0"]
@@ -204,7 +255,7 @@ def fine_prune(
         )
         chosen.save(outdir / "repaired.json")
         notes.append(f"repaired.json uses the B' saved at a {chosen.choice['drop']:g}% drop ({chosen.choice['reason']})")
-    return FinePruneResult(result, saved, chosen, notes)
+    return FinePruneResult(result, saved, chosen, notes, bundles)
 
 
 def describe_saved(entry: dict) -> str:

@@ -29,7 +29,7 @@ OTHER_DETECTORS = [name for name in DETECTORS if name != "confidence"]
 COLUMNS = (
     "Image", "File", "Class", "Confidence", "Threshold", "Confidence vs threshold", "Verdict",
     "Confidence verdict",
-    *[c for name in OTHER_DETECTORS for c in (DETECTORS[name].score_label.split(" (")[0], f"{DETECTORS[name].title} verdict")],
+    *[c for name in OTHER_DETECTORS for c in (DETECTORS[name].scale.short, f"{DETECTORS[name].title} verdict")],
     "G verdict",
 )
 COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_THRESHOLD, COL_BAR, COL_VERDICT, COL_CONF_VERDICT = range(8)

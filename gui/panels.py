@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
 )
 from superqt import QElidingLabel
 
-from engine.detectors import DETECTORS, StripDetector
+from engine.detectors import DETECTORS
+from engine.detectors.strip import StripDetector
 from engine.progress import Progress
 from gui.session import Session
 

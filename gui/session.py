@@ -504,7 +504,7 @@ class Session(QObject):
 
     def export_checked_csv(self, path: str | Path) -> bool:
         from engine.detectors import DETECTORS
-        from engine.export import write_csv
+        from engine.files import write_csv
 
         detectors = [d for d in DETECTORS if d in self.calibrations]
         header = ["path", "predicted", "confidence"]

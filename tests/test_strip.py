@@ -13,7 +13,8 @@ from engine.calibration import AnyOf, Calibration, calibrate, load_defenses
 from engine.compare import compare, operating_point, roc
 from engine.data_io import ImageSet, PoisonedSet
 from engine.demo import DEMO_IMAGES, DEMO_POISONED
-from engine.detectors import STRIP_CACHE, StripDetector, _entropy_bits, make_detector
+from engine.detectors import make_detector
+from engine.detectors.strip import STRIP_CACHE, StripDetector, _entropy_bits
 from engine.errors import InputError
 from engine.scoring import forward
 
@@ -139,7 +140,7 @@ def test_damaged_blend_images_are_a_one_line_error(strip_calibration, tmp_path):
     assert "damaged" in str(err.value)
 
 
-@pytest.mark.parametrize("params, message", [({"blends": 0}, "at least one"), ({"alpha": 1.0}, "between 0 and 1")])
+@pytest.mark.parametrize("params, message", [({"blends": 0}, r"blend images 0 must be in \[1, 256\]"), ({"alpha": 1.0}, r"blend weight 1.0 must be in \(0, 1\)"), ({"blends": 2.5}, "whole number"), ({"speed": 1}, "no setting speed")])
 def test_bad_strip_settings(params, message):
     with pytest.raises(InputError, match=message):
         make_detector("strip", params)
@@ -233,8 +234,8 @@ def test_cli_combined_calibrations(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["calibrate", "--blends", "8", "-o", "x.json"], "STRIP options"),
-        (["calibrate", "--detector", "strip", "--blends", "0", "-o", "x.json"], "at least one"),
+        (["calibrate", "--blends", "8", "-o", "x.json"], "--blends is a setting of STRIP; add that detector"),
+        (["calibrate", "--detector", "strip", "--blends", "0", "-o", "x.json"], "blend images 0 must be in [1, 256]"),
         (["compare", "--frr", "1,x"], "numbers separated by commas"),
         (["compare", "--detectors", "confidence,nope"], "unknown detector"),
     ],

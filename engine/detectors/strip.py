@@ -1,79 +1,26 @@
-"""Detectors: each gives every image a predicted class and a score.
-
-A detector's calibration (see :mod:`engine.calibration`) turns scores into
-verdicts with one rule shared by all detectors: an image whose score falls
-below its class's threshold is flagged as poisoned. New detectors slot in by
-subclassing :class:`Detector`; one that needs clean data of its own (STRIP's
-blend images) learns it in :meth:`Detector.fit` and keeps it in
-:meth:`Detector.state`, which the calibration file stores.
-"""
+"""STRIP (Gao et al., ACSAC 2019): a trigger survives being blended with other images."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
 from engine.data_io import ImageSet
+from engine.detectors import Detector, Scores, ScoreScale, Setting, register
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import BATCH_SIZE, PredictionCache, check_size, forward, predict, to_model_input
+from engine.scoring import BATCH_SIZE, PredictionCache, check_size, forward, to_model_input
+
+MAX_BLENDS = 256
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Per image: the class the network predicts and the detector's score (low = suspicious)."""
-
-    predicted: np.ndarray
-    values: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.predicted)
-
-
-class Detector(ABC):
-    name: ClassVar[str]
-    title: ClassVar[str]  # for people: "Confidence", "STRIP"
-    score_label: ClassVar[str]
-
-    def params(self) -> dict:
-        """Settings a user chose (small, shown and saved)."""
-        return {}
-
-    def state(self) -> dict:
-        """What :meth:`fit` learnt, as JSON-ready values (saved with the calibration)."""
-        return {}
-
-    def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
-        """Learn what scoring needs from clean data; most detectors need nothing."""
-        return None
-        yield  # a generator like every long job
-
-    @abstractmethod
-    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]: ...
-
-
-class ConfidenceDetector(Detector):
-    """The project's founding idea: a poisoned image reaches less confidence than its class does."""
-
-    name = "confidence"
-    title = "Confidence"
-    score_label = "top-1 confidence"
-
-    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
-        preds = yield from predict(net, images, scaling)
-        return Scores(preds.labels, preds.confidences)
-
-
+@register
 class StripDetector(Detector):
-    """STRIP (Gao et al., ACSAC 2019): a trigger survives being blended with other images.
-
-    Each input is blended with ``blends`` clean images, ``(1 - alpha) * input + alpha * clean``;
+    """Each input is blended with ``blends`` clean images, ``(1 - alpha) * input + alpha * clean``;
     the score is the mean Shannon entropy (bits) of the network's predictions on the blends. A
     clean face blended with other faces gives uncertain, varied predictions (high entropy); a
     triggered face keeps being sent to the target class (low entropy), so, as for every detector
@@ -84,22 +31,25 @@ class StripDetector(Detector):
 
     name = "strip"
     title = "STRIP"
-    score_label = "STRIP entropy (bits)"
+    summary = ("Blend the image with clean images; a trigger keeps forcing one class, so the "
+               "predictions' entropy stays low.")
+    scale = ScoreScale("STRIP entropy of blends (bits)", "STRIP entropy", unit="bits")
+    colour = (214, 39, 40)
+    order = 10
+    needs_fit = True
     DEFAULT_BLENDS = 32
     DEFAULT_ALPHA = 0.5
+    settings = (
+        Setting("blends", "blend images", int, DEFAULT_BLENDS, 1, MAX_BLENDS,
+                "clean images each input is blended with (one network call per input)"),
+        Setting("alpha", "blend weight", float, DEFAULT_ALPHA, 0.0, 1.0,
+                "weight of the clean image in a blend", low_open=True, high_open=True, step=0.05),
+        Setting("seed", "seed", int, 0, 0, 2**31 - 1, "seed for picking the blend images", shown=False),
+    )
 
-    def __init__(self, blends: int = DEFAULT_BLENDS, alpha: float = DEFAULT_ALPHA, seed: int = 0,
-                 overlays: np.ndarray | None = None):
-        blends, alpha, seed = int(blends), float(alpha), int(seed)
-        if blends < 1:
-            raise InputError(None, f"STRIP needs at least one blend image, not {blends}")
-        if not 0.0 < alpha < 1.0:
-            raise InputError(None, f"STRIP blend weight {alpha} must be between 0 and 1")
-        self.blends, self.alpha, self.seed = blends, alpha, seed
+    def __init__(self, overlays: np.ndarray | None = None, **params):
+        super().__init__(**params)
         self.overlays = None if overlays is None else np.ascontiguousarray(overlays, dtype=np.uint8)
-
-    def params(self) -> dict:
-        return {"blends": self.blends, "alpha": self.alpha, "seed": self.seed}
 
     def state(self) -> dict:
         if self.overlays is None:
@@ -112,12 +62,25 @@ class StripDetector(Detector):
         raw = state.get("overlays")
         overlays = None
         if raw is not None:
+            if not isinstance(raw, dict) or not isinstance(raw.get("shape"), list):
+                raise ValueError("STRIP blend images are not described by a shape and pixels")
             shape = tuple(int(v) for v in raw["shape"])
-            data = np.frombuffer(base64.b64decode(raw["uint8_base64"], validate=True), dtype=np.uint8)
-            if len(shape) != 4 or shape[-1] != 3 or data.size != int(np.prod(shape)):
+            if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1 or shape[0] > MAX_BLENDS:
+                raise ValueError(f"STRIP blend images of shape {shape} are not up to {MAX_BLENDS} RGB images")
+            try:
+                data = np.frombuffer(base64.b64decode(str(raw["uint8_base64"]), validate=True), dtype=np.uint8)
+            except (binascii.Error, ValueError):
+                raise ValueError("STRIP blend images are not valid base64") from None
+            if data.size != int(np.prod(shape)):
                 raise ValueError(f"STRIP blend images of shape {shape} do not match their {data.size} bytes")
             overlays = data.reshape(shape)
         return cls(**params, overlays=overlays)
+
+    def check_model(self, net: BadNet) -> None:
+        if self.overlays is not None and tuple(self.overlays.shape[1:]) != tuple(net.input_shape):
+            h, w, _ = self.overlays.shape[1:]
+            raise InputError(None, f"its STRIP blend images are {h}x{w}, the model takes "
+                             f"{net.input_shape[0]}x{net.input_shape[1]} images")
 
     def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
         """Pick the blend images: ``blends`` clean images at random (seeded), all if fewer."""
@@ -181,15 +144,3 @@ def _entropy_bits(p: np.ndarray) -> np.ndarray:
 
 
 STRIP_CACHE = PredictionCache(16)  # STRIP scores per (model, data, scaling, blend settings)
-
-DETECTORS: dict[str, type[Detector]] = {ConfidenceDetector.name: ConfidenceDetector, StripDetector.name: StripDetector}
-
-
-def make_detector(name: str, params: dict | None = None, state: dict | None = None) -> Detector:
-    try:
-        cls = DETECTORS[name]
-    except KeyError:
-        raise InputError(None, f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
-    if state and hasattr(cls, "from_saved"):
-        return cls.from_saved(params or {}, state)
-    return cls(**(params or {}))

@@ -1,0 +1,263 @@
+"""The commands: parse, drive the engine's workflow, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from cli.parser import given_settings
+from engine import workflow
+from engine.data_io import parse_poisoned
+from engine.demo import DEMO_MODEL, DEMO_POISONED, DEMO_TARGET
+from engine.errors import InputError
+from engine.progress import Job, Progress, run
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+        self._stage = None
+
+    def __call__(self, step: Progress) -> None:
+        now = time.monotonic()
+        final = step.done >= step.total
+        if not self.tty:
+            if step.stage != self._stage:
+                print(f"{step.stage}…", file=self.stream, flush=True)
+                self._stage = step.stage
+            return
+        if not final and now - self._last < 0.1 and step.stage == self._stage:
+            return
+        self._last, self._stage = now, step.stage
+        filled = int(self.width * step.fraction)
+        bar = "#" * filled + "-" * (self.width - filled)
+        end = "\n" if final else ""
+        self.stream.write(f"\r{step.stage:<24} [{bar}] {100 * step.fraction:5.1f}% {step.done}/{step.total}{end}")
+        self.stream.flush()
+
+
+def drive(job: Job, quiet: bool = False):
+    return run(job, None if quiet else ProgressBar())
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def warn_about(images) -> None:
+    for w in images.warnings:
+        note(f"warning: {w}")
+
+
+def load_model(path, trust: bool):
+    note(f"loading model {path}…")
+    net = workflow.open_model(path, trust)
+    for line in net.notes:
+        note(f"note: {path}: {line}")
+    return net
+
+
+def choose_scaling(net, scaling: str, labelled, quiet: bool = False) -> str:
+    chosen, reason = drive(workflow.choose_scaling(net, scaling, labelled), quiet)
+    if scaling == "auto":
+        note(f"input scaling: {reason}")
+    return chosen
+
+
+def load_defense(args):
+    return workflow.load_defense(args.calibration, args.repaired, args.model, args.trust_model, args.scale,
+                                 on_model=lambda p: note(f"loading model {p}…"))
+
+
+def load_model_and_sets(args):
+    """``--model``, ``--clean`` and every ``--poisoned PATH:TARGET`` (the demo's sunglasses set
+    when the model is the demo and none is given)."""
+    specs = [parse_poisoned(s) for s in args.poisoned or []]
+    if args.model is None and not specs:
+        specs = [(DEMO_POISONED, DEMO_TARGET)]
+    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
+    clean, poisoned = workflow.open_sets(net, args.clean, specs)
+    for images in [clean] + [p.images for p in poisoned]:
+        warn_about(images)
+    return net, clean, poisoned
+
+
+def fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_app(args) -> int:
+    """The window, on the demo unless the command line names a model and data."""
+    from gui.app import run_app
+
+    return run_app(
+        model=getattr(args, "model", None),
+        clean=getattr(args, "clean", None),
+        poisoned=getattr(args, "poisoned", None),
+        calibration=getattr(args, "calibration", None),
+        screenshot=getattr(args, "screenshot", None),
+        trust=getattr(args, "trust_model", False),
+    )
+
+
+def cmd_info(args) -> int:
+    net = load_model(Path(args.model), args.trust_model)
+    report = net.report()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if key == "layers":
+            value = ", ".join(value)
+        elif key == "input_shape":
+            value = " x ".join(str(v) for v in value)
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from engine.scoring import predict
+
+    net = load_model(Path(args.model), args.trust_model)
+    images = workflow.read_images(args.paths, net)
+    warn_about(images)
+    scaling = choose_scaling(net, args.scale, images if args.scale == "auto" else None, args.json)
+    preds = drive(predict(net, images, scaling), args.json)
+    for name, label, conf in zip(images.names, preds.labels, preds.confidences):
+        if args.json:
+            print(json.dumps({"path": name, "label": int(label), "confidence": float(conf)}))
+        else:
+            print(f"{name}\t{int(label)}\t{float(conf):.6f}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from engine.calibration import check_options, check_output
+
+    check_options(args.method, args.frr, args.min_samples)
+    params = workflow.detector_params([args.detector], given_settings(args))
+    (detector,) = workflow.make_detectors([args.detector], params)
+    out = check_output(args.output)
+    net = load_model(Path(args.model), args.trust_model)
+    clean = workflow.read_set(args.clean, net)
+    warn_about(clean)
+    cal, reason = drive(workflow.calibrate_job(net, clean, args.scale, detector, args.method, args.frr,
+                                               args.min_samples))
+    if args.scale == "auto":
+        note(f"input scaling: {reason}")
+    cal.save(out)
+    print(f"calibrated {cal.summary()}; saved {out}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from engine import metrics
+    from engine.scoring import predict
+
+    if args.calibration or args.repaired:
+        cal, net = load_defense(args)
+    else:
+        cal, net = None, load_model(Path(args.model or DEMO_MODEL), args.trust_model)
+    if args.target is not None:
+        workflow.check_target(net, args.target)
+    data = workflow.read_set(args.data, net)
+    warn_about(data)
+    scaling = cal.scaling if cal is not None else choose_scaling(net, args.scale or "1/255", data, args.json)
+    if args.target is None and data.labels is None and cal is None:
+        raise InputError(args.data, "has no labels: give --target T for a poisoned set, or labelled clean data")
+    preds = drive(predict(net, data, scaling), args.json)
+    verdicts = drive(cal.judge(net, data), True) if cal else None
+    result = metrics.report(preds, data.labels, args.target, verdicts)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    names = {
+        "accuracy": "clean accuracy",
+        "attack_success_rate": "attack success rate",
+        "detection_rate": "detection rate",
+        "frr": "false-rejection rate",
+        "defended_accuracy": "defended accuracy",
+        "defended_attack_success_rate": "defended attack success",
+    }
+    print(f"{data.source}: {result.n} images")
+    for key, value in result.to_dict().items():
+        if key in names:
+            print(f"  {names[key]:<26} {fmt(value)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    cal, net = load_defense(args)
+    images = workflow.read_images(args.paths, net)
+    warn_about(images)
+    verdicts = drive(cal.judge(net, images))
+    for name, label in zip(verdicts.names, verdicts.labels):
+        print(f"{name}\t{int(label)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from engine.compare import ROC_CSV_HEADER
+    from engine.files import write_csv
+
+    names = workflow.parse_detector_names(args.detectors)
+    detectors = workflow.make_detectors(names, workflow.detector_params(names, given_settings(args)))
+    frrs = workflow.parse_frrs(args.frr)
+    if args.model is not None and not args.poisoned:
+        raise InputError(None, "give at least one --poisoned PATH:TARGET to compare detectors on")
+    if args.roc_csv:
+        from engine.files import check_output, csv_header
+
+        check_output(args.roc_csv, lambda p: csv_header(p) == ROC_CSV_HEADER, "ROC curve CSV")
+    net, clean, poisoned = load_model_and_sets(args)
+    results = drive(workflow.compare_job(net, clean, poisoned, detectors, args.scale, frrs), args.json)
+    if args.roc_csv:
+        rows = [[r.detector, r.poisoned, f"{f:.6f}", f"{d:.6f}"]
+                for r in results for f, d in zip(r.roc.frr, r.roc.detection)]
+        write_csv(args.roc_csv, ROC_CSV_HEADER, rows)
+        note(f"wrote ROC curves to {args.roc_csv}")
+    if args.json:
+        print(json.dumps({"clean": clean.source, "n_clean": len(clean), "results": [r.to_dict() for r in results]}))
+        return 0
+    print(f"clean: {clean.source} ({len(clean)} images); thresholds pooled over classes, from the clean scores")
+    head = "".join(f"  detection at {100 * f:g}% FRR" for f in frrs)
+    width = max(len(r.title) for r in results) + 2
+    for name in dict.fromkeys(r.poisoned for r in results):
+        rows = [r for r in results if r.poisoned == name]
+        print(f"\n{name} ({rows[0].n_poisoned} images)")
+        print(f"  {'detector':<{width}}{'AUC':>6}{head}")
+        for r in rows:
+            cells = "".join(f"  {fmt(p.detection):>{len(f'detection at {100 * p.target_frr:g}% FRR')}}"
+                            for p in r.points)
+            print(f"  {r.title:<{width}}{r.auc:6.3f}{cells}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from engine.repair import describe_saved
+
+    drops = workflow.parse_drops(args.drops)
+    net, clean, poisoned = load_model_and_sets(args)
+    workflow.check_prune_options(net, args.layer, args.fine_tune_epochs)
+    result = drive(workflow.prune_job(net, clean, poisoned, args.output, args.layer, drops,
+                                      args.fine_tune_epochs, args.scale))
+    sw = result.sweep
+    print(f"{sw.layer}: {sw.channels} channels; clean accuracy {fmt(sw.clean_accuracy[0])} before pruning"
+          + "".join(f", attack success {fmt(v[0])} ({k})" for k, v in sw.attack_success.items()))
+    for entry in result.saved:
+        print(describe_saved(entry))
+    for line in result.notes[1:]:
+        print(line)
+    print(f"wrote {Path(args.output) / 'sweep.csv'}, the pruned models and the repaired-network bundles")
+    return 0

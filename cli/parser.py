@@ -1,0 +1,163 @@
+"""The command line: commands, options (detector settings come from the detector registry)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
+from engine.detectors import DETECTORS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, ending a usage error with one ``error: …`` line and exit code 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        text = " ".join(message.split())
+        self.exit(2, f"error: {self.prog}: {text}\n")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def setting_options() -> dict[str, list]:
+    """Every shown detector setting by name, with the detectors that have it."""
+    out: dict[str, list] = {}
+    for cls in DETECTORS.values():
+        for s in cls.settings:
+            if s.shown:
+                out.setdefault(s.name, []).append((cls, s))
+    return out
+
+
+def add_detector_settings(p: argparse.ArgumentParser) -> None:
+    """One option per detector setting (``--blends``), default None: the detector's own default."""
+    for name, owners in setting_options().items():
+        cls, s = owners[0]
+        who = ", ".join(c.title for c, _ in owners)
+        kind = s.kind if s.kind is not int else int
+        p.add_argument(s.option, dest=f"setting_{name}", type=kind, metavar=name.upper(),
+                       help=f"{who}: {s.help}, in {s.range_text()} (default {s.default:g})")
+
+
+def given_settings(args) -> dict:
+    return {k[len("setting_"):]: v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
+
+
+def build_parser(commands) -> argparse.ArgumentParser:
+    """``commands``: the module whose ``cmd_*`` functions run each command."""
+    parser = Parser(
+        prog="badnet-inspector",
+        description="Inspect image classifiers for backdoors (BadNets). Without a command, starts the app.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    parser.set_defaults(func=commands.cmd_app)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show a traceback on errors")
+        p.add_argument("--trust-model", action="store_true",
+                       help="allow a model file to run its own code (Lambda layers, custom objects)")
+        p.set_defaults(func=func)
+        return p
+
+    def scale_option(p, default):
+        p.add_argument("--scale", choices=("1/255", "raw", "auto"), default=default,
+                       help="input scaling: 1/255 (CSAW 2020), raw 0..255 (CSAW lab), or auto "
+                       "(pick the one with higher clean accuracy on labelled data)" +
+                       (f"; default {default}" if default else ""))
+
+    def poisoned_option(p):
+        p.add_argument("--poisoned", action="append", metavar="PATH:TARGET",
+                       help="a poisoned set and its target (repeatable)")
+
+    detector_names = ", ".join(DETECTORS)
+
+    p = command("gui", commands.cmd_app, "open the window (the same as no command), optionally on given files")
+    p.add_argument("--model", help="a BadNet (default: the bundled demo, with its data)")
+    p.add_argument("--clean", help="clean data")
+    poisoned_option(p)
+    p.add_argument("--calibration", help="a calibration JSON to load")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="load, calibrate, save the whole window as a PNG and exit (works headless)")
+
+    p = command("info", commands.cmd_info, "show a model's format, input shape, classes, layers and fingerprint")
+    p.add_argument("model", nargs="?", default=str(DEMO_MODEL), metavar="MODEL")
+    p.add_argument("--json", action="store_true")
+
+    p = command("predict", commands.cmd_predict, "top class and confidence for images, folders or HDF5 sets")
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    scale_option(p, "1/255")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
+
+    p = command("calibrate", commands.cmd_calibrate, "learn per-class thresholds on clean data")
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data (HDF5, .npz, folder)")
+    p.add_argument("--method", choices=("min", "quantile"), default="quantile")
+    p.add_argument("--frr", type=float, default=0.01, help="target false-rejection rate for quantile (default 0.01)")
+    p.add_argument("--min-samples", type=non_negative_int,
+                   help="classes with fewer clean images use the pooled threshold "
+                   "(default: 1/frr, at least 5; 100 at 1%%)")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default="confidence",
+                   help=f"which detector to calibrate ({detector_names}; default confidence)")
+    add_detector_settings(p)
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="CALIBRATION.json")
+
+    p = command("score", commands.cmd_score, "accuracy, attack success and detection figures on a data set")
+    p.add_argument("--model", help="the model (default: the calibration's, or the demo BadNet)")
+    defense = p.add_mutually_exclusive_group()
+    defense.add_argument("--calibration", action="append", metavar="CAL.json",
+                         help="a calibration JSON written by 'calibrate'; repeat to flag when any detector flags")
+    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
+    p.add_argument("--data", default=str(DEMO_CLEAN_TEST))
+    p.add_argument("--target", type=int, help="the attack's target class: the data is poisoned")
+    scale_option(p, None)
+    p.add_argument("--json", action="store_true")
+
+    p = command("eval", commands.cmd_eval, "CSAW verdicts: one line per image, <path>\\t<label>, label N = poisoned")
+    defense = p.add_mutually_exclusive_group(required=True)
+    defense.add_argument("--calibration", action="append", metavar="CAL.json",
+                         help="a calibration JSON written by 'calibrate'; repeat to flag when any detector flags")
+    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
+    p.add_argument("--model", help="the model, if it moved since calibration (its fingerprint must match)")
+    p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
+    p.set_defaults(scale=None)
+
+    p = command("compare", commands.cmd_compare, "compare detectors on clean data against poisoned sets: "
+                "ROC AUC and detection at fixed false-rejection rates")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses set)")
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data")
+    poisoned_option(p)
+    p.add_argument("--detectors", default=",".join(DETECTORS),
+                   help=f"comma-separated, from {detector_names} (default: all)")
+    add_detector_settings(p)
+    p.add_argument("--frr", default="1,5", help="false-rejection rates in %% to report detection at (default 1,5)")
+    p.add_argument("--roc-csv", metavar="OUT.csv", help="also write every ROC curve as CSV")
+    scale_option(p, "1/255")
+    p.add_argument("--json", action="store_true")
+
+    p = command("prune", commands.cmd_prune, "fine-pruning: prune a conv layer's dormant channels, save pruned "
+                "models at accuracy drops, fine-tune them, and build repaired networks G")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses set)")
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
+    poisoned_option(p)
+    p.add_argument("--layer", help="convolutional layer to prune (default: conv_3 for DeepID, else the last one)")
+    p.add_argument("--drops", default="2,4,10",
+                   help="save pruned models at these clean-accuracy drops, in %% (default 2,4,10)")
+    p.add_argument("--fine-tune-epochs", type=non_negative_int, default=0, metavar="E",
+                   help="fine-tune each pruned model (default 0: off)")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    return parser

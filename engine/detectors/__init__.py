@@ -1,0 +1,195 @@
+"""Detectors: each gives every image a predicted class and a score (low = suspicious).
+
+A detector's calibration (see :mod:`engine.calibration`) turns scores into verdicts with one rule
+shared by all detectors: an image whose score falls below its class's threshold is flagged.
+
+A detector declares itself: its settings (:class:`Setting`: name, type, default, range, help),
+how its score reads (:class:`ScoreScale`: axis label, unit, linear or stretched near 1), whether
+it learns from clean data (:meth:`Detector.fit`, kept in :meth:`Detector.state` and saved with the
+calibration), and its colour in plots. The CLI's options, the window's settings form, histogram
+axes and comparison plots are built from these declarations. A new detector is one module in this
+package that subclasses :class:`Detector` and decorates it with :func:`register`; every module
+here is imported when the package is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from engine.data_io import ImageSet
+from engine.errors import InputError
+from engine.model_io import BadNet
+from engine.progress import Job
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per image: the class the network predicts and the detector's score (low = suspicious)."""
+
+    predicted: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.predicted)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user-visible setting of a detector."""
+
+    name: str  # the keyword, the saved key and (with dashes) the CLI option
+    label: str  # for people: "blend images"
+    kind: type  # int or float
+    default: int | float
+    low: int | float  # inclusive unless low_open
+    high: int | float  # inclusive unless high_open
+    help: str
+    low_open: bool = False
+    high_open: bool = False
+    step: float | None = None  # spin-box step in the window
+    shown: bool = True  # False: saved, but neither a CLI option nor a form field
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def range_text(self) -> str:
+        lo = "(" if self.low_open else "["
+        hi = ")" if self.high_open else "]"
+        return f"{lo}{self.low:g}, {self.high:g}{hi}"
+
+    def check(self, value, title: str):
+        """``value`` as this setting's type, or an InputError saying what is allowed."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
+            raise InputError(None, f"{title} {self.label} {value!r} is not a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(None, f"{title} {self.label} {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise InputError(None, f"{title} {self.label} {value!r} is not a finite number")
+        if self.kind is int:
+            if number != round(number):
+                raise InputError(None, f"{title} {self.label} {value!r} must be a whole number")
+            number = int(round(number))
+        too_low = number <= self.low if self.low_open else number < self.low
+        too_high = number >= self.high if self.high_open else number > self.high
+        if too_low or too_high:
+            raise InputError(None, f"{title} {self.label} {value!r} must be in {self.range_text()}")
+        return self.kind(number)
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """How a detector's scores read, for axes, columns and messages."""
+
+    label: str  # axis label: "top-1 confidence"
+    short: str  # column header: "Confidence"
+    unit: str = ""  # "bits"
+    stretched: bool = False  # probabilities that pile up near 1: offer an axis stretched there
+    lo: float = 0.0
+    hi: float | None = None  # None: the axis ends a little above the largest score seen
+    decimals: int = 4
+
+    def format(self, value: float) -> str:
+        return f"{value:.{self.decimals}f}"
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    title: ClassVar[str]  # for people: "Confidence", "STRIP"
+    summary: ClassVar[str]  # one or two sentences for tooltips and help
+    scale: ClassVar[ScoreScale]
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    needs_fit: ClassVar[bool] = False  # learns from clean data before scoring
+    colour: ClassVar[tuple[int, int, int]] = (80, 80, 80)
+    order: ClassVar[int] = 100  # position in lists and menus
+
+    def __init__(self, **params):
+        known = {s.name: s for s in self.settings}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise InputError(None, f"{self.title} has no setting {', '.join(unknown)}; "
+                             f"it has {', '.join(known) or 'none'}")
+        for s in self.settings:
+            value = params.get(s.name)
+            setattr(self, s.name, s.default if value is None else s.check(value, self.title))
+
+    @property
+    def score_label(self) -> str:
+        return self.scale.label
+
+    def params(self) -> dict:
+        """The settings, as saved with a calibration."""
+        return {s.name: getattr(self, s.name) for s in self.settings}
+
+    def state(self) -> dict:
+        """What :meth:`fit` learnt, as JSON-ready values (saved with the calibration)."""
+        return {}
+
+    @classmethod
+    def from_saved(cls, params: dict, state: dict) -> Detector:
+        """A detector from its saved settings and state; raise ValueError on damaged state."""
+        return cls(**params)
+
+    def check_model(self, net: BadNet) -> None:
+        """Raise InputError(None, ...) when what this detector learnt cannot serve ``net``."""
+
+    def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
+        """Learn what scoring needs from clean data; most detectors need nothing."""
+        return None
+        yield  # a generator like every long job
+
+    @abstractmethod
+    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]: ...
+
+
+DETECTORS: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: make a detector known to the CLI, the window and calibration files."""
+    if cls.name in DETECTORS and DETECTORS[cls.name] is not cls:
+        raise RuntimeError(f"two detectors are named {cls.name!r}")
+    DETECTORS[cls.name] = cls
+    ordered = sorted(DETECTORS.items(), key=lambda kv: (kv[1].order, kv[0]))
+    DETECTORS.clear()
+    DETECTORS.update(ordered)
+    return cls
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        raise InputError(None, f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
+
+
+def make_detector(name: str, params: dict | None = None, state: dict | None = None) -> Detector:
+    """A detector by name with checked settings (and, from a file, what it learnt)."""
+    cls = detector_class(name)
+    if not isinstance(params or {}, dict) or not isinstance(state or {}, dict):
+        raise InputError(None, f"{cls.title} settings and state must be JSON objects")
+    if state:
+        return cls.from_saved(params or {}, state)
+    return cls(**(params or {}))
+
+
+def title_of(name: str) -> str:
+    cls = DETECTORS.get(name)
+    return cls.title if cls is not None else name
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_discover()
