@@ -97,13 +97,13 @@ def load_startup(session, model=None, clean=None, sets=(), calibration=None, tru
     if demo:  # the bundled demo, ready to calibrate
         model, clean = DEMO_MODEL, clean or DEMO_CLEAN_VALIDATION
         sets = list(sets) or [(DEMO_POISONED, DEMO_TARGET)]
-    session.open_model(model, trust=trust)
+    session.data.open_model(model, trust=trust)
     if clean is not None:
-        session.open_clean(clean)
+        session.data.open_clean(clean)
     for path, target in sets:
-        session.add_poisoned(path, target)
+        session.data.add_poisoned(path, target)
     if calibration is not None:
-        session.load_calibration(calibration)
+        session.calib.load(calibration)
     return demo
 
 
@@ -121,7 +121,7 @@ class ScreenshotRun:
     def _loaded(self) -> None:
         if self._stop_on_errors():
             return
-        if not self.window.session.calibrate():
+        if not self.window.session.calib.calibrate():
             self._stop_on_errors()
             return
         self.window.after_jobs(self._calibrated)
@@ -130,7 +130,7 @@ class ScreenshotRun:
         if self._stop_on_errors():
             return
         if self.images:
-            self.window.session.check_paths(self.images)
+            self.window.session.check.check_paths(self.images)
         self.window.after_jobs(self._shoot)
 
     def _shoot(self) -> None:

@@ -21,16 +21,14 @@ from PySide6.QtWidgets import (
 from engine.detectors import DETECTORS
 from gui.session import Session
 
-DETECTOR_COLOURS = {"confidence": (31, 119, 180), "strip": (214, 39, 40)}
-
 
 class ComparePanel(QWidget):
-    def __init__(self, session: Session, strip_params=None, parent: QWidget | None = None):
-        """``strip_params``: a callable giving the STRIP settings to compare with (the
-        calibration panel's), or None for the defaults."""
+    def __init__(self, session: Session, settings_for=None, parent: QWidget | None = None):
+        """``settings_for(name)``: the settings to compare detector ``name`` with (the calibration
+        panel's), or None for every detector's defaults."""
         super().__init__(parent)
         self.session = session
-        self.strip_params = strip_params
+        self.settings_for = settings_for
         self.checks = {}
         row = QHBoxLayout()
         row.addWidget(QLabel("Detectors"))
@@ -76,7 +74,7 @@ class ComparePanel(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.table)
-        session.comparisonChanged.connect(self._on_comparison)
+        session.compare.comparisonChanged.connect(self._on_comparison)
 
     @Slot()
     def start(self) -> bool:
@@ -84,15 +82,13 @@ class ComparePanel(QWidget):
         if not chosen:
             self.session.error.emit("tick at least one detector to compare")
             return False
-        params = {name: None for name in chosen}
-        if "strip" in params and self.strip_params is not None:
-            params["strip"] = self.strip_params()
-        self.session.compare(params)
+        params = {name: (self.settings_for(name) if self.settings_for else None) for name in chosen}
+        self.session.compare.run(params)
         return True
 
     @property
     def results(self):
-        return self.session.comparison or []
+        return self.session.compare.results or []
 
     @Slot(object)
     def _on_comparison(self, results) -> None:
@@ -123,7 +119,7 @@ class ComparePanel(QWidget):
         chance = self.plot.plot([0, 1], [0, 1], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
         self._items.append(chance)
         for r in rows:
-            colour = DETECTOR_COLOURS.get(r.detector, (80, 80, 80))
+            colour = DETECTORS[r.detector].colour if r.detector in DETECTORS else (80, 80, 80)
             curve = self.plot.plot(r.roc.frr, r.roc.detection, pen=pg.mkPen(colour, width=2),
                                    name=f"{r.title} (AUC {r.auc:.3f})")
             self._items.append(curve)

@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider, QSearchableComboBox
 
-from gui.session import CLEAN, POISONED, Session, SetScores
+from engine.workflow import CLEAN, POISONED, SetScores
+from gui.session import Session
 
 CLEAN_COLOUR = (52, 101, 164)
 POISON_COLOURS = [(204, 0, 0), (245, 121, 0), (117, 80, 123), (78, 154, 6), (193, 125, 17)]
@@ -298,7 +299,7 @@ class HistogramPanel(QWidget):
         self.pooled = ThresholdHistogram()
         self.pooled.thresholdEdited.connect(lambda _: self._update_pooled_readout())
         self.apply_all = QPushButton("Use this threshold for every class")
-        self.apply_all.clicked.connect(lambda: self.session.set_all_thresholds(self.pooled.threshold))
+        self.apply_all.clicked.connect(lambda: self.session.calib.set_all_thresholds(self.pooled.threshold))
         pooled_page = QWidget()
         pooled_layout = QVBoxLayout(pooled_page)
         pooled_layout.setContentsMargins(0, 0, 0, 0)
@@ -318,9 +319,9 @@ class HistogramPanel(QWidget):
         layout.addWidget(self.empty_note)
         layout.addWidget(self.tabs, 1)
 
-        session.setScoresChanged.connect(self._on_scores)
-        session.thresholdsChanged.connect(self._on_thresholds_changed)
-        session.calibrationChanged.connect(lambda cal: self._on_scores(self.session.set_scores))
+        session.calib.setScoresChanged.connect(self._on_scores)
+        session.calib.thresholdsChanged.connect(self._on_thresholds_changed)
+        session.calib.calibrationChanged.connect(lambda cal: self._on_scores(self.session.calib.set_scores))
         self._on_scores([])
 
     # --- public ---------------------------------------------------------------------------
@@ -344,7 +345,7 @@ class HistogramPanel(QWidget):
     @Slot(object)
     def _on_scores(self, scores) -> None:
         self._scores = list(scores)
-        cal = self.session.calibration
+        cal = self.session.calib.active
         self._match_axes(cal)
         has_data = cal is not None and bool(self._scores)
         self.empty_note.setVisible(not has_data)
@@ -354,7 +355,7 @@ class HistogramPanel(QWidget):
         self._refresh_plots()
 
     def _fill_class_box(self) -> None:
-        cal = self.session.calibration
+        cal = self.session.calib.active
         wanted = self._class
         self.class_box.blockSignals(True)
         self.class_box.clear()
@@ -418,11 +419,11 @@ class HistogramPanel(QWidget):
 
     @Slot(float)
     def _on_class_threshold(self, raw: float) -> None:
-        self.session.set_threshold(self._class, raw)
+        self.session.calib.set_threshold(self._class, raw)
 
     @Slot(int)
     def _on_thresholds_changed(self, cls: int) -> None:
-        cal = self.session.calibration
+        cal = self.session.calib.active
         if cal is None:
             return
         if cls in (-1, self._class):
@@ -451,7 +452,7 @@ class HistogramPanel(QWidget):
         return out
 
     def _refresh_plots(self) -> None:
-        cal = self.session.calibration
+        cal = self.session.calib.active
         if cal is None or not self._scores:
             self.per_class.set_series([])
             self.pooled.set_series([])
@@ -470,7 +471,7 @@ class HistogramPanel(QWidget):
         self._update_pooled_readout()
 
     def _update_class_readout(self) -> None:
-        cal = self.session.calibration
+        cal = self.session.calib.active
         if cal is None or not self._scores:
             return
         c = self._class
@@ -495,7 +496,7 @@ class HistogramPanel(QWidget):
         self.per_class.readout.setText("<br>".join(lines))
 
     def _update_pooled_readout(self) -> None:
-        if self.session.calibration is None or not self._scores:
+        if self.session.calib.active is None or not self._scores:
             return
         t = self.pooled.threshold
         parts = [f"one threshold <b>{t:.6f}</b> for every class"]

@@ -1,7 +1,10 @@
-"""Dropped images as sortable rows: thumbnail, class, confidence against its threshold, every
-calibrated detector's score and verdict side by side, and the verdict of the chosen defense."""
+"""Checked images as sortable rows: thumbnail, class, confidence against its threshold, the verdict
+of the chosen defense and every defense's word in one compact column; the selected image's
+scores, thresholds and verdicts in full in a detail pane below."""
 
 from __future__ import annotations
+
+import html
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, QSize, QSortFilterProxyModel, Qt, Slot
@@ -13,6 +16,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSplitter,
     QStyledItemDelegate,
     QTableView,
     QVBoxLayout,
@@ -20,24 +24,12 @@ from PySide6.QtWidgets import (
 )
 
 from engine.detectors import DETECTORS
+from engine.workflow import RowVerdict
 from gui.session import Session
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-# The confidence detector has the score, threshold and bar columns; every detector has a verdict
-# column; the others also a score column ("0.031 < 0.474").
-OTHER_DETECTORS = [name for name in DETECTORS if name != "confidence"]
-COLUMNS = (
-    "Image", "File", "Class", "Confidence", "Threshold", "Confidence vs threshold", "Verdict",
-    "Confidence verdict",
-    *[c for name in OTHER_DETECTORS for c in (DETECTORS[name].scale.short, f"{DETECTORS[name].title} verdict")],
-    "G verdict",
-)
-COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_THRESHOLD, COL_BAR, COL_VERDICT, COL_CONF_VERDICT = range(8)
-COL_G = len(COLUMNS) - 1
-DETECTOR_SCORE_COLS = {name: 8 + 2 * i for i, name in enumerate(OTHER_DETECTORS)}
-DETECTOR_VERDICT_COLS = {"confidence": COL_CONF_VERDICT,
-                         **{name: 9 + 2 * i for i, name in enumerate(OTHER_DETECTORS)}}
-VERDICT_COLS = (COL_VERDICT, COL_G, *DETECTOR_VERDICT_COLS.values())
+COLUMNS = ("Image", "File", "Class", "Confidence", "Confidence vs threshold", "Verdict", "Every defense")
+COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_BAR, COL_VERDICT, COL_DEFENSES = range(len(COLUMNS))
 POISON_BG = QColor(250, 215, 215)
 CLEAN_BG = QColor(220, 240, 220)
 
@@ -50,29 +42,34 @@ def to_pixmap(image: np.ndarray, scale: int = 1) -> QPixmap:
     return pix if scale == 1 else pix.scaled(w * scale, h * scale, Qt.AspectRatioMode.KeepAspectRatio)
 
 
+def verdict_text(v: RowVerdict) -> str:
+    return f"POISONED ({v.label})" if v.poisoned else f"clean: class {v.label}"
+
+
 class CheckedModel(QAbstractTableModel):
-    """Rows of ``session.checked``; verdicts follow the session's current thresholds."""
+    """Rows of the check controller; verdicts follow the current thresholds and verdict source."""
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
         self.session = session
         self._rows = []
         self._pixmaps: dict[int, QPixmap] = {}
-        session.checkedChanged.connect(self.reload)
-        session.thresholdsChanged.connect(lambda _: self._verdicts_changed())
-        session.calibrationChanged.connect(lambda _: self._verdicts_changed())
-        session.verdictSourceChanged.connect(lambda _: self._verdicts_changed())
+        session.check.checkedChanged.connect(self.reload)
+        session.calib.thresholdsChanged.connect(lambda _: self._verdicts_changed())
+        session.calib.calibrationChanged.connect(lambda _: self._verdicts_changed())
+        session.check.verdictSourceChanged.connect(lambda _: self._verdicts_changed())
+        session.pruning.repairedChanged.connect(lambda _: self._verdicts_changed())
 
     @Slot()
     def reload(self) -> None:
         self.beginResetModel()
-        self._rows = list(self.session.checked)
+        self._rows = list(self.session.check.rows)
         self._pixmaps.clear()
         self.endResetModel()
 
     def _verdicts_changed(self) -> None:
         if self._rows:
-            self.dataChanged.emit(self.index(0, COL_CONF), self.index(len(self._rows) - 1, COL_G))
+            self.dataChanged.emit(self.index(0, COL_CONF), self.index(len(self._rows) - 1, COL_DEFENSES))
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
@@ -85,35 +82,36 @@ class CheckedModel(QAbstractTableModel):
             return COLUMNS[section]
         return None
 
+    def row(self, row: int):
+        return self._rows[row]
+
     def verdict(self, row: int) -> tuple[int | None, bool]:
         """(label, poisoned) from the defense chosen for verdicts."""
-        label, n = self.session.active_verdict(self._rows[row])
-        return label, label is not None and label == n
+        v = self.session.check.rules.verdict(self._rows[row])
+        return v.label, v.poisoned
 
     def g_verdict(self, row: int) -> tuple[int | None, bool]:
-        label = self.session.g_label(self._rows[row])
-        g = self.session.repaired
-        return label, label is not None and label == g.poisoned_label
+        v = self.session.check.rules.g(self._rows[row])
+        return v.label, v.poisoned
 
-    def detector_verdict(self, row: int, detector: str) -> tuple[int | None, bool]:
-        _, _, label = self.session.detector_verdict(self._rows[row], detector)
-        cal = self.session.calibrations.get(detector)
-        return label, label is not None and label == cal.poisoned_label
+    def detector_verdict(self, row: int, detector: str) -> RowVerdict:
+        return self.session.check.rules.detector(self._rows[row], detector)
 
-    def _verdict_of_column(self, row: int, col: int) -> tuple[int | None, bool]:
-        if col == COL_VERDICT:
-            return self.verdict(row)
-        if col == COL_G:
-            return self.g_verdict(row)
-        detector = next(d for d, c in DETECTOR_VERDICT_COLS.items() if c == col)
-        return self.detector_verdict(row, detector)
+    def defenses(self, row: int) -> list[tuple[str, RowVerdict]]:
+        """Every calibrated detector's verdict and G's, in registry order."""
+        rules = self.session.check.rules
+        r = self._rows[row]
+        out = [(DETECTORS[d].title, rules.detector(r, d)) for d in DETECTORS if d in rules.calibrations]
+        if rules.repaired is not None:
+            out.append(("G", rules.g(r)))
+        return out
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         row, col = index.row(), index.column()
         r = self._rows[row]
-        _, threshold, _ = self.session.detector_verdict(r, "confidence")
+        conf = self.detector_verdict(row, "confidence")
         if role == Qt.ItemDataRole.DecorationRole and col == COL_IMAGE:
             if row not in self._pixmaps:
                 self._pixmaps[row] = to_pixmap(r.image)
@@ -124,48 +122,53 @@ class CheckedModel(QAbstractTableModel):
             if col == COL_CLASS:
                 return str(r.predicted)
             if col == COL_CONF:
-                return f"{r.score:.6f}"
-            if col == COL_THRESHOLD:
-                return "—" if threshold is None else f"{threshold:.6f}"
-            for detector, c in DETECTOR_SCORE_COLS.items():
-                if col == c:
-                    score, t, _ = self.session.detector_verdict(r, detector)
-                    if score is None:
-                        return "—"
-                    return f"{score:.4f}" + ("" if t is None else f" {'<' if score < t else '≥'} {t:.4f}")
-            if col in VERDICT_COLS:
-                label, poisoned = self._verdict_of_column(row, col)
+                return f"{r.confidence:.6f}"
+            if col == COL_VERDICT:
+                label, poisoned = self.verdict(row)
                 if label is None:
-                    if col == COL_G:
-                        return "— (no G)"
-                    if col != COL_VERDICT:
-                        return "—"
-                    return "no repaired network" if self.session.verdict_source == "repaired" else "not calibrated"
+                    return "no repaired network" if self.session.check.verdict_source == "repaired" else "not calibrated"
                 return f"POISONED ({label})" if poisoned else f"clean: class {label}"
-        if role == Qt.ItemDataRole.ToolTipRole and col in (COL_FILE, COL_IMAGE):
-            return r.name + ("" if r.label is None else f"\nlabel in file name: {r.label}")
-        if role == Qt.ItemDataRole.BackgroundRole and col in VERDICT_COLS:
-            label, poisoned = self._verdict_of_column(row, col)
+            if col == COL_DEFENSES:
+                parts = [f"{name} {'✗' if v.poisoned else '✓'}" for name, v in self.defenses(row) if v.ready]
+                return " · ".join(parts) if parts else "—"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col in (COL_FILE, COL_IMAGE):
+                return r.name + ("" if r.label is None else f"\nlabel from the file: {r.label}")
+            if col == COL_BAR:
+                t = "no threshold (not calibrated)" if conf.threshold is None else f"threshold {conf.threshold:.6f}"
+                return f"top-1 confidence {r.confidence:.6f}; {t}"
+            if col == COL_DEFENSES:
+                return "\n".join(self.defense_lines(row)) or "no defense loaded"
+        if role == Qt.ItemDataRole.BackgroundRole and col == COL_VERDICT:
+            label, poisoned = self.verdict(row)
             return None if label is None else (POISON_BG if poisoned else CLEAN_BG)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_CLASS, COL_CONF, COL_THRESHOLD,
-                                                                 *DETECTOR_SCORE_COLS.values()):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_CLASS, COL_CONF):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == SORT_ROLE:
-            if col in VERDICT_COLS:
-                label, _ = self._verdict_of_column(row, col)
+            if col == COL_VERDICT:
+                label, _ = self.verdict(row)
                 return -1 if label is None else label
-            for detector, c in DETECTOR_SCORE_COLS.items():
-                if col == c:
-                    score = r.scores.get(detector)
-                    return float("-inf") if score is None else score
+            if col == COL_DEFENSES:
+                return sum(v.poisoned for _, v in self.defenses(row))
             return {
-                COL_IMAGE: row, COL_FILE: r.name, COL_CLASS: r.predicted, COL_CONF: r.score,
-                COL_THRESHOLD: -1.0 if threshold is None else threshold,
-                COL_BAR: r.score - (threshold or 0.0),
+                COL_IMAGE: row, COL_FILE: r.name, COL_CLASS: r.predicted, COL_CONF: r.confidence,
+                COL_BAR: r.confidence - (conf.threshold or 0.0),
             }[col]
         if role == Qt.ItemDataRole.UserRole and col == COL_BAR:
-            return r.score, threshold
+            return r.confidence, conf.threshold
         return None
+
+    def defense_lines(self, row: int) -> list[str]:
+        """Plain lines: each defense's score against its threshold and its verdict."""
+        out = []
+        for name, v in self.defenses(row):
+            if name == "G":
+                how = "B and B' agree" if v.score == 1.0 else "B and B' disagree"
+            else:
+                d = next(d for d in DETECTORS.values() if d.title == name)
+                how = f"{d.scale.short} {d.scale.format(v.score)} {'<' if v.poisoned else '≥'} {d.scale.format(v.threshold)}"
+            out.append(f"{name}: {how} → {verdict_text(v)}")
+        return out
 
 
 class BarDelegate(QStyledItemDelegate):
@@ -180,8 +183,8 @@ class BarDelegate(QStyledItemDelegate):
         below = threshold is not None and score < threshold
         colour = QColor(204, 0, 0) if below else QColor(52, 101, 164)
         painter.fillRect(QRect(rect.left(), rect.top(), int(rect.width() * float(score)), rect.height()), colour)
-        if threshold is not None:
-            x = rect.left() + int(rect.width() * float(threshold))
+        if threshold is not None and np.isfinite(threshold):
+            x = rect.left() + int(rect.width() * float(np.clip(threshold, 0.0, 1.0)))
             painter.fillRect(QRect(x - 1, rect.top() - 4, 3, rect.height() + 8), QColor(0, 0, 0))
         painter.restore()
 
@@ -199,20 +202,36 @@ class ImageCheckPanel(QWidget):
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)
         self.table.setItemDelegateForColumn(COL_BAR, BarDelegate(self.table))
         self.table.verticalHeader().setDefaultSectionSize(60)
         self.table.verticalHeader().setVisible(False)
         self.table.setIconSize(QSize(47, 55))
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((COL_IMAGE, 64), (COL_FILE, 160), (COL_CLASS, 50), (COL_CONF, 80), (COL_THRESHOLD, 80),
-                           (COL_BAR, 150), (COL_VERDICT, 140), (COL_CONF_VERDICT, 120)):
+        for col, width in ((COL_IMAGE, 60), (COL_FILE, 150), (COL_CLASS, 46), (COL_CONF, 78), (COL_BAR, 120),
+                           (COL_VERDICT, 130)):
             header.resizeSection(col, width)
-        for col in (*DETECTOR_SCORE_COLS.values(), *DETECTOR_VERDICT_COLS.values()):
-            header.resizeSection(col, 120)
         header.setStretchLastSection(True)
+        header.setMinimumSectionSize(40)
         self.table.sortByColumn(COL_IMAGE, Qt.SortOrder.AscendingOrder)  # the order they came in
+        self.table.selectionModel().currentRowChanged.connect(lambda *_: self._update_detail())
+
+        self.detail = QLabel()
+        self.detail.setTextFormat(Qt.TextFormat.RichText)
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.detail.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.detail.setStyleSheet("padding: 4px;")
+        self.detail_image = QLabel()
+        self.detail_image.setFixedSize(47 * 2, 55 * 2)
+        detail_box = QWidget()
+        detail_row = QHBoxLayout(detail_box)
+        detail_row.setContentsMargins(0, 0, 0, 0)
+        detail_row.addWidget(self.detail_image, 0, Qt.AlignmentFlag.AlignTop)
+        detail_row.addWidget(self.detail, 1)
 
         self.hint = QLabel("Drop images, folders or HDF5 sets anywhere on this window, or use Open images…\n"
                            "Each gets the network's class, its confidence against that class's threshold, "
@@ -225,43 +244,68 @@ class ImageCheckPanel(QWidget):
         self.open_button = QPushButton("Open images…")
         self.export_button = QPushButton("Export CSV…")
         self.clear_button = QPushButton("Clear")
-        self.clear_button.clicked.connect(session.clear_checked)
+        self.clear_button.clicked.connect(session.check.clear)
         self.source_box = QComboBox()
-        self.source_box.addItem("active detector (Calibrate panel)", "calibration")
-        self.source_box.addItem("any calibrated detector flags", "any")
-        self.source_box.addItem("repaired network G (fine-pruning)", "repaired")
-        self.source_box.setToolTip("Which defense gives the Verdict column")
-        self.source_box.currentIndexChanged.connect(lambda i: session.set_verdict_source(self.source_box.itemData(i)))
+        self.source_box.addItem("active detector", "calibration")
+        self.source_box.addItem("any detector flags", "any")
+        self.source_box.addItem("repaired network G", "repaired")
+        self.source_box.setToolTip("Which defense gives the Verdict column: the detector chosen in the Calibrate "
+                                   "panel, any calibrated detector, or the repaired network G from fine-pruning")
+        self.source_box.currentIndexChanged.connect(
+            lambda i: session.check.set_verdict_source(self.source_box.itemData(i)))
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.clear_button)
-        buttons.addSpacing(12)
+        buttons.addSpacing(8)
         buttons.addWidget(QLabel("Verdict by"))
         buttons.addWidget(self.source_box)
         buttons.addStretch(1)
         buttons.addWidget(self.summary)
 
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.table)
+        self.splitter.addWidget(detail_box)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setSizes([400, 120])
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.hint)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.splitter, 1)
 
-        session.checkedChanged.connect(self._update_summary)
-        session.thresholdsChanged.connect(lambda _: self._update_summary())
-        session.calibrationChanged.connect(lambda _: self._update_summary())
-        session.verdictSourceChanged.connect(lambda _: self._update_summary())
+        session.check.checkedChanged.connect(self._update_summary)
+        for signal in (session.calib.thresholdsChanged, session.calib.calibrationChanged,
+                       session.check.verdictSourceChanged, session.pruning.repairedChanged):
+            signal.connect(lambda *_: self._update_summary())
         self._update_summary()
 
     @Slot()
     def _update_summary(self) -> None:
         n = self.model.rowCount()
         self.hint.setVisible(n == 0)
+        self.splitter.setVisible(n > 0)
         self.export_button.setEnabled(n > 0)
         self.clear_button.setEnabled(n > 0)
+        self._update_detail()
         if n == 0:
             self.summary.setText("")
             return
         flagged = sum(1 for row in range(n) if self.model.verdict(row)[1])
         ready = self.model.verdict(0)[0] is not None
         self.summary.setText(f"{n} image(s)" + (f", {flagged} flagged as poisoned" if ready else ", no verdict yet"))
+
+    def _update_detail(self) -> None:
+        index = self.table.currentIndex()
+        if not index.isValid() or self.model.rowCount() == 0:
+            self.detail.setText("<span style='color:#555'>Select an image to see every defense's score, "
+                                "threshold and verdict.</span>")
+            self.detail_image.clear()
+            return
+        row = self.proxy.mapToSource(index).row()
+        r = self.model.row(row)
+        self.detail_image.setPixmap(to_pixmap(r.image, 2))
+        label, poisoned = self.model.verdict(row)
+        head = (f"<b>{html.escape(r.name)}</b><br>class {r.predicted}, top-1 confidence {r.confidence:.6f}"
+                + ("" if r.label is None else f", label from the file {r.label}"))
+        lines = [html.escape(line) for line in self.model.defense_lines(row)] or ["no defense loaded yet"]
+        self.detail.setText(head + "<br>" + "<br>".join(lines))

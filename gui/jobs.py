@@ -1,8 +1,10 @@
 """Run engine generators off the GUI thread, one at a time (Keras ``predict`` is not thread safe).
 
-Each job is a generator from the engine: its ``Progress`` yields drive a progress bar, its return
-value goes to a result slot on the GUI thread, a raised error becomes a one-line message. Cancel
-sets a flag; the job stops at its next yield and its result is dropped.
+Each submitted job is a :class:`Job` shaped like superqt's ``GeneratorWorker``: ``started``,
+``yielded`` (the engine's ``Progress``), ``returned`` (the result, on the GUI thread), ``errored``
+(a one-line message) and ``finished`` signals, and ``quit()``, honoured at the job's next yield.
+A job records the runner's generation when it starts; a result that comes back after the
+generation moved on (a newer model was loaded) is dropped: the one rule for stale results.
 
 Why not ``superqt.create_worker``: its workers run on ``QThreadPool`` threads, and PySide gives a
 pool thread a fresh Python thread state for every runnable. TensorFlow's pybind11 layer caches
@@ -26,11 +28,10 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from engine.errors import InputError
+from engine.errors import InputError, first_line
 from engine.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -68,21 +69,42 @@ class GuiThreadCollector:
             gc.collect(generation)
 
 
-@dataclass
-class JobSpec:
-    title: str
-    factory: Callable[[], Generator]
-    on_result: Callable[[object], None]
-    on_error: Callable[[str], None] | None = None
+class Job(QObject):
+    """One engine generator run on the job thread; signals arrive on the GUI thread."""
+
+    started = Signal()
+    yielded = Signal(object)  # Progress
+    returned = Signal(object)  # the generator's return value (not emitted for stale results)
+    errored = Signal(str)  # a one-line message for the user
+    finished = Signal(str)  # outcome: "done" | "cancelled" | "failed" | "stale"
+
+    def __init__(self, title: str, factory: Callable[[], Generator], parent: QObject | None = None):
+        super().__init__(parent)
+        self.title = title
+        self.factory = factory
+        self.generation: int | None = None
+        self.outcome = "done"
+        self.on_result: Callable[[object], None] | None = None
+        self.on_error: Callable[[str], None] | None = None
+        self._quit = threading.Event()
+
+    def quit(self) -> None:
+        """Stop at the next yield; the result is dropped."""
+        self.outcome = "cancelled"
+        self._quit.set()
+
+    @property
+    def abort_requested(self) -> bool:
+        return self._quit.is_set()
 
 
 class _Bridge(QObject):
     """Signals emitted from the job thread, delivered on the GUI thread (queued)."""
 
-    yielded = Signal(int, object)
-    returned = Signal(int, object)
-    errored = Signal(int, object)
-    ended = Signal(int, bool)  # job id, cancelled
+    yielded = Signal(object, object)
+    returned = Signal(object, object)
+    errored = Signal(object, object)
+    ended = Signal(object)
 
 
 class JobRunner(QObject):
@@ -90,17 +112,15 @@ class JobRunner(QObject):
 
     started = Signal(str)  # title
     progress = Signal(object)  # Progress
-    finished = Signal(str, str)  # title, outcome: "done" | "cancelled" | "failed"
+    finished = Signal(str, str)  # title, outcome: "done" | "cancelled" | "failed" | "stale"
     failed = Signal(str, str)  # title, one-line message
     idle = Signal()
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._queue: deque[JobSpec] = deque()
-        self._current: JobSpec | None = None
-        self._current_id = 0
-        self._outcome = "done"
-        self._cancel = threading.Event()
+        self._queue: deque[Job] = deque()
+        self._current: Job | None = None
+        self.generation = 0
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._bridge = _Bridge(self)
@@ -121,22 +141,32 @@ class JobRunner(QObject):
     def thread_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(self, title: str, factory, on_result, on_error=None) -> None:
-        self._queue.append(JobSpec(title, factory, on_result, on_error))
+    def new_generation(self) -> int:
+        """Results of jobs started before this call are stale from now on."""
+        self.generation += 1
+        return self.generation
+
+    def submit(self, title: str, factory: Callable[[], Generator], on_result: Callable[[object], None] | None = None,
+               on_error: Callable[[str], None] | None = None) -> Job:
+        """Queue ``factory``: called on the GUI thread when the job's turn comes (so what it reads is
+        current), it returns the generator to run. ``on_result`` gets its return value."""
+        job = Job(title, factory, self)
+        job.on_result, job.on_error = on_result, on_error  # called directly, so their errors are caught
+        self._queue.append(job)
         if self._current is None:
             self._start_next()
+        return job
 
     def cancel(self) -> None:
         """Stop the running job at its next yield; queued jobs still run."""
         if self._current is not None:
-            self._outcome = "cancelled"
-            self._cancel.set()
+            self._current.quit()
 
     def cancel_all(self) -> None:
         self._queue.clear()
         self.cancel()
 
-    def wait(self, msecs: int = 30_000) -> bool:
+    def shutdown(self, msecs: int = 30_000) -> bool:
         """Cancel everything and end the job thread (on close, in tests). True if it ended."""
         self.cancel_all()
         thread, self._thread = self._thread, None
@@ -157,70 +187,72 @@ class JobRunner(QObject):
             self._current = None
             self.idle.emit()
             return
-        spec = self._current = self._queue.popleft()
-        self._current_id += 1
-        self._outcome = "done"
-        self._cancel.clear()
+        job = self._current = self._queue.popleft()
+        job.generation = self.generation
         try:
-            job = spec.factory()  # on the GUI thread: what the factory snapshots is consistent
-        except InputError as err:
-            self._fail(spec, str(err))
-            self._finish(spec)
+            generator = job.factory()  # on the GUI thread: what the factory snapshots is consistent
+        except Exception as err:  # noqa: BLE001  (any failure ends this job, never the queue)
+            self._fail(job, self._message(job, err))
+            self._finish(job)
             return
         if self._thread is None or not self._thread.is_alive():
             GuiThreadCollector.acquire()
             self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
             self._thread.start()
-        self.started.emit(spec.title)
-        self._inbox.put((self._current_id, job))
+        job.started.emit()
+        self.started.emit(job.title)
+        self._inbox.put((job, generator))
 
-    @Slot(int, object)
-    def _on_yielded(self, job_id: int, step) -> None:
-        if job_id == self._current_id and isinstance(step, Progress) and self._outcome != "cancelled":
+    @Slot(object, object)
+    def _on_yielded(self, job: Job, step) -> None:
+        if job is self._current and isinstance(step, Progress) and job.outcome != "cancelled":
+            job.yielded.emit(step)
             self.progress.emit(step)
 
-    @Slot(int, object)
-    def _on_returned(self, job_id: int, value) -> None:
-        spec = self._current
-        if job_id != self._current_id or spec is None or self._outcome == "cancelled":
+    @Slot(object, object)
+    def _on_returned(self, job: Job, value) -> None:
+        if job is not self._current or job.outcome == "cancelled":
+            return
+        if job.generation != self.generation:
+            job.outcome = "stale"
             return
         try:
-            spec.on_result(value)
-        except InputError as err:
-            self._fail(spec, str(err))
-        except Exception as err:  # a bug in a result slot must not take the window down
-            log.error("result of %s failed:\n%s", spec.title, traceback.format_exc())
-            self._fail(spec, f"{spec.title}: unexpected {type(err).__name__}: {err}")
-
-    @Slot(int, object)
-    def _on_errored(self, job_id: int, err: Exception) -> None:
-        spec = self._current
-        if job_id != self._current_id or spec is None:
+            if job.on_result is not None:
+                job.on_result(value)
+        except Exception as err:  # noqa: BLE001  (a bug in a result slot must not take the window down)
+            self._fail(job, self._message(job, err))
             return
+        job.returned.emit(value)
+
+    @Slot(object, object)
+    def _on_errored(self, job: Job, err: Exception) -> None:
+        if job is self._current:
+            self._fail(job, self._message(job, err))
+
+    @Slot(object)
+    def _on_ended(self, job: Job) -> None:
+        if job is self._current:
+            self._finish(job)
+
+    def _message(self, job: Job, err: BaseException) -> str:
+        """One line for the user: an InputError as it is; anything else is a bug of ours, logged
+        with its traceback and shown without internals."""
         if isinstance(err, InputError):
-            message = str(err)
-        else:
-            log.error("%s failed:\n%s", spec.title, "".join(traceback.format_exception(err)))
-            message = f"{spec.title}: unexpected {type(err).__name__}: {err}"
-        self._fail(spec, message)
+            return str(err)
+        log.error("%s failed:\n%s", job.title, "".join(traceback.format_exception(err)))
+        return f"{job.title} failed: an internal error ({first_line(err)[:120]}); details are in the log"
 
-    @Slot(int, bool)
-    def _on_ended(self, job_id: int, cancelled: bool) -> None:
-        if job_id != self._current_id or self._current is None:
-            return
-        if cancelled:
-            self._outcome = "cancelled"
-        self._finish(self._current)
+    def _fail(self, job: Job, message: str) -> None:
+        job.outcome = "failed"
+        if job.on_error is not None:
+            job.on_error(message)
+        job.errored.emit(message)
+        self.failed.emit(job.title, message)
 
-    def _fail(self, spec: JobSpec, message: str) -> None:
-        self._outcome = "failed"
-        if spec.on_error is not None:
-            spec.on_error(message)
-        self.failed.emit(spec.title, message)
-
-    def _finish(self, spec: JobSpec) -> None:
+    def _finish(self, job: Job) -> None:
         self._current = None
-        self.finished.emit(spec.title, self._outcome)
+        job.finished.emit(job.outcome)
+        self.finished.emit(job.title, job.outcome)
         self._start_next()
 
     # --- job thread ---------------------------------------------------------------------------
@@ -231,26 +263,24 @@ class JobRunner(QObject):
             item = self._inbox.get()
             if item is None:
                 return
-            job_id, job = item
-            cancelled = False
+            job, generator = item
             try:
                 while True:
-                    if self._cancel.is_set():
-                        job.close()  # runs the generator's cleanup; it ends at the yield it was at
-                        cancelled = True
+                    if job.abort_requested:
+                        generator.close()  # runs the generator's cleanup at the yield it was at
                         break
                     try:
-                        step = next(job)
+                        step = next(generator)
                     except StopIteration as stop:
-                        bridge.returned.emit(job_id, stop.value)
+                        bridge.returned.emit(job, stop.value)
                         break
-                    bridge.yielded.emit(job_id, step)
-            except Exception as err:
+                    bridge.yielded.emit(job, step)
+            except Exception as err:  # noqa: BLE001  (reported on the GUI thread)
                 try:
-                    bridge.errored.emit(job_id, err)
+                    bridge.errored.emit(job, err)
                 except RuntimeError:  # the window is gone
                     return
             try:
-                bridge.ended.emit(job_id, cancelled)
+                bridge.ended.emit(job)
             except RuntimeError:
                 return

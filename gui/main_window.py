@@ -82,7 +82,7 @@ class MainWindow(QMainWindow):
         self.image_check = ImageCheckPanel(self.session)
         self.histograms = HistogramPanel(self.session)
         self.pruning = PruningPanel(self.session)
-        self.compare = ComparePanel(self.session, self.left.calibration.strip_params)
+        self.compare = ComparePanel(self.session, self.left.calibration.params)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.image_check, "3. Image check")
         self.tabs.addTab(self.histograms, "4. Histograms")
@@ -167,9 +167,9 @@ class MainWindow(QMainWindow):
         s = self.session
         s.message.connect(self.append_log)
         s.error.connect(self.show_error)
-        s.dirtyChanged.connect(self.setWindowModified)
-        s.modelChanged.connect(lambda net: self.setWindowTitle(f"{APP_NAME} — {net.path.name}[*]"))
-        s.calibrationChanged.connect(self._on_calibration)
+        s.calib.dirtyChanged.connect(self.setWindowModified)
+        s.data.modelChanged.connect(lambda net: self.setWindowTitle(f"{APP_NAME} — {net.path.name}[*]"))
+        s.calib.calibrationChanged.connect(self._on_calibration)
         s.runner.started.connect(self._on_job_started)
         s.runner.progress.connect(self._on_job_progress)
         s.runner.finished.connect(self._on_job_finished)
@@ -198,7 +198,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_calibration(self, cal) -> None:
-        if cal is not None and self.session.set_scores is not None:
+        if cal is not None and self.session.calib.set_scores is not None:
             self.banner.hide()
 
     @Slot(str)
@@ -244,40 +244,40 @@ class MainWindow(QMainWindow):
 
     def open_model_dialog(self) -> None:
         for path in self._ask_open("models", "Open a BadNet", MODEL_FILTER):
-            self.session.open_model(path, trust=self.left.model_data.trust_box.isChecked())
+            self.session.data.open_model(path, trust=self.left.model_data.trust_box.isChecked())
 
     def open_clean_dialog(self) -> None:
         for path in self._ask_open("data", "Open clean data", DATA_FILTER):
-            self.session.open_clean(path)
+            self.session.data.open_clean(path)
 
     def add_poisoned_dialog(self) -> None:
         target = self.left.model_data.target_spin.value()
         for path in self._ask_open("data", f"Add a poisoned set (target {target})", DATA_FILTER):
-            self.session.add_poisoned(path, target)
+            self.session.data.add_poisoned(path, target)
 
     def open_images_dialog(self) -> None:
         paths = self._ask_open("images", "Open images to check", IMAGE_FILTER, many=True)
         if paths:
             self.tabs.setCurrentWidget(self.image_check)
-            self.session.check_paths(paths)
+            self.session.check.check_paths(paths)
 
     def load_calibration_dialog(self) -> None:
         for path in self._ask_open("calibrations", "Load a calibration", CALIBRATION_FILTER):
-            self.session.load_calibration(path)
+            self.session.calib.load(path)
 
     def save_calibration_dialog(self) -> None:
-        if self.session.calibration is None:
+        if self.session.calib.active is None:
             self.show_error("nothing to save: calibrate first")
             return
-        name = (self.session.net.path.stem if self.session.net else "model") + "_calibration.json"
+        name = (self.session.data.net.path.stem if self.session.data.net else "model") + "_calibration.json"
         path = self._ask_save("calibrations", "Save calibration", CALIBRATION_FILTER, name)
         if path is not None:
-            self.session.save_calibration(path)
+            self.session.calib.save(path)
 
     def export_csv_dialog(self) -> None:
         path = self._ask_save("exports", "Export image results", "CSV (*.csv)", "image_check.csv")
         if path is not None:
-            self.session.export_checked_csv(path)
+            self.session.check.export_csv(path)
 
     def export_plot_dialog(self) -> None:
         name = f"histogram_class{self.histograms.current_class}.png"
@@ -286,7 +286,7 @@ class MainWindow(QMainWindow):
             self.histograms.export_png(path)
 
     def export_roc_dialog(self) -> None:
-        if not self.session.comparison:
+        if not self.session.compare.results:
             self.show_error("nothing to export: compare detectors first")
             return
         path = self._ask_save("exports", "Export ROC curves", "PNG image (*.png)", "roc.png")
@@ -313,7 +313,7 @@ class MainWindow(QMainWindow):
     def open_paths(self, paths: list[Path]) -> None:
         """What a drop does: models replace the model, everything else is checked."""
         self.tabs.setCurrentWidget(self.image_check)
-        self.session.check_paths(paths)
+        self.session.check.check_paths(paths)
 
     # --- settings and closing -------------------------------------------------------------
 
@@ -328,8 +328,8 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        cal = self.session.calibration
-        if self.ask_before_discarding and cal is not None and cal.edited and self.session.dirty:
+        cal = self.session.calib.active
+        if self.ask_before_discarding and cal is not None and cal.edited and self.session.calib.dirty:
             answer = QMessageBox.question(
                 self, APP_NAME, "Thresholds were edited and not saved. Save them before closing?",
                 QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
@@ -339,7 +339,7 @@ class MainWindow(QMainWindow):
                 return
             if answer == QMessageBox.StandardButton.Save:
                 self.save_calibration_dialog()
-                if self.session.dirty:
+                if self.session.calib.dirty:
                     event.ignore()
                     return
         self.settings.setValue("window/geometry", self.saveGeometry())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -21,7 +23,7 @@ from PySide6.QtWidgets import (
 from superqt import QElidingLabel
 
 from engine.detectors import DETECTORS
-from engine.detectors.strip import StripDetector
+from gui.detector_settings import DetectorSettings
 from engine.progress import Progress
 from gui.session import Session
 
@@ -50,7 +52,7 @@ class ModelDataPanel(QGroupBox):
         self.scaling_box.addItem("raw 0..255 (CSAW lab)", "raw")
         self.scaling_box.addItem("auto (best clean accuracy)", "auto")
         self.scaling_box.currentIndexChanged.connect(
-            lambda i: session.set_scaling(self.scaling_box.itemData(i))
+            lambda i: session.data.set_scaling(self.scaling_box.itemData(i))
         )
 
         self.clean_name = QElidingLabel("no clean data")
@@ -66,7 +68,7 @@ class ModelDataPanel(QGroupBox):
         self.add_poisoned_button = QPushButton("Add poisoned set…")
         self.remove_poisoned_button = QPushButton("Remove")
         self.remove_poisoned_button.clicked.connect(
-            lambda: session.remove_poisoned(self.poisoned_list.currentRow())
+            lambda: session.data.remove_poisoned(self.poisoned_list.currentRow())
         )
         self.remove_poisoned_button.setEnabled(False)
 
@@ -89,11 +91,11 @@ class ModelDataPanel(QGroupBox):
         form.addRow("Poisoned", self.poisoned_list)
         self.setLayout(form)
 
-        session.modelLoading.connect(self._on_loading)
-        session.modelChanged.connect(self._on_model)
-        session.cleanChanged.connect(self._on_clean)
-        session.poisonedChanged.connect(self._on_poisoned)
-        session.scalingChanged.connect(self._on_scaling)
+        session.data.modelLoading.connect(self._on_loading)
+        session.data.modelChanged.connect(self._on_model)
+        session.data.cleanChanged.connect(self._on_clean)
+        session.data.poisonedChanged.connect(self._on_poisoned)
+        session.data.scalingChanged.connect(self._on_scaling)
         session.runner.failed.connect(self._on_failed)
 
     @Slot(str)
@@ -103,11 +105,11 @@ class ModelDataPanel(QGroupBox):
 
     @Slot(str, str)
     def _on_failed(self, title: str, message: str) -> None:
-        if title.startswith("Load model") and self.session.net is None:
+        if title.startswith("Load model") and self.session.data.net is None:
             self.model_name.setText("no model loaded")
             self.model_facts.setText("")
         elif title.startswith("Load model"):
-            self._on_model(self.session.net)
+            self._on_model(self.session.data.net)
 
     @Slot(object)
     def _on_model(self, net) -> None:
@@ -152,22 +154,11 @@ class CalibrationPanel(QGroupBox):
         for name, cls in DETECTORS.items():
             self.detector_box.addItem(cls.title, name)
         self.detector_box.setToolTip(
-            "Confidence: flag an image whose top-1 confidence is below its class's threshold (real\n"
-            "BadNets give triggered images ~1.0, so this often fails; the histograms show it).\n"
-            "STRIP: blend the image with clean images; a trigger keeps forcing one class, so the\n"
-            "predictions' entropy stays low. Picking a calibrated detector shows its histograms."
+            "\n".join(f"{cls.title}: {cls.summary}" for cls in DETECTORS.values())
+            + "\nPicking a calibrated detector shows its histograms."
         )
         self.detector_box.currentIndexChanged.connect(self._on_detector_picked)
-        self.blends_spin = QSpinBox()
-        self.blends_spin.setRange(1, 256)
-        self.blends_spin.setValue(StripDetector.DEFAULT_BLENDS)
-        self.blends_spin.setToolTip("Clean images each input is blended with (one batch per image)")
-        self.alpha_spin = QDoubleSpinBox()
-        self.alpha_spin.setRange(0.05, 0.95)
-        self.alpha_spin.setSingleStep(0.05)
-        self.alpha_spin.setValue(StripDetector.DEFAULT_ALPHA)
-        self.alpha_spin.setToolTip("Weight of the clean image in each blend")
-
+        self.settings = DetectorSettings()
         self.method_box = QComboBox()
         self.method_box.addItem("quantile (target false rejection)", "quantile")
         self.method_box.addItem("min (lowest clean score)", "min")
@@ -208,13 +199,7 @@ class CalibrationPanel(QGroupBox):
 
         form = QFormLayout()
         form.addRow("Detector", self.detector_box)
-        strip_row = QHBoxLayout()
-        strip_row.addWidget(self.blends_spin)
-        self.weight_label = QLabel("weight")
-        strip_row.addWidget(self.weight_label)
-        strip_row.addWidget(self.alpha_spin)
-        self.strip_label = QLabel("STRIP blends")
-        form.addRow(self.strip_label, strip_row)
+        form.addRow(self.settings)
         form.addRow("Method", self.method_box)
         form.addRow("False rejection", self.frr_spin)
         form.addRow("Min. samples", self.min_samples_spin)
@@ -236,10 +221,10 @@ class CalibrationPanel(QGroupBox):
         runner.started.connect(self._on_started)
         runner.progress.connect(self._on_progress)
         runner.finished.connect(self._on_finished)
-        session.calibrationChanged.connect(lambda _: self._update_state())
-        session.dirtyChanged.connect(lambda _: self._update_state())
-        session.thresholdsChanged.connect(lambda _: self._update_state())
-        session.calibrationChanged.connect(self._follow_active)
+        session.calib.calibrationChanged.connect(lambda _: self._update_state())
+        session.calib.dirtyChanged.connect(lambda _: self._update_state())
+        session.calib.thresholdsChanged.connect(lambda _: self._update_state())
+        session.calib.calibrationChanged.connect(self._follow_active)
         self._on_detector_picked()
 
     @property
@@ -249,23 +234,22 @@ class CalibrationPanel(QGroupBox):
     def set_detector(self, name: str) -> None:
         self.detector_box.setCurrentIndex(self.detector_box.findData(name))
 
-    def strip_params(self) -> dict:
-        return {"blends": self.blends_spin.value(), "alpha": round(self.alpha_spin.value(), 4)}
+    def params(self, detector: str | None = None) -> dict:
+        """The settings chosen for ``detector`` (default: the one picked)."""
+        return self.settings.params(detector or self.detector)
 
     @Slot()
     def start(self) -> bool:
-        params = self.strip_params() if self.detector == "strip" else None
-        return self.session.calibrate(
+        params = self.params()
+        return self.session.calib.calibrate(
             self.method_box.currentData(), self.frr_spin.value() / 100.0, self.min_samples_spin.value() or None,
             self.detector, params,
         )
 
     @Slot()
     def _on_detector_picked(self) -> None:
-        strip = self.detector == "strip"
-        for w in (self.blends_spin, self.alpha_spin, self.strip_label, self.weight_label):
-            w.setEnabled(strip)
-        self.session.set_active_detector(self.detector)  # show its calibration, if it has one
+        self.settings.show_detector(self.detector)
+        self.session.calib.set_active_detector(self.detector)  # show its calibration, if it has one
         self._update_state()
 
     @Slot(object)
@@ -301,21 +285,15 @@ class CalibrationPanel(QGroupBox):
             self.calibrate_button.setEnabled(True)
 
     def _update_state(self) -> None:
-        cal = self.session.calibration
+        cal = self.session.calib.active
         self.save_button.setEnabled(cal is not None)
-        others = [c.detector_title for name, c in self.session.calibrations.items() if cal is None or name != cal.detector]
+        others = [c.detector_title for name, c in self.session.calib.calibrations.items() if cal is None or name != cal.detector]
         also = f"<br>also calibrated: {', '.join(others)}" if others else ""
         if cal is None or cal.detector != self.detector:
             self.state_label.setText(f"{DETECTORS[self.detector].title}: not calibrated" + also)
             return
-        own = int((~cal.pooled).sum())
-        method = cal.method + (f" {100 * cal.frr:g}%" if cal.method == "quantile" else "")
-        params = ", ".join(f"{k} {v}" for k, v in cal.detector_params.items() if k != "seed")
-        text = (f"{cal.detector_title} detector{f' ({params})' if params else ''}, {method}, scaling {cal.scaling}: "
-                f"{own} of {cal.num_classes} classes have their own threshold")
-        if cal.edited:
-            text += "; thresholds edited by hand"
-        if cal.detector in self.session.unsaved:
+        text = html.escape(cal.summary())
+        if cal.detector in self.session.calib.unsaved:
             text += " <b>(unsaved)</b>"
         self.state_label.setText(text + also)
 

@@ -88,9 +88,9 @@ class PruningPanel(QWidget):
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.summary)
 
-        session.modelChanged.connect(self._on_model)
-        session.sweepChanged.connect(self._on_sweep)
-        session.repairedChanged.connect(lambda _: self._update_summary())
+        session.data.modelChanged.connect(self._on_model)
+        session.pruning.sweepChanged.connect(self._on_sweep)
+        session.pruning.repairedChanged.connect(lambda _: self._update_summary())
 
     @Slot()
     def start(self) -> bool:
@@ -105,7 +105,7 @@ class PruningPanel(QWidget):
         if not outdir:
             self.session.error.emit("choose an output folder for the pruned models")
             return False
-        self.session.prune(outdir, self.layer_box.currentText() or None, drops, self.epochs_spin.value())
+        self.session.pruning.run(outdir, self.layer_box.currentText() or None, drops, self.epochs_spin.value())
         return True
 
     def _browse(self) -> None:
@@ -117,7 +117,7 @@ class PruningPanel(QWidget):
         name, _ = QFileDialog.getOpenFileName(self, "Load a repaired network", self.outdir_edit.text(),
                                               "Repaired networks (*.json);;All files (*)")
         if name:
-            self.session.load_repaired(name)
+            self.session.pruning.load_repaired(name)
 
     @Slot(object)
     def _on_model(self, net) -> None:
@@ -159,7 +159,7 @@ class PruningPanel(QWidget):
         self._update_summary()
 
     def _update_summary(self) -> None:
-        result, g = self.session.prune_result, self.session.repaired
+        result, g = self.session.pruning.result, self.session.pruning.repaired
         lines = []
         if result is not None:
             lines += [html.escape(describe_saved(e)) for e in result.saved]

@@ -21,6 +21,7 @@ from engine import data_io, progress, scoring  # noqa: E402
 from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED  # noqa: E402
 from gui.app import load_startup  # noqa: E402
 from gui.jobs import THREAD_NAME  # noqa: E402
+from gui.image_check import COL_VERDICT  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +54,13 @@ def wait_idle(qtbot, w) -> None:
 def demo_window(window, qtbot):
     load_startup(window.session)
     wait_idle(qtbot, window)
-    assert window.session.net is not None and window.session.clean is not None
+    assert window.session.data.net is not None and window.session.data.clean is not None
     return window
 
 
 @pytest.fixture
 def calibrated(demo_window, qtbot):
-    with qtbot.waitSignal(demo_window.session.calibrationChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(demo_window.session.calib.calibrationChanged, timeout=JOB_TIMEOUT):
         qtbot.mouseClick(demo_window.left.calibration.calibrate_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, demo_window)
     return demo_window
@@ -75,8 +76,8 @@ def drop(w, paths) -> None:
 
 def test_window_opens_on_demo_and_calibration_fills_histograms(calibrated):
     w = calibrated
-    cal = w.session.calibration
-    assert cal is not None and cal.num_classes == w.session.net.num_classes
+    cal = w.session.calib.active
+    assert cal is not None and cal.num_classes == w.session.data.net.num_classes
     assert "demo_badnet.h5" in w.left.model_data.model_name.text()
     assert "400 labelled" in w.left.model_data.clean_name.text()
     hist = w.histograms
@@ -95,7 +96,7 @@ def test_progress_reaches_the_bar(demo_window, qtbot, monkeypatch):
     scoring.CACHE.clear()
     seen = []
     demo_window.session.runner.progress.connect(seen.append)
-    with qtbot.waitSignal(demo_window.session.calibrationChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(demo_window.session.calib.calibrationChanged, timeout=JOB_TIMEOUT):
         demo_window.left.calibration.start()
     assert any(step.total == 400 and step.done == 400 for step in seen)
     wait_idle(qtbot, demo_window)
@@ -105,7 +106,7 @@ def test_progress_reaches_the_bar(demo_window, qtbot, monkeypatch):
 
 def test_cancel_stops_a_run_and_keeps_the_old_calibration(calibrated, qtbot, monkeypatch):
     w = calibrated
-    old = w.session.calibration
+    old = w.session.calib.active
     old_thresholds = old.thresholds.copy()
     scoring.CACHE.clear()
     real_forward = scoring.forward
@@ -124,8 +125,8 @@ def test_cancel_stops_a_run_and_keeps_the_old_calibration(calibrated, qtbot, mon
     qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, w)
     assert outcomes == ["cancelled"]
-    assert w.session.calibration is old
-    np.testing.assert_array_equal(w.session.calibration.thresholds, old_thresholds)
+    assert w.session.calib.active is old
+    np.testing.assert_array_equal(w.session.calib.active.thresholds, old_thresholds)
     assert "cancelled" in w.log.toPlainText()
 
 
@@ -143,18 +144,18 @@ def test_ui_stays_responsive_while_calibrating(demo_window, qtbot, monkeypatch):
     wait_idle(qtbot, demo_window)
     timer.stop()
     assert len(ticks) >= 10  # the event loop kept turning while the worker slept in forward
-    assert demo_window.session.calibration is not None
+    assert demo_window.session.calib.active is not None
 
 
 def test_dropped_images_get_the_engine_verdicts(calibrated, qtbot):
     w = calibrated
     files = sorted(DEMO_IMAGES.glob("*.png"))
-    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
         drop(w, [DEMO_IMAGES])
     wait_idle(qtbot, w)
     model = w.image_check.model
     assert model.rowCount() == len(files)
-    cal, net = w.session.calibration, w.session.net
+    cal, net = w.session.calib.active, w.session.data.net
     expected = progress.run(cal.judge(net, data_io.read(DEMO_IMAGES, size=net.input_shape[:2])))
     for row in range(model.rowCount()):
         name = model.data(model.index(row, 1))
@@ -182,16 +183,16 @@ def test_drag_enter_accepts_only_local_files(window):
 def test_threshold_slider_and_line_stay_in_sync_with_readouts(calibrated, qtbot):
     w = calibrated
     hist = w.histograms.per_class
-    cal = w.session.calibration
+    cal = w.session.calib.active
     c = w.histograms.current_class
-    clean = next(s for s in w.session.set_scores if s.kind == "clean").scores
+    clean = next(s for s in w.session.calib.set_scores if s.kind == "clean").scores
     mine = clean.values[clean.predicted == c]
 
     # Slider -> line, calibration and readout.
     hist.slider.setValue(0.5)
     assert hist.axis.to_raw(hist.line.value()) == pytest.approx(0.5, abs=1e-9)
     assert cal.thresholds[c] == pytest.approx(0.5)
-    assert cal.edited and w.session.dirty
+    assert cal.edited and w.session.calib.dirty
     assert "0.500000" in hist.readout.text()
     assert f"{100 * np.mean(mine < 0.5):.1f}%" in hist.readout.text()
 
@@ -205,14 +206,14 @@ def test_threshold_slider_and_line_stay_in_sync_with_readouts(calibrated, qtbot)
 
 def test_threshold_edits_change_row_verdicts(calibrated, qtbot):
     w = calibrated
-    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
         w.open_paths([DEMO_IMAGES / "sunglasses_00_label0.png"])
     wait_idle(qtbot, w)
     model = w.image_check.model
     assert model.verdict(0) == (0, False)  # the trigger fools the confidence detector
-    w.session.set_threshold(0, 1.01)  # nothing reaches this
-    assert model.verdict(0) == (w.session.net.num_classes, True)
-    assert model.data(model.index(0, 6)).startswith("POISONED")
+    w.session.calib.set_threshold(0, 1.01)  # nothing reaches this
+    assert model.verdict(0) == (w.session.data.net.num_classes, True)
+    assert model.data(model.index(0, COL_VERDICT)).startswith("POISONED")
     assert "1 flagged" in w.image_check.summary.text()
 
 
@@ -222,12 +223,12 @@ def test_pooled_threshold_applies_to_every_class(calibrated):
     pooled.slider.setValue(0.75)
     assert "0.750000" in pooled.readout.text()
     w.histograms.apply_all.click()
-    assert np.all(w.session.calibration.thresholds == pytest.approx(0.75))
+    assert np.all(w.session.calib.active.thresholds == pytest.approx(0.75))
 
 
 def test_bad_files_give_a_message_and_keep_the_window(calibrated, qtbot, tmp_path):
     w = calibrated
-    net, cal = w.session.net, w.session.calibration
+    net, cal = w.session.data.net, w.session.calib.active
     fake = tmp_path / "face.png"
     fake.write_text("not really a picture")
     truncated = tmp_path / "model.h5"
@@ -238,10 +239,10 @@ def test_bad_files_give_a_message_and_keep_the_window(calibrated, qtbot, tmp_pat
     wait_idle(qtbot, w)
     assert any(str(fake) in e and "not an image" in e for e in errors)
     assert w.banner.isVisible() and str(fake) in w.banner.label.text()
-    w.session.open_model(truncated)
+    w.session.data.open_model(truncated)
     wait_idle(qtbot, w)
     assert any(str(truncated) in e for e in errors)
-    assert w.session.net is net and w.session.calibration is cal  # nothing lost
+    assert w.session.data.net is net and w.session.calib.active is cal  # nothing lost
     assert w.image_check.model.rowCount() == 0
     assert "\n" not in w.banner.label.text()
 
@@ -256,40 +257,40 @@ def test_calibration_brings_its_model_and_refuses_a_changed_one(window, qtbot, t
     w.left.calibration.start()
     wait_idle(qtbot, w)
     path = tmp_path / "cal.json"
-    assert w.session.save_calibration(path)
+    assert w.session.calib.save(path)
     assert not w.isWindowModified()
 
     other = tmp_path / "other.h5"
     other.write_bytes(DEMO_MODEL.read_bytes() + b"\0\0")
-    w.session.open_model(other)  # another network: the calibration does not carry over
+    w.session.data.open_model(other)  # another network: the calibration does not carry over
     wait_idle(qtbot, w)
-    assert w.session.calibration is None
-    w.session.load_calibration(path)  # brings back the model it names
+    assert w.session.calib.active is None
+    w.session.calib.load(path)  # brings back the model it names
     wait_idle(qtbot, w)
-    assert w.session.net.path == model and w.session.calibration is not None
+    assert w.session.data.net.path == model and w.session.calib.active is not None
 
     with open(model, "ab") as fh:  # the file changes behind our back
         fh.write(b"\0")
-    w.session.open_model(other)
+    w.session.data.open_model(other)
     wait_idle(qtbot, w)
     errors = []
     w.session.error.connect(errors.append)
-    w.session.load_calibration(path)
+    w.session.calib.load(path)
     wait_idle(qtbot, w)
     assert any("made for another model" in e and str(model) in e for e in errors)
-    assert w.session.calibration is None
+    assert w.session.calib.active is None
 
 
 def test_save_and_load_calibration_round_trip(calibrated, qtbot, tmp_path):
     w = calibrated
-    w.session.set_threshold(3, 0.123)
+    w.session.calib.set_threshold(3, 0.123)
     path = tmp_path / "edited.json"
-    assert w.session.save_calibration(path)
-    w.session.set_threshold(3, 0.9)
-    w.session.load_calibration(path)
+    assert w.session.calib.save(path)
+    w.session.calib.set_threshold(3, 0.9)
+    w.session.calib.load(path)
     wait_idle(qtbot, w)
-    assert w.session.calibration.thresholds[3] == pytest.approx(0.123)
-    assert w.session.calibration.edited and not w.session.dirty
+    assert w.session.calib.active.thresholds[3] == pytest.approx(0.123)
+    assert w.session.calib.active.edited and not w.session.calib.dirty
     assert w.histograms.tabs.isEnabled()  # scores recomputed (from the cache) for the plots
 
 
@@ -302,7 +303,7 @@ def test_exports(calibrated, qtbot, tmp_path):
     w.open_paths([DEMO_IMAGES])
     wait_idle(qtbot, w)
     out = tmp_path / "rows.csv"
-    assert w.session.export_checked_csv(out)
+    assert w.session.check.export_csv(out)
     with out.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12
@@ -349,10 +350,10 @@ def test_stale_calibration_is_cleared_when_the_model_changes(calibrated, qtbot, 
     other = tmp_path / "other.h5"
     other.write_bytes(DEMO_MODEL.read_bytes() + b"\0")
     w.left.calibration.start()
-    w.session.open_model(other)  # queued behind the calibration
+    w.session.data.open_model(other)  # queued behind the calibration
     wait_idle(qtbot, w)
-    assert w.session.net.path == other
-    assert w.session.calibration is None
+    assert w.session.data.net.path == other
+    assert w.session.calib.active is None
     assert not w.histograms.tabs.isEnabled()
 
 
@@ -385,12 +386,12 @@ def test_screenshot_reports_bad_input(tmp_path):
 
 def test_poisoned_sets_are_listed_and_removable(demo_window, qtbot):
     w = demo_window
-    w.session.add_poisoned(DEMO_POISONED, 3)
+    w.session.data.add_poisoned(DEMO_POISONED, 3)
     wait_idle(qtbot, w)
     assert w.left.model_data.poisoned_list.count() == 2
-    w.session.remove_poisoned(1)
+    w.session.data.remove_poisoned(1)
     assert w.left.model_data.poisoned_list.count() == 1
-    w.session.add_poisoned(DEMO_POISONED, 5000)  # not a class of the demo
+    w.session.data.add_poisoned(DEMO_POISONED, 5000)  # not a class of the demo
     assert w.left.model_data.poisoned_list.count() == 1
 
 
@@ -402,10 +403,10 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
     assert panel.layer_box.currentText() == "conv_3"
     panel.outdir_edit.setText(str(tmp_path / "pruned"))
     panel.epochs_spin.setValue(0)
-    with qtbot.waitSignal(w.session.repairedChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
         assert panel.start()
     wait_idle(qtbot, w)
-    result = w.session.prune_result
+    result = w.session.pruning.result
     curves = [item for item in panel._items if hasattr(item, "getData") and not hasattr(item, "points")]
     x, y = curves[0].getData()
     assert len(x) == 61 and x[-1] == pytest.approx(1.0)
@@ -413,11 +414,11 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
     assert len(result.saved) == 3 and "drop 2%" in panel.summary.text()
     assert (tmp_path / "pruned" / "repaired.json").exists()
 
-    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
         w.open_paths([DEMO_IMAGES])
     wait_idle(qtbot, w)
     g = RepairedNet.load(tmp_path / "pruned" / "repaired.json")
-    expected = progress.run(g.judge(w.session.net, data_io.read(DEMO_IMAGES)))
+    expected = progress.run(g.judge(w.session.data.net, data_io.read(DEMO_IMAGES)))
     model = w.image_check.model
     by_name = {Path(n).name: int(label) for n, label in zip(expected.names, expected.labels)}
     for row in range(model.rowCount()):
@@ -443,9 +444,10 @@ def strip_calibrated(calibrated, qtbot):
     w = calibrated
     panel = w.left.calibration
     panel.set_detector("strip")
-    panel.blends_spin.setValue(8)
-    assert panel.blends_spin.isEnabled()
-    with qtbot.waitSignal(w.session.calibrationChanged, timeout=JOB_TIMEOUT):
+    blends = panel.settings.fields["strip"]["blends"]
+    blends.setValue(8)
+    assert panel.settings.currentIndex() == panel.settings.pages["strip"] and blends.isVisibleTo(panel)
+    with qtbot.waitSignal(w.session.calib.calibrationChanged, timeout=JOB_TIMEOUT):
         qtbot.mouseClick(panel.calibrate_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, w)
     return w
@@ -453,50 +455,52 @@ def strip_calibrated(calibrated, qtbot):
 
 def test_strip_in_the_window_gives_the_engine_and_cli_verdicts(strip_calibrated, qtbot, tmp_path, capsys):
     import main
-    from gui.image_check import DETECTOR_SCORE_COLS, DETECTOR_VERDICT_COLS
+    from gui.image_check import COL_DEFENSES
 
     w = strip_calibrated
-    cal = w.session.calibration
+    cal = w.session.calib.active
     assert cal.detector == "strip" and cal.detector_params["blends"] == 8
-    assert set(w.session.calibrations) == {"confidence", "strip"}
+    assert set(w.session.calib.calibrations) == {"confidence", "strip"}
     assert w.histograms.axis_box.currentText() == "entropy (bits)"
     assert "STRIP" in w.left.calibration.state_label.text() and "Confidence" in w.left.calibration.state_label.text()
 
-    with qtbot.waitSignal(w.session.checkedChanged, timeout=JOB_TIMEOUT):
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
         drop(w, [DEMO_IMAGES])
     wait_idle(qtbot, w)
     model = w.image_check.model
-    net = w.session.net
+    net = w.session.data.net
     images = data_io.read(DEMO_IMAGES, size=net.input_shape[:2])
     expected = progress.run(cal.judge(net, images))
     by_name = {Path(n).name: (float(s), int(lab)) for n, s, lab in zip(expected.names, expected.scores, expected.labels)}
     saved = tmp_path / "strip.json"
-    assert w.session.save_calibration(saved)
+    assert w.session.calib.save(saved)
     assert main.main(["eval", "--calibration", str(saved), str(DEMO_IMAGES)]) == 0
     cli = {Path(p).name: int(lab) for p, lab in (line.split("\t") for line in capsys.readouterr().out.split("\n") if line)}
     assert model.rowCount() == 12
     for row in range(model.rowCount()):
         name = model.data(model.index(row, 1))
         score, label = by_name[name]
-        assert model.detector_verdict(row, "strip")[0] == label == cli[name]
+        assert model.detector_verdict(row, "strip").label == label == cli[name]
         assert model.verdict(row)[0] == label  # the Verdict column follows the active detector: STRIP
-        assert model.data(model.index(row, DETECTOR_SCORE_COLS["strip"])).startswith(f"{score:.4f}")
-        text = model.data(model.index(row, DETECTOR_VERDICT_COLS["confidence"]))
-        assert text.startswith("clean") or text.startswith("POISONED")  # both detectors side by side
-    flagged_by_strip = sum(model.detector_verdict(r, "strip")[1] for r in range(12))
-    flagged_by_conf = sum(model.detector_verdict(r, "confidence")[1] for r in range(12))
+        assert model.detector_verdict(row, "strip").score == pytest.approx(score)
+        lines = model.defense_lines(row)  # the detail pane and the tooltip: both detectors side by side
+        assert lines[0].startswith("Confidence: Confidence ") and lines[1].startswith(f"STRIP: STRIP entropy {score:.4f}")
+        text = model.data(model.index(row, COL_DEFENSES))
+        assert text.startswith("Confidence ") and " · STRIP " in text
+    flagged_by_strip = sum(model.detector_verdict(r, "strip").poisoned for r in range(12))
+    flagged_by_conf = sum(model.detector_verdict(r, "confidence").poisoned for r in range(12))
     assert flagged_by_strip >= 5 > flagged_by_conf  # measured: 5 sunglasses faces; confidence flags none of them
 
     # Any detector: the union of the two.
     w.image_check.source_box.setCurrentIndex(w.image_check.source_box.findData("any"))
     for row in range(12):
-        either = model.detector_verdict(row, "strip")[1] or model.detector_verdict(row, "confidence")[1]
+        either = model.detector_verdict(row, "strip").poisoned or model.detector_verdict(row, "confidence").poisoned
         assert model.verdict(row)[1] == either
 
     # Back to the confidence detector: its calibration, histograms and verdicts return.
     w.left.calibration.set_detector("confidence")
     wait_idle(qtbot, w)
-    assert w.session.calibration.detector == "confidence"
+    assert w.session.calib.active.detector == "confidence"
     assert w.histograms.axis_box.currentText().startswith("confidence")
 
 
@@ -504,12 +508,12 @@ def test_compare_tab_draws_roc_curves_with_auc(demo_window, qtbot, tmp_path):
     from PIL import Image
 
     w = demo_window
-    qtbot.waitUntil(lambda: len(w.session.poisoned) == 1, timeout=JOB_TIMEOUT)
-    w.left.calibration.blends_spin.setValue(8)
-    with qtbot.waitSignal(w.session.comparisonChanged, timeout=JOB_TIMEOUT):
+    qtbot.waitUntil(lambda: len(w.session.data.poisoned) == 1, timeout=JOB_TIMEOUT)
+    w.left.calibration.settings.fields["strip"]["blends"].setValue(8)
+    with qtbot.waitSignal(w.session.compare.comparisonChanged, timeout=JOB_TIMEOUT):
         qtbot.mouseClick(w.compare.run_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, w)
-    results = {r.detector: r for r in w.session.comparison}
+    results = {r.detector: r for r in w.session.compare.results}
     assert results["strip"].params["blends"] == 8  # the calibration panel's STRIP settings
     assert results["strip"].auc > 0.95 > 0.1 > results["confidence"].auc
     legend = [label.text for _, label in w.compare.legend.items]
@@ -525,23 +529,23 @@ def test_compare_tab_draws_roc_curves_with_auc(demo_window, qtbot, tmp_path):
 def test_a_saved_strip_calibration_loads_into_a_new_window(strip_calibrated, qtbot, tmp_path):
     first = strip_calibrated
     path = tmp_path / "strip.json"
-    assert first.session.save_calibration(path)
-    assert "strip" not in first.session.unsaved
-    overlays = first.session.calibration.make_detector().overlays
+    assert first.session.calib.save(path)
+    assert "strip" not in first.session.calib.unsaved
+    overlays = first.session.calib.active.make_detector().overlays
 
     settings = QSettings(str(tmp_path / "second.ini"), QSettings.Format.IniFormat)
     second = MainWindow(settings=settings)
     second.ask_before_discarding = False
     qtbot.addWidget(second)
     try:
-        second.session.load_calibration(path)  # brings its model back first
+        second.session.calib.load(path)  # brings its model back first
         wait_idle(qtbot, second)
-        cal = second.session.calibration
+        cal = second.session.calib.active
         assert cal is not None and cal.detector == "strip"
         np.testing.assert_array_equal(cal.make_detector().overlays, overlays)
         assert second.left.calibration.detector == "strip"  # the panel follows the loaded file
         assert second.left.calibration.blends_spin.isEnabled()
-        assert not second.session.dirty
+        assert not second.session.calib.dirty
     finally:
         second.close()
         wait_idle(qtbot, second)

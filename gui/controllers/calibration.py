@@ -1,0 +1,240 @@
+"""Calibrations: one per detector, the active one shown and edited, saved and loaded; the scores
+of the loaded sets under each, for the histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from engine import workflow
+from engine.calibration import Calibration
+from engine.detectors import make_detector
+from engine.errors import InputError
+from engine.progress import Progress
+
+
+class CalibrationController(QObject):
+    calibrationChanged = Signal(object)  # the active Calibration | None
+    thresholdsChanged = Signal(int)  # the class edited, -1 for all
+    dirtyChanged = Signal(bool)  # some calibration changed since saved or loaded
+    setScoresChanged = Signal(object)  # list[SetScores] of the active detector
+
+    def __init__(self, session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.calibrations: dict[str, Calibration] = {}  # detector name -> its calibration
+        self.active_detector: str | None = None
+        self.unsaved: set[str] = set()
+        self.scores: dict[str, list] = {}  # detector name -> list[SetScores] of the loaded sets
+
+    @property
+    def active(self) -> Calibration | None:
+        return self.calibrations.get(self.active_detector) if self.active_detector else None
+
+    @property
+    def set_scores(self) -> list:
+        return self.scores.get(self.active_detector, []) if self.active_detector else []
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.unsaved)
+
+    # --- running -------------------------------------------------------------------------
+
+    def calibrate(self, method: str = "quantile", frr: float = 0.01, min_samples: int | None = None,
+                  detector: str = "confidence", params: dict | None = None) -> bool:
+        """Queue a calibration of ``detector`` (behind any loads still running); False when the
+        options are wrong. It becomes the active calibration when done."""
+        from engine.calibration import check_options
+
+        try:
+            check_options(method, frr, min_samples)
+            chosen = make_detector(detector, params)
+        except InputError as err:
+            self.session.error.emit(str(err))
+            return False
+        data = self.session.data
+        asked = {}
+
+        def factory():
+            if data.net is None:
+                raise InputError(None, "load a model before calibrating")
+            if data.clean is None:
+                raise InputError(None, "load clean data before calibrating")
+            net, clean, sets, scaling = data.net, data.clean, list(data.poisoned), data.scaling
+            asked["scaling"] = scaling
+
+            def job():
+                cal, reason = yield from workflow.calibrate_job(net, clean, scaling, chosen, method, frr, min_samples)
+                scores = yield from workflow.score_sets(net, cal, clean, sets)
+                return cal, scores, reason
+
+            return job()
+
+        def done(result) -> None:
+            cal, scores, reason = result
+            if asked["scaling"] == "auto":
+                data.resolved_scaling = cal.scaling
+                self.session.message.emit(f"input scaling: {reason}")
+            self.session.message.emit(f"calibrated {cal.summary()}")
+            self._add(cal, scores)
+            self._set_unsaved(cal.detector, True)
+
+        self.session.runner.submit(f"Calibrate {chosen.title}", factory, done)
+        return True
+
+    def score_sets(self) -> None:
+        """Score the loaded sets under every calibration (after a new model or a new set)."""
+        data = self.session.data
+        if not self.calibrations:
+            return
+
+        def factory():
+            net, clean, sets, cals = data.net, data.clean, list(data.poisoned), dict(self.calibrations)
+            if net is None:
+                raise InputError(None, "load a model first")
+
+            def job():
+                out = {}
+                for name, cal in cals.items():
+                    out[name] = yield from workflow.score_sets(net, cal, clean, sets)
+                return out
+
+            return job()
+
+        def done(scores: dict) -> None:
+            self.scores.update(scores)
+            self.setScoresChanged.emit(list(self.set_scores))
+
+        self.session.runner.submit("Score loaded sets", factory, done)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _add(self, cal: Calibration, scores: list) -> None:
+        """Add (or replace) ``cal`` and make it the active calibration."""
+        self.calibrations[cal.detector] = cal
+        self.scores[cal.detector] = scores
+        self.active_detector = cal.detector
+        self.calibrationChanged.emit(cal)
+        self.setScoresChanged.emit(list(scores))
+
+    def clear(self) -> None:
+        self.calibrations, self.scores, self.active_detector = {}, {}, None
+        if self.unsaved:
+            self.unsaved = set()
+            self.dirtyChanged.emit(False)
+        self.calibrationChanged.emit(None)
+        self.setScoresChanged.emit([])
+
+    def model_changed(self, net) -> None:
+        """Keep the calibrations made for this very model, drop the others."""
+        keep = {d: c for d, c in self.calibrations.items() if c.model_sha256 == net.sha256
+                and c.num_classes == net.num_classes}
+        if len(keep) != len(self.calibrations):
+            self.session.message.emit("the calibrations belonged to the previous model; cleared")
+            self.clear()
+        elif keep:
+            self.score_sets()
+
+    def set_active_detector(self, detector: str) -> None:
+        """Show and edit ``detector``'s calibration (a no-op when it has none)."""
+        cal = self.calibrations.get(detector)
+        if cal is None or detector == self.active_detector:
+            return
+        self.active_detector = detector
+        self.calibrationChanged.emit(cal)
+        self.setScoresChanged.emit(list(self.set_scores))
+        if detector not in self.scores:
+            self.score_sets()
+
+    def _set_unsaved(self, detector: str, unsaved: bool) -> None:
+        (self.unsaved.add if unsaved else self.unsaved.discard)(detector)
+        self.dirtyChanged.emit(self.dirty)
+
+    # --- files ---------------------------------------------------------------------------
+
+    def load(self, path: str | Path) -> None:
+        """Load a calibration; the model it names is opened first when another one is loaded.
+        A calibration that cannot serve the model is refused and the current one kept."""
+        path = Path(path)
+        try:
+            cal = Calibration.load(path)
+        except InputError as err:
+            self.session.error.emit(str(err))
+            return
+        data = self.session.data
+        if data.net is None or data.net.sha256 != cal.model_sha256:
+            self.session.message.emit(f"calibration {path} is for {cal.model_path}; loading that model")
+            data.open_model(cal.model_path)
+
+        def factory():
+            net = data.net
+            if net is None:
+                raise InputError(path, "its model could not be loaded")
+            cal.check_model(net)  # the banner says why; nothing changes
+
+            def job():
+                yield Progress(1, 1, "checked calibration")
+                return cal
+
+            return job()
+
+        def done(loaded: Calibration) -> None:
+            self.calibrations[loaded.detector] = loaded
+            self.scores.pop(loaded.detector, None)
+            self.active_detector = loaded.detector
+            self._set_unsaved(loaded.detector, False)
+            self.session.message.emit(f"loaded calibration {path}: {loaded.summary()}")
+            self.calibrationChanged.emit(loaded)
+            self.setScoresChanged.emit([])
+            self.score_sets()
+
+        self.session.runner.submit(f"Load calibration {path.name}", factory, done)
+
+    def save(self, path: str | Path) -> bool:
+        cal = self.active
+        if cal is None:
+            self.session.error.emit("nothing to save: calibrate first")
+            return False
+        try:
+            cal.save(path)
+        except InputError as err:
+            self.session.error.emit(str(err))
+            return False
+        except OSError as err:
+            self.session.error.emit(str(InputError(path, err.strerror or str(err))))
+            return False
+        self._set_unsaved(cal.detector, False)
+        self.session.message.emit(f"saved calibration {path}")
+        return True
+
+    # --- thresholds ----------------------------------------------------------------------
+
+    def set_threshold(self, cls: int, value: float) -> None:
+        cal = self.active
+        if cal is None or float(cal.thresholds[cls]) == float(value):
+            return
+        try:
+            cal.set_threshold(cls, value)
+        except InputError as err:
+            self.session.error.emit(str(err))
+            return
+        self._edited(cls)
+
+    def set_all_thresholds(self, value: float) -> None:
+        cal = self.active
+        if cal is None:
+            return
+        try:
+            cal.set_all_thresholds(value)
+        except InputError as err:
+            self.session.error.emit(str(err))
+            return
+        self.session.message.emit(f"every class's threshold set to {value:.6f}")
+        self._edited(-1)
+
+    def _edited(self, cls: int) -> None:
+        if self.active.detector not in self.unsaved:
+            self._set_unsaved(self.active.detector, True)
+        self.thresholdsChanged.emit(cls)

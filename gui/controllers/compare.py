@@ -1,0 +1,45 @@
+"""Detector comparison on the loaded sets: ROC curves, AUC, detection at fixed rates."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+from engine import workflow
+from engine.errors import InputError
+
+
+class CompareController(QObject):
+    comparisonChanged = Signal(object)  # list[Comparison] | None
+
+    def __init__(self, session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.results = None
+
+    def run(self, detectors: dict[str, dict | None], frrs=(0.01, 0.05)) -> None:
+        """Queue a comparison of ``detectors`` (name -> settings) on the clean set against every
+        poisoned set."""
+        data = self.session.data
+
+        def factory():
+            if data.net is None:
+                raise InputError(None, "load a model before comparing detectors")
+            if data.clean is None:
+                raise InputError(None, "load clean data before comparing detectors")
+            made = workflow.make_detectors(list(detectors), detectors)
+            return workflow.compare_job(data.net, data.clean, list(data.poisoned), made, data.effective_scaling,
+                                        tuple(frrs))
+
+        def done(results) -> None:
+            self.results = results
+            for r in results:
+                at = ", ".join(f"{100 * p.detection:.1f}% at {100 * p.target_frr:g}% FRR" for p in r.points)
+                self.session.message.emit(f"{r.title} on {r.poisoned}: AUC {r.auc:.3f}; detection {at}")
+            self.comparisonChanged.emit(results)
+
+        self.session.runner.submit("Compare detectors", factory, done)
+
+    def clear(self) -> None:
+        if self.results is not None:
+            self.results = None
+            self.comparisonChanged.emit(None)

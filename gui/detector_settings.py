@@ -1,0 +1,58 @@
+"""Settings forms built from what each detector declares (name, type, default, range, help)."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QStackedWidget, QWidget
+
+from engine.detectors import DETECTORS, Setting
+
+
+def spin_for(setting: Setting) -> QSpinBox | QDoubleSpinBox:
+    """A spin box over the setting's range (open ends nudged inside), at its default."""
+    if setting.kind is int:
+        box = QSpinBox()
+        box.setRange(int(setting.low) + int(setting.low_open), int(setting.high) - int(setting.high_open))
+    else:
+        box = QDoubleSpinBox()
+        step = setting.step or 0.01
+        box.setDecimals(max(2, len(f"{step:g}".split(".")[-1]) if "." in f"{step:g}" else 2))
+        box.setSingleStep(step)
+        box.setRange(setting.low + (step if setting.low_open else 0.0), setting.high - (step if setting.high_open else 0.0))
+    box.setValue(setting.default)
+    box.setToolTip(f"{setting.help}, in {setting.range_text()} (default {setting.default:g})")
+    return box
+
+
+class DetectorSettings(QStackedWidget):
+    """One page of settings per registered detector; the page follows the chosen detector."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox]] = {}
+        self.pages: dict[str, int] = {}
+        for name, cls in DETECTORS.items():
+            page = QWidget()
+            form = QFormLayout(page)
+            form.setContentsMargins(0, 0, 0, 0)
+            self.fields[name] = {}
+            shown = [s for s in cls.settings if s.shown]
+            for s in shown:
+                box = spin_for(s)
+                self.fields[name][s.name] = box
+                form.addRow(s.label.capitalize(), box)
+            if not shown:
+                note = QLabel("no settings")
+                note.setStyleSheet("color: #777;")
+                form.addRow(note)
+            self.pages[name] = self.addWidget(page)
+
+    def show_detector(self, name: str) -> None:
+        self.setCurrentIndex(self.pages[name])
+
+    def params(self, name: str) -> dict:
+        """The chosen settings of ``name``, ready for ``make_detector``."""
+        out = {}
+        for key, box in self.fields.get(name, {}).items():
+            value = box.value()
+            out[key] = round(value, 6) if isinstance(value, float) else int(value)
+        return out
