@@ -58,7 +58,14 @@ def run_app(
 ) -> int:
     """Open the window and return the application's exit code."""
     sets = [parse_poisoned(spec) for spec in poisoned or []]
+    if calibration is not None:
+        from engine.calibration import Calibration
+
+        Calibration.load(calibration)  # a damaged file is refused here, in one line, before any window
     if screenshot is not None:
+        from engine.files import check_png_output
+
+        screenshot = check_png_output(screenshot)
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     elif not has_display():
         raise InputError(None, "no display to open the window on; use the CLI (python main.py --help), "
@@ -83,11 +90,13 @@ def run_app(
         window.resize(1400, 900)
     window.show()
 
+    errors: list[str] = []
+    window.session.error.connect(errors.append)  # before anything loads, so no error is missed
     demo = load_startup(window.session, model, clean, sets, calibration, trust)
 
     if screenshot is not None:
         images = [DEMO_IMAGES] if demo else []
-        ScreenshotRun(window, Path(screenshot), calibrate=calibration is None, images=images)
+        ScreenshotRun(window, Path(screenshot), calibrate=calibration is None, images=images, errors=errors)
     return app.exec()
 
 
@@ -110,12 +119,11 @@ def load_startup(session, model=None, clean=None, sets=(), calibration=None, tru
 class ScreenshotRun:
     """Load, calibrate, show the histograms, save the whole window to a PNG, quit."""
 
-    def __init__(self, window, out: Path, calibrate: bool, images: list[Path]):
+    def __init__(self, window, out: Path, calibrate: bool, images: list[Path], errors: list[str]):
         from PySide6.QtWidgets import QApplication
 
         self.window, self.out, self.images, self.app = window, out, images, QApplication.instance()
-        self.errors: list[str] = []
-        window.session.error.connect(self.errors.append)
+        self.errors = errors
         window.after_jobs(self._loaded if calibrate else self._calibrated)
 
     def _loaded(self) -> None:
@@ -142,12 +150,16 @@ class ScreenshotRun:
     def _save(self) -> None:
         if self._stop_on_errors():
             return
+        from engine.files import write_png
+
         self.window.ask_before_discarding = False
-        ok = self.window.grab().save(str(self.out))
-        if not ok:
-            print(f"error: {self.out}: could not write the screenshot", file=sys.stderr)
-        else:
+        try:
+            write_png(self.out, lambda tmp: self.window.grab().save(str(tmp)))
+            ok = True
             print(f"screenshot written to {self.out}", file=sys.stderr)
+        except InputError as err:
+            ok = False
+            print(f"error: {err}", file=sys.stderr)
         self.window.close()
         self.app.exit(0 if ok else 2)
 

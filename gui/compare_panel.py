@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.detectors import DETECTORS
+from gui.plots import export_plot_png
 from gui.session import Session
 
 
@@ -64,7 +65,9 @@ class ComparePanel(QWidget):
         self.plot.setMouseEnabled(x=True, y=False)
         self.legend = self.plot.addLegend(offset=(-30, 160), labelTextColor="k")
         self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
-        self._items = []
+        self._curves: dict[str, tuple] = {}
+        self.chance = self.plot.plot([0, 1], [0, 1], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
+        self.chance.setVisible(False)
         self.table = QLabel("")
         self.table.setTextFormat(Qt.TextFormat.RichText)
         self.table.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -103,30 +106,37 @@ class ComparePanel(QWidget):
         self.export_button.setEnabled(bool(results))
         self._draw()
 
+    def _curve(self, detector: str):
+        """The detector's ROC curve and operating points, made once and reused."""
+        if detector not in self._curves:
+            colour = DETECTORS[detector].colour if detector in DETECTORS else (80, 80, 80)
+            curve = self.plot.plot([], [], pen=pg.mkPen(colour, width=2))
+            points = pg.ScatterPlotItem([], [], symbol="o", size=9, brush=pg.mkBrush(*colour), pen=pg.mkPen("w"))
+            self.plot.addItem(points)
+            self._curves[detector] = (curve, points)
+        return self._curves[detector]
+
     def _draw(self) -> None:
-        for item in self._items:
-            self.plot.removeItem(item)
-        self._items = []
-        self.legend.clear()
         name = self.set_box.currentText()
         rows = [r for r in self.results if r.poisoned == name]
+        self.legend.clear()
+        shown = {r.detector for r in rows}
+        for detector, (curve, points) in self._curves.items():
+            if detector not in shown:
+                curve.setData([], [])
+                points.setData([], [])
+        self.chance.setVisible(bool(rows))
         if not rows:
             self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
             self.table.setText("")
             return
         self.plot.setTitle(f"{name}: {rows[0].n_poisoned} poisoned against {rows[0].n_clean} clean images",
                            color="k")
-        chance = self.plot.plot([0, 1], [0, 1], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
-        self._items.append(chance)
         for r in rows:
-            colour = DETECTORS[r.detector].colour if r.detector in DETECTORS else (80, 80, 80)
-            curve = self.plot.plot(r.roc.frr, r.roc.detection, pen=pg.mkPen(colour, width=2),
-                                   name=f"{r.title} (AUC {r.auc:.3f})")
-            self._items.append(curve)
-            points = pg.ScatterPlotItem([p.frr for p in r.points], [p.detection for p in r.points], symbol="o",
-                                        size=9, brush=pg.mkBrush(*colour), pen=pg.mkPen("w"))
-            self.plot.addItem(points)
-            self._items.append(points)
+            curve, points = self._curve(r.detector)
+            curve.setData(r.roc.frr, r.roc.detection)
+            points.setData([p.frr for p in r.points], [p.detection for p in r.points])
+            self.legend.addItem(curve, f"{r.title} (AUC {r.auc:.3f})")
         frrs = [p.target_frr for p in rows[0].points]
         head = "".join(f"<th align='right'>&nbsp;detection at {100 * f:g}% FRR&nbsp;</th>" for f in frrs)
         body = ""
@@ -141,11 +151,7 @@ class ComparePanel(QWidget):
         )
 
     def export_png(self, path: str | Path) -> None:
-        from pyqtgraph.exporters import ImageExporter
-
-        exporter = ImageExporter(self.plot.plotItem)
-        exporter.parameters()["width"] = 1200
-        exporter.export(str(path))
+        export_plot_png(self.plot, path)
         self.session.message.emit(f"exported ROC plot to {path}")
 
     def _export_clicked(self) -> None:

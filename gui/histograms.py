@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
 from superqt import QLabeledDoubleSlider, QSearchableComboBox
 
 from engine.workflow import CLEAN, POISONED, SetScores
+from engine.detectors import DETECTORS
+from gui.plots import export_plot_png
 from gui.session import Session
 
 CLEAN_COLOUR = (52, 101, 164)
@@ -87,14 +89,18 @@ ENTROPY_AXIS = "entropy (bits)"
 
 
 def axes_for(detector: str, scores: list[np.ndarray] = ()) -> dict[str, ScoreAxis]:
-    """The x axes a detector's scores can be shown on. STRIP entropies run from 0 to at most
-    log2(classes) bits but sit far lower in practice, so that axis ends a little above the
-    largest score seen."""
-    if detector == "confidence":
+    """The x axes a detector's scores can be shown on, from what the detector declares: scores
+    that pile up near 1 get the stretched axis too; an open-ended scale (STRIP's entropy) ends
+    a little above the largest score seen."""
+    cls = DETECTORS.get(detector)
+    if cls is None or cls.scale.stretched:
         return AXES
-    top = max([float(np.max(v)) for v in scores if len(v)] + [1.0])
-    hi = float(np.ceil(top * 1.1 * 4) / 4)
-    return {ENTROPY_AXIS: ScoreAxis("STRIP entropy of blends (bits); low = suspicious", 0.0, hi)}
+    scale = cls.scale
+    finite = [v[np.isfinite(v)] for v in scores]
+    top = max([float(np.max(v)) for v in finite if len(v)] + [scale.lo + 1.0])
+    hi = scale.hi if scale.hi is not None else float(np.ceil(top * 1.1 * 4) / 4)
+    name = f"{scale.unit or scale.short} (linear)" if scale.unit != "bits" else ENTROPY_AXIS
+    return {name: ScoreAxis(f"{scale.label}; low = suspicious", scale.lo, hi)}
 
 
 class ScoreTicks(pg.AxisItem):
@@ -211,7 +217,10 @@ class ThresholdHistogram(QWidget):
         return float(self.slider.value())
 
     def set_threshold(self, raw: float) -> None:
-        """Move line and slider without emitting :attr:`thresholdEdited`."""
+        """Move line and slider without emitting :attr:`thresholdEdited`. Only finite values reach Qt."""
+        raw = float(raw)
+        if not np.isfinite(raw):
+            return
         self._syncing = True
         try:
             self.slider.setValue(float(raw))
@@ -220,11 +229,7 @@ class ThresholdHistogram(QWidget):
             self._syncing = False
 
     def export_png(self, path: str | Path) -> None:
-        from pyqtgraph.exporters import ImageExporter
-
-        exporter = ImageExporter(self.plot.plotItem)
-        exporter.parameters()["width"] = 1200
-        exporter.export(str(path))
+        export_plot_png(self.plot, path)
 
     # --- sync -----------------------------------------------------------------------------
 

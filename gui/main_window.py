@@ -24,6 +24,8 @@ from PySide6.QtWidgets import (
     QDockWidget,
 )
 
+from superqt import QElidingLabel
+
 from engine.progress import Progress
 from gui.histograms import HistogramPanel
 from gui.image_check import ImageCheckPanel
@@ -45,9 +47,8 @@ class ErrorBanner(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setStyleSheet("ErrorBanner { background: #fde2e1; border: 1px solid #e0a09c; border-radius: 4px; }")
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label = QElidingLabel()
+        self.label.setElideMode(Qt.TextElideMode.ElideMiddle)
         close = QToolButton()
         close.setText("✕")
         close.setAutoRaise(True)
@@ -59,7 +60,10 @@ class ErrorBanner(QFrame):
         self.hide()
 
     def show_message(self, text: str) -> None:
-        self.label.setText(text)
+        """One line, whatever the text holds; the whole of it in the tooltip."""
+        line = " ".join(str(text).split())
+        self.label.setText(line)
+        self.label.setToolTip(line)
         self.show()
 
 
@@ -283,7 +287,7 @@ class MainWindow(QMainWindow):
         name = f"histogram_class{self.histograms.current_class}.png"
         path = self._ask_save("exports", "Export histogram", "PNG image (*.png)", name)
         if path is not None:
-            self.histograms.export_png(path)
+            self._export(lambda: self.histograms.export_png(path), path)
 
     def export_roc_dialog(self) -> None:
         if not self.session.compare.results:
@@ -291,7 +295,18 @@ class MainWindow(QMainWindow):
             return
         path = self._ask_save("exports", "Export ROC curves", "PNG image (*.png)", "roc.png")
         if path is not None:
-            self.compare.export_png(path)
+            self._export(lambda: self.compare.export_png(path), path)
+
+    def _export(self, write, path: Path) -> None:
+        """Run an export; a refused or failed one becomes the banner's one line."""
+        from engine.errors import InputError
+
+        try:
+            write()
+        except InputError as err:
+            self.show_error(str(err))
+        except OSError as err:
+            self.show_error(str(InputError(path, err.strerror or str(err))))
 
     # --- drag and drop --------------------------------------------------------------------
 

@@ -74,9 +74,15 @@ class PruningPanel(QWidget):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setYRange(0, 1.02, padding=0)
         self.plot.setXRange(0, 1, padding=0.01)
-        self.plot.addLegend(offset=(-10, 10), labelTextColor="k")
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor="k")
         self.plot.setTitle("Run fine-pruning to sweep the layer", color="k")
-        self._items = []
+        # Built once, updated with setData.
+        self._accuracy = self.plot.plot([], [], pen=pg.mkPen(CLEAN_COLOUR, width=2))
+        self._attack: dict[str, pg.PlotDataItem] = {}
+        self._saved = pg.ScatterPlotItem([], [], symbol="o", size=11, brush=pg.mkBrush(255, 255, 255),
+                                         pen=pg.mkPen(CLEAN_COLOUR, width=2))
+        self.plot.addItem(self._saved)
+        self._labels: list[pg.TextItem] = []
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -130,32 +136,38 @@ class PruningPanel(QWidget):
 
     @Slot(object)
     def _on_sweep(self, result) -> None:
-        for item in self._items:
-            self.plot.removeItem(item)
-        self._items = []
+        self.legend.clear()
+        for curve in self._attack.values():
+            curve.setData([], [])
+        for label in self._labels:
+            label.setVisible(False)
         if result is None:
             self.plot.setTitle("Run fine-pruning to sweep the layer", color="k")
+            self._accuracy.setData([], [])
+            self._saved.setData([], [])
             self._update_summary()
             return
         sw = result.sweep
         x = np.arange(sw.channels + 1) / sw.channels
         self.plot.setTitle(f"pruning {sw.layer}, lowest mean clean activation first", color="k")
-        self._items.append(self.plot.plot(x, sw.clean_accuracy, pen=pg.mkPen(CLEAN_COLOUR, width=2),
-                                          name="clean accuracy"))
+        self._accuracy.setData(x, sw.clean_accuracy)
+        self.legend.addItem(self._accuracy, "clean accuracy")
         for k, (name, rate) in enumerate(sw.attack_success.items()):
-            colour = POISON_COLOURS[k % len(POISON_COLOURS)]
-            self._items.append(self.plot.plot(x, rate, pen=pg.mkPen(colour, width=2), name=f"attack success: {name}"))
-        marks = [e["fraction_pruned"] for e in result.saved]
-        accs = [e["clean_accuracy"] for e in result.saved]
-        scatter = pg.ScatterPlotItem(marks, accs, symbol="o", size=11, brush=pg.mkBrush(255, 255, 255),
-                                     pen=pg.mkPen(CLEAN_COLOUR, width=2), name="saved B'")
-        self.plot.addItem(scatter)
-        self._items.append(scatter)
-        for e in result.saved:
-            label = pg.TextItem(f"-{e['drop']:g}%", color=(40, 40, 40), anchor=(0.5, 1.3))
-            label.setPos(e["fraction_pruned"], e["clean_accuracy"])
+            if name not in self._attack:
+                colour = POISON_COLOURS[len(self._attack) % len(POISON_COLOURS)]
+                self._attack[name] = self.plot.plot([], [], pen=pg.mkPen(colour, width=2))
+            self._attack[name].setData(x, rate)
+            self.legend.addItem(self._attack[name], f"attack success: {name}")
+        self._saved.setData([e["fraction_pruned"] for e in result.saved], [e["clean_accuracy"] for e in result.saved])
+        self.legend.addItem(self._saved, "saved B'")
+        while len(self._labels) < len(result.saved):
+            label = pg.TextItem("", color=(40, 40, 40), anchor=(0.5, 1.3))
             self.plot.addItem(label)
-            self._items.append(label)
+            self._labels.append(label)
+        for label, e in zip(self._labels, result.saved):
+            label.setText(f"-{e['drop']:g}%")
+            label.setPos(e["fraction_pruned"], e["clean_accuracy"])
+            label.setVisible(True)
         self._update_summary()
 
     def _update_summary(self) -> None:

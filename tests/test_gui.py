@@ -407,8 +407,7 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
         assert panel.start()
     wait_idle(qtbot, w)
     result = w.session.pruning.result
-    curves = [item for item in panel._items if hasattr(item, "getData") and not hasattr(item, "points")]
-    x, y = curves[0].getData()
+    x, y = panel._accuracy.getData()
     assert len(x) == 61 and x[-1] == pytest.approx(1.0)
     np.testing.assert_allclose(y, result.sweep.clean_accuracy)
     assert len(result.saved) == 3 and "drop 2%" in panel.summary.text()
@@ -544,7 +543,7 @@ def test_a_saved_strip_calibration_loads_into_a_new_window(strip_calibrated, qtb
         assert cal is not None and cal.detector == "strip"
         np.testing.assert_array_equal(cal.make_detector().overlays, overlays)
         assert second.left.calibration.detector == "strip"  # the panel follows the loaded file
-        assert second.left.calibration.blends_spin.isEnabled()
+        assert second.left.calibration.settings.currentIndex() == second.left.calibration.settings.pages["strip"]
         assert not second.session.calib.dirty
     finally:
         second.close()
