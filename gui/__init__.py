@@ -1,1 +1,1 @@
-"""The Qt window (see issue 3). Nothing here is imported by engine/."""
+"""The Qt window: widgets, and controllers that run the engine in a worker thread. Nothing here is imported by engine/."""

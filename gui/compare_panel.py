@@ -40,7 +40,7 @@ class ComparePanel(QWidget):
             row.addWidget(box)
         self.run_button = QPushButton("Compare on the loaded sets")
         self.run_button.setToolTip("Fit each detector on the clean set, score every set, and draw the ROC curves")
-        self.run_button.clicked.connect(self.start)
+        self.run_button.clicked.connect(self.start_clicked)
         row.addWidget(self.run_button)
         row.addSpacing(12)
         row.addWidget(QLabel("Poisoned set"))
@@ -78,6 +78,11 @@ class ComparePanel(QWidget):
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.table)
         session.compare.comparisonChanged.connect(self._on_comparison)
+
+    @Slot()
+    def start_clicked(self) -> None:
+        """The button's slot: a slot must not return a value (see gui/jobs.py, on PySide and bools)."""
+        self.start()
 
     @Slot()
     def start(self) -> bool:

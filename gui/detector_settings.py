@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QStackedWidget, QWidget
+from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSizePolicy, QSpinBox, QStackedWidget, QWidget
 
 from engine.detectors import DETECTORS, Setting
 
@@ -28,6 +28,7 @@ class DetectorSettings(QStackedWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox]] = {}
         self.pages: dict[str, int] = {}
         for name, cls in DETECTORS.items():
@@ -44,10 +45,19 @@ class DetectorSettings(QStackedWidget):
                 note = QLabel("no settings")
                 note.setStyleSheet("color: #777;")
                 form.addRow(note)
+            page.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
             self.pages[name] = self.addWidget(page)
 
     def show_detector(self, name: str) -> None:
         self.setCurrentIndex(self.pages[name])
+        self.updateGeometry()
+
+    def sizeHint(self):  # noqa: N802  (Qt's name)
+        """As tall as the page shown, not the tallest page."""
+        return self.currentWidget().sizeHint() if self.currentWidget() else super().sizeHint()
+
+    def minimumSizeHint(self):  # noqa: N802
+        return self.currentWidget().minimumSizeHint() if self.currentWidget() else super().minimumSizeHint()
 
     def params(self, name: str) -> dict:
         """The chosen settings of ``name``, ready for ``make_detector``."""

@@ -28,7 +28,7 @@ from engine.workflow import RowVerdict
 from gui.session import Session
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-COLUMNS = ("Image", "File", "Class", "Confidence", "Confidence vs threshold", "Verdict", "Every defense")
+COLUMNS = ("Image", "File", "Class", "Confidence", "vs threshold", "Verdict", "Every defense")
 COL_IMAGE, COL_FILE, COL_CLASS, COL_CONF, COL_BAR, COL_VERDICT, COL_DEFENSES = range(len(COLUMNS))
 POISON_BG = QColor(250, 215, 215)
 CLEAN_BG = QColor(220, 240, 220)

@@ -14,6 +14,10 @@ job, chunked HDF5 read in a second, predict in a third). All jobs therefore run 
 Python thread, whose thread state lives as long as it does; results still come back through
 queued Qt signals, as with superqt's workers.
 
+Slots connected to any signal here return None: PySide6 6.12.0 drops a reference to every bool
+a Python slot returns, and on Python 3.11 the interpreter aborts once ``True``'s count reaches
+zero (pyproject.toml keeps PySide6 below 6.12 for that reason too).
+
 While that thread lives, Python's cyclic garbage collector runs only on the GUI thread (see
 :class:`GuiThreadCollector`): a collection triggered on the job thread may destroy Qt widgets
 there, which crashes Qt (seen here in the test suite).
@@ -150,7 +154,7 @@ class JobRunner(QObject):
                on_error: Callable[[str], None] | None = None) -> Job:
         """Queue ``factory``: called on the GUI thread when the job's turn comes (so what it reads is
         current), it returns the generator to run. ``on_result`` gets its return value."""
-        job = Job(title, factory, self)
+        job = Job(title, factory)  # no Qt parent: freed once the runner and the caller let go
         job.on_result, job.on_error = on_result, on_error  # called directly, so their errors are caught
         self._queue.append(job)
         if self._current is None:

@@ -114,7 +114,7 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.log)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        self.resizeDocks([dock], [130], Qt.Orientation.Vertical)
+        self.resizeDocks([dock], [100], Qt.Orientation.Vertical)
 
         self.status_label = QLabel("ready")
         self.status_progress = QProgressBar()
@@ -157,10 +157,10 @@ class MainWindow(QMainWindow):
         jobs = self.menuBar().addMenu("&Jobs")
         run = QAction("&Calibrate", self)
         run.setShortcut(QKeySequence("Ctrl+R"))
-        run.triggered.connect(self.left.calibration.start)
+        run.triggered.connect(self.left.calibration.start_clicked)
         jobs.addAction(run)
         compare = QAction("C&ompare detectors", self)
-        compare.triggered.connect(self.compare.start)
+        compare.triggered.connect(self.compare.start_clicked)
         jobs.addAction(compare)
         cancel = QAction("C&ancel", self)
         cancel.setShortcut(QKeySequence("Esc"))
@@ -299,14 +299,7 @@ class MainWindow(QMainWindow):
 
     def _export(self, write, path: Path) -> None:
         """Run an export; a refused or failed one becomes the banner's one line."""
-        from engine.errors import InputError
-
-        try:
-            write()
-        except InputError as err:
-            self.show_error(str(err))
-        except OSError as err:
-            self.show_error(str(InputError(path, err.strerror or str(err))))
+        self.session.write_output(path, write)
 
     # --- drag and drop --------------------------------------------------------------------
 

@@ -60,7 +60,9 @@ class ModelDataPanel(QGroupBox):
         self.open_clean_button = QPushButton("Open clean data…")
 
         self.poisoned_list = QListWidget()
-        self.poisoned_list.setMaximumHeight(80)
+        self.poisoned_list.setMaximumHeight(58)
+        self.poisoned_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.poisoned_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.target_spin = QSpinBox()
         self.target_spin.setRange(0, 100_000)
         self.target_spin.setPrefix("target ")
@@ -134,6 +136,7 @@ class ModelDataPanel(QGroupBox):
         self.poisoned_list.clear()
         for p in sets:
             self.poisoned_list.addItem(f"{p.name}  ({len(p.images)} images)")
+            self.poisoned_list.item(self.poisoned_list.count() - 1).setToolTip(p.images.source)
         self.remove_poisoned_button.setEnabled(bool(sets))
 
     @Slot(str)
@@ -182,7 +185,7 @@ class CalibrationPanel(QGroupBox):
 
         self.calibrate_button = QPushButton("Calibrate")
         self.calibrate_button.setDefault(True)
-        self.calibrate_button.clicked.connect(self.start)
+        self.calibrate_button.clicked.connect(self.start_clicked)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(session.runner.cancel)
@@ -237,6 +240,11 @@ class CalibrationPanel(QGroupBox):
     def params(self, detector: str | None = None) -> dict:
         """The settings chosen for ``detector`` (default: the one picked)."""
         return self.settings.params(detector or self.detector)
+
+    @Slot()
+    def start_clicked(self) -> None:
+        """The button's slot: a slot must not return a value (see gui/jobs.py, on PySide and bools)."""
+        self.start()
 
     @Slot()
     def start(self) -> bool:

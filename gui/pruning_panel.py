@@ -53,7 +53,7 @@ class PruningPanel(QWidget):
         out_row.addWidget(self.outdir_edit, 1)
         out_row.addWidget(browse)
         self.run_button = QPushButton("Run fine-pruning")
-        self.run_button.clicked.connect(self.start)
+        self.run_button.clicked.connect(self.start_clicked)
         self.load_button = QPushButton("Load repaired network…")
         self.load_button.clicked.connect(self._load_clicked)
         buttons = QHBoxLayout()
@@ -62,6 +62,10 @@ class PruningPanel(QWidget):
         buttons.addStretch(1)
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.layer_box.setMinimumWidth(160)
+        self.drops_edit.setMaximumWidth(160)
+        self.outdir_edit.setMinimumWidth(420)
         form.addRow("Layer", self.layer_box)
         form.addRow("Save at accuracy drops (%)", self.drops_edit)
         form.addRow("Fine-tuning epochs", self.epochs_spin)
@@ -97,6 +101,11 @@ class PruningPanel(QWidget):
         session.data.modelChanged.connect(self._on_model)
         session.pruning.sweepChanged.connect(self._on_sweep)
         session.pruning.repairedChanged.connect(lambda _: self._update_summary())
+
+    @Slot()
+    def start_clicked(self) -> None:
+        """The button's slot: a slot must not return a value (see gui/jobs.py, on PySide and bools)."""
+        self.start()
 
     @Slot()
     def start(self) -> bool:

@@ -3,7 +3,7 @@ part of the window speaks to the user (a log message, a one-line error)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
 from gui.controllers.calibration import CalibrationController
 from gui.controllers.check import CheckController
@@ -20,7 +20,7 @@ class Session(QObject):
     def __init__(self, runner: JobRunner | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.runner = runner or JobRunner(self)
-        self.runner.failed.connect(lambda title, msg: self.error.emit(msg))
+        self.runner.failed.connect(self._on_failed)
         self.data = DataController(self, self)
         self.calib = CalibrationController(self, self)
         self.check = CheckController(self, self)
@@ -33,6 +33,10 @@ class Session(QObject):
         self.calib.calibrationChanged.connect(self._on_calibration)
         self.pruning.repairedChanged.connect(lambda _: self.check.rescore())
 
+    @Slot(str, str)
+    def _on_failed(self, title: str, message: str) -> None:
+        self.error.emit(message)
+
     def _on_model(self, net) -> None:
         self.calib.model_changed(net)
         self.pruning.model_changed(net)
@@ -42,6 +46,20 @@ class Session(QObject):
     def _on_calibration(self, cal) -> None:
         if self.check.needs_rescore():
             self.check.rescore()
+
+    def write_output(self, path, write) -> bool:
+        """Run ``write()`` (a save or an export); a refused or failed write becomes the one-line error."""
+        from engine.errors import InputError
+
+        try:
+            write()
+        except InputError as err:
+            self.error.emit(str(err))
+            return False
+        except OSError as err:
+            self.error.emit(str(InputError(path, err.strerror or str(err))))
+            return False
+        return True
 
     def shutdown(self, msecs: int = 30_000) -> bool:
         return self.runner.shutdown(msecs)

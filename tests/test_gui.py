@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 
 from engine import data_io, progress, scoring  # noqa: E402
@@ -171,7 +171,7 @@ def test_drag_enter_accepts_only_local_files(window):
     def enter(urls):
         mime = QMimeData()
         mime.setUrls(urls)
-        event = QDragEnterEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        event = QDragEnterEvent(QPoint(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                                 Qt.KeyboardModifier.NoModifier)
         window.dragEnterEvent(event)
         return event.isAccepted()
@@ -548,3 +548,194 @@ def test_a_saved_strip_calibration_loads_into_a_new_window(strip_calibrated, qtb
     finally:
         second.close()
         wait_idle(qtbot, second)
+
+
+# --- bad input in the window: a banner of one line, and everything loaded stays -----------
+
+
+def _saved_calibration(w, tmp_path) -> Path:
+    path = tmp_path / "good.json"
+    assert w.session.calib.save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["NaN thresholds", "5 of 50 classes", "10x10 STRIP blends", "nested too deep",
+                                  "not JSON", "infinite pooled threshold"])
+def test_a_bad_calibration_file_is_refused_with_a_banner(calibrated, qtbot, tmp_path, case):
+    import base64
+    import json
+
+    w = calibrated
+    path = _saved_calibration(w, tmp_path)
+    raw = json.loads(path.read_text())
+    raw["model"]["path"] = str(DEMO_MODEL)
+    if case == "NaN thresholds":
+        raw["thresholds"] = [float("nan")] * len(raw["thresholds"])
+    elif case == "5 of 50 classes":
+        raw.update(num_classes=5, thresholds=raw["thresholds"][:5], counts=raw["counts"][:5],
+                   pooled_classes=[c for c in raw["pooled_classes"] if c < 5])
+    elif case == "10x10 STRIP blends":
+        raw.update(detector="strip", detector_params={"blends": 2, "alpha": 0.5, "seed": 0},
+                   detector_state={"overlays": {"shape": [2, 10, 10, 3],
+                                                "uint8_base64": base64.b64encode(bytes(600)).decode()}})
+    elif case == "infinite pooled threshold":
+        raw["pooled_threshold"] = float("inf")
+    bad = tmp_path / "bad.json"
+    if case == "nested too deep":
+        bad.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "not JSON":
+        bad.write_text("threshold = 0.5")
+    else:
+        bad.write_text(json.dumps(raw))
+    before = w.session.calib.active
+    thresholds = before.thresholds.copy()
+    errors = []
+    w.session.error.connect(errors.append)
+    w.session.calib.load(bad)
+    wait_idle(qtbot, w)
+    assert len(errors) == 1 and str(bad) in errors[0], errors
+    assert "unexpected" not in errors[0] and "internal" not in errors[0]
+    assert w.banner.isVisible() and "\n" not in w.banner.label.text()
+    assert w.session.calib.active is before and set(w.session.calib.calibrations) == {"confidence"}
+    np.testing.assert_array_equal(w.session.calib.active.thresholds, thresholds)
+    assert np.isfinite(w.histograms.per_class.threshold)
+
+
+def test_clean_data_with_labels_outside_the_classes_is_refused(demo_window, qtbot, tmp_path):
+    import h5py
+
+    w = demo_window
+    clean = w.session.data.clean
+    bad = tmp_path / "labels5000.h5"
+    with h5py.File(DEMO_CLEAN_VALIDATION, "r") as src, h5py.File(bad, "w") as f:
+        f.create_dataset("data", data=src["data"][:6])
+        f.create_dataset("label", data=np.array([0, 1, 2, 5000, 4, 5], np.float32))
+    errors = []
+    w.session.error.connect(errors.append)
+    w.session.data.open_clean(bad)
+    wait_idle(qtbot, w)
+    assert errors and str(bad) in errors[-1] and "not classes of this model" in errors[-1]
+    assert w.session.data.clean is clean
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are a POSIX thing")
+def test_a_dropped_named_pipe_leaves_the_window_free(demo_window, qtbot, tmp_path):
+    import os
+
+    w = demo_window
+    fifo = tmp_path / "face.png"
+    os.mkfifo(fifo)
+    errors = []
+    w.session.error.connect(errors.append)
+    drop(w, [fifo])
+    qtbot.waitUntil(lambda: bool(errors), timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, w)
+    assert "not a regular file" in errors[0] and not w.session.runner.busy
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
+        drop(w, [DEMO_IMAGES / "sunglasses_00_label0.png"])  # and the window still works
+    assert len(w.session.check.rows) == 1
+
+
+def test_the_banner_is_one_line_for_a_path_with_a_newline(demo_window, qtbot, tmp_path):
+    w = demo_window
+    odd = tmp_path / "two\nlines.png"
+    odd.write_text("not an image")
+    errors = []
+    w.session.error.connect(errors.append)
+    drop(w, [odd])
+    qtbot.waitUntil(lambda: bool(errors), timeout=JOB_TIMEOUT)
+    assert "\n" not in errors[0] and "two\\nlines.png" in errors[0]
+    assert "\n" not in w.banner.label.text() and w.banner.isVisible()
+
+
+def test_a_job_factory_bug_ends_its_job_not_the_queue(window, qtbot):
+    """Any exception from a job factory fails that job; the runner goes on with the next."""
+    from engine.progress import Progress
+
+    runner = window.session.runner
+    errors, results = [], []
+    window.session.error.connect(errors.append)
+
+    def broken():
+        raise IndexError("index 7 is out of bounds")
+
+    def fine():
+        yield Progress(1, 1, "fine")
+        return 42
+
+    runner.submit("Broken job", broken)
+    runner.submit("Fine job", fine, results.append)
+    qtbot.waitUntil(lambda: results == [42], timeout=JOB_TIMEOUT)
+    assert not runner.busy
+    assert "Broken job failed: an internal error" in errors[0] and "IndexError" not in errors[0]
+    assert "\n" not in window.banner.label.text()
+
+
+def test_a_result_for_a_replaced_model_is_dropped(demo_window, qtbot):
+    """One rule for stale results: a job started before the model changed does not land."""
+    from engine.progress import Progress
+
+    runner = demo_window.session.runner
+    landed, finished = [], []
+
+    def job():
+        yield Progress(0, 1, "slow")
+        runner.new_generation()  # as a model load finishing meanwhile would
+        yield Progress(1, 1, "slow")
+        return "old"
+
+    handle = runner.submit("Stale job", job, landed.append)
+    handle.finished.connect(finished.append)
+    qtbot.waitUntil(lambda: bool(finished), timeout=JOB_TIMEOUT)
+    assert landed == [] and finished == ["stale"]
+
+
+def test_exports_never_replace_other_files(calibrated, qtbot, tmp_path):
+    w = calibrated
+    precious = tmp_path / "notes.png"
+    precious.write_text("mine")
+    errors = []
+    w.session.error.connect(errors.append)
+    w._export(lambda: w.histograms.export_png(precious), precious)
+    assert precious.read_text() == "mine" and "not a PNG image" in errors[-1]
+    png = tmp_path / "plot.png"
+    w._export(lambda: w.histograms.export_png(png), png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv_path = tmp_path / "thesis.csv"
+    csv_path.write_text("chapter,pages\n1,30\n")
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
+        w.open_paths([DEMO_IMAGES / "sunglasses_00_label0.png"])
+    wait_idle(qtbot, w)
+    assert not w.session.check.export_csv(csv_path)
+    assert csv_path.read_text() == "chapter,pages\n1,30\n" and "not a CSV with columns" in errors[-1]
+
+
+def test_failures_do_not_wear_down_bool_references(window, qtbot):
+    """Each failed job goes through the window's slots; none may drop a reference it does not own
+    (PySide6 6.12.0 did, for every bool a slot returned, until Python aborted)."""
+    from engine.progress import Progress
+
+    runner = window.session.runner
+
+    def broken():
+        raise ValueError("bad")
+
+    def fine():
+        yield Progress(1, 1, "")
+        return None
+
+    def bools() -> int:
+        gc.collect()
+        return sys.getrefcount(True) + sys.getrefcount(False)
+
+    def fail_many(n: int) -> None:
+        done = []
+        for _ in range(n):
+            runner.submit("Broken", broken)
+        runner.submit("Fine", fine, done.append)
+        qtbot.waitUntil(lambda: done == [None], timeout=JOB_TIMEOUT)
+
+    fail_many(20)  # warm up: first-use caches
+    before = bools()
+    fail_many(300)
+    assert bools() - before > -100  # a slot dropping a bool reference per failure would lose 300

@@ -197,13 +197,7 @@ class CalibrationController(QObject):
         if cal is None:
             self.session.error.emit("nothing to save: calibrate first")
             return False
-        try:
-            cal.save(path)
-        except InputError as err:
-            self.session.error.emit(str(err))
-            return False
-        except OSError as err:
-            self.session.error.emit(str(InputError(path, err.strerror or str(err))))
+        if not self.session.write_output(path, lambda: cal.save(path)):
             return False
         self._set_unsaved(cal.detector, False)
         self.session.message.emit(f"saved calibration {path}")

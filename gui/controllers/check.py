@@ -102,13 +102,7 @@ class CheckController(QObject):
         from engine.files import write_csv
 
         header, rows = workflow.checked_csv(self.rows, self.rules)
-        try:
-            write_csv(path, header, rows)
-        except InputError as err:
-            self.session.error.emit(str(err))
-            return False
-        except OSError as err:
-            self.session.error.emit(str(InputError(path, err.strerror or str(err))))
+        if not self.session.write_output(path, lambda: write_csv(path, header, rows)):
             return False
         self.session.message.emit(f"exported {len(rows)} rows to {path}")
         return True
