@@ -116,6 +116,7 @@ class ScoreTicks(pg.AxisItem):
 
 @dataclass(frozen=True)
 class Series:
+    key: str  # the set, whatever its count
     name: str
     values: np.ndarray  # raw scores
     colour: tuple[int, int, int]
@@ -130,8 +131,7 @@ class ThresholdHistogram(QWidget):
         super().__init__(parent)
         self.axis = next(iter(AXES.values()))
         self._syncing = False
-        self._curves: list[pg.PlotDataItem] = []
-        self._names: list[str] = []
+        self._curves: dict[str, pg.PlotDataItem] = {}  # per set, built once
         self.fractions = False  # y as the share of each set rather than image counts
 
         self.ticks = ScoreTicks()
@@ -140,7 +140,7 @@ class ThresholdHistogram(QWidget):
         self.plot.setMinimumHeight(220)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("left", "images")
-        self.plot.addLegend(offset=(10, 10), labelTextColor="k")
+        self.legend = self.plot.addLegend(offset=(10, 10), labelTextColor="k")
         self.plot.setMouseEnabled(x=False, y=False)
         self.line = pg.InfiniteLine(
             angle=90,
@@ -192,24 +192,28 @@ class ThresholdHistogram(QWidget):
         self.set_threshold(raw)
 
     def set_series(self, series: list[Series]) -> None:
+        """Draw each set's histogram: a set's curve is made the first time it is seen, then only
+        updated with ``setData``; curves of sets no longer shown are emptied and leave the legend."""
         edges = np.linspace(self.axis.lo, self.axis.hi, BINS + 1)
-        names = [s.name for s in series]
-        if names != self._names:
-            for curve in self._curves:
-                self.plot.removeItem(curve)
-            self._curves = []
-            for s in series:
-                curve = self.plot.plot(
-                    edges, np.zeros(BINS), stepMode="center", fillLevel=0,
-                    pen=pg.mkPen(s.colour, width=2), brush=pg.mkBrush(*s.colour, 70), name=s.name,
-                )
-                self._curves.append(curve)
-            self._names = names
-        for curve, s in zip(self._curves, series):
-            shown = np.clip(self.axis.to_display(s.values), self.axis.lo, self.axis.hi)
+        self.legend.clear()
+        shown_keys = {s.key for s in series}
+        for key, curve in self._curves.items():
+            if key not in shown_keys:
+                curve.setData([], [])
+        for s in series:
+            curve = self._curves.get(s.key)
+            if curve is None:
+                curve = self.plot.plot([], [], pen=pg.mkPen(s.colour, width=2), brush=pg.mkBrush(*s.colour, 70))
+                self._curves[s.key] = curve
+            curve.setPen(pg.mkPen(s.colour, width=2))
+            curve.setBrush(pg.mkBrush(*s.colour, 70))
+            values = np.asarray(s.values, dtype=np.float64)
+            values = values[np.isfinite(values)]
+            shown = np.clip(self.axis.to_display(values), self.axis.lo, self.axis.hi)
             counts, _ = np.histogram(shown, bins=edges)
             y = counts / max(1, len(shown)) if self.fractions else counts
             curve.setData(edges, y, stepMode="center", fillLevel=0)
+            self.legend.addItem(curve, s.name)
         self.plot.setLabel("left", "share of the set's images" if self.fractions else "images")
 
     @property
@@ -450,9 +454,10 @@ class HistogramPanel(QWidget):
         for s in self._scores:
             values = s.scores.values if cls is None else s.scores.values[s.scores.predicted == cls]
             if s.kind == CLEAN:
-                out.append(Series(f"clean ({len(values)})", values, CLEAN_COLOUR))
+                out.append(Series(CLEAN, f"clean ({len(values)})", values, CLEAN_COLOUR))
             else:
-                out.append(Series(f"{s.name} ({len(values)})", values, POISON_COLOURS[k % len(POISON_COLOURS)]))
+                out.append(Series(f"{POISONED}:{s.name}", f"{s.name} ({len(values)})", values,
+                                  POISON_COLOURS[k % len(POISON_COLOURS)]))
                 k += 1
         return out
 
