@@ -85,9 +85,14 @@ def test_window_opens_on_demo_and_calibration_fills_histograms(calibrated):
     assert hist.class_box.count() == cal.num_classes
     assert hist.current_class == 0  # opens on the class the poisoned set is sent to
     curves = hist.per_class._curves
-    assert len(curves) == 2  # clean and the sunglasses set
-    _, y_poisoned = curves[1].getData()
+    assert list(curves) == ["clean", "poisoned:sunglasses_poisoned.h5 -> 0"]  # clean and the sunglasses set
+    _, y_poisoned = curves["poisoned:sunglasses_poisoned.h5 -> 0"].getData()
     assert y_poisoned.sum() == pytest.approx(1.0)  # shares of the 300 images predicted 0
+    hist.show_class(3)  # another class: the same curves, new data
+    assert hist.per_class._curves["clean"] is curves["clean"]
+    _, y_clean = curves["clean"].getData()
+    clean = next(s for s in w.session.calib.set_scores if s.kind == "clean").scores
+    assert y_clean.sum() == pytest.approx(1.0 if (clean.predicted == 3).any() else 0.0)
     assert "false rejection" in hist.per_class.readout.text()
     assert w.isWindowModified()  # a fresh calibration is not saved yet
 
