@@ -168,3 +168,26 @@ def test_missing_x11_libraries_are_named_in_one_line(tmp_path):
     message = xcb_problem(broken)
     assert message is not None and "apt install" in message and "libxcb-cursor0" in message
     assert "\n" not in message
+
+
+def test_installing_puts_no_top_level_main_module():
+    """The console script points into the cli package; main.py is only the repository's shim."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["badnet-inspector"] == "cli:main"
+    setuptools = project["tool"]["setuptools"]
+    assert "py-modules" not in setuptools
+    assert all(not pattern.startswith("main") for pattern in setuptools["packages"]["find"]["include"])
+
+
+def test_detector_settings_are_options_built_from_the_registry(capsys):
+    from engine.detectors import DETECTORS
+
+    with pytest.raises(SystemExit):
+        main.main(["calibrate", "--help"])
+    text = capsys.readouterr().out
+    for cls in DETECTORS.values():
+        assert cls.name in text
+        for s in cls.settings:
+            assert (s.option in text) == s.shown
