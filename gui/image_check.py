@@ -166,7 +166,8 @@ class CheckedModel(QAbstractTableModel):
                 how = "B and B' agree" if v.score == 1.0 else "B and B' disagree"
             else:
                 d = next(d for d in DETECTORS.values() if d.title == name)
-                how = f"{d.scale.short} {d.scale.format(v.score)} {'<' if v.poisoned else '≥'} {d.scale.format(v.threshold)}"
+                unit = f" {d.scale.unit}" if d.scale.unit else ""
+                how = f"{d.scale.format(v.score)}{unit} {'<' if v.poisoned else '≥'} {d.scale.format(v.threshold)}"
             out.append(f"{name}: {how} → {verdict_text(v)}")
         return out
 
@@ -270,7 +271,7 @@ class ImageCheckPanel(QWidget):
         self.splitter.setSizes([400, 120])
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
-        layout.addWidget(self.hint)
+        layout.addWidget(self.hint, 1)
         layout.addWidget(self.splitter, 1)
 
         session.check.checkedChanged.connect(self._update_summary)

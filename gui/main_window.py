@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -39,6 +39,12 @@ MODEL_FILTER = "Keras models (*.h5 *.hdf5 *.keras);;All files (*)"
 DATA_FILTER = "Image sets (*.h5 *.hdf5 *.npz);;All files (*)"
 IMAGE_FILTER = "Images and sets (*.png *.jpg *.jpeg *.bmp *.h5 *.npz);;All files (*)"
 CALIBRATION_FILTER = "Calibrations (*.json);;All files (*)"
+
+
+def default_size(available: QSize | None) -> QSize:
+    """1320x860, or the screen's available area when that is smaller (a 1280x800 laptop)."""
+    wanted = QSize(1320, 860)
+    return wanted if available is None or available.isEmpty() else wanted.boundedTo(available)
 
 
 class ErrorBanner(QFrame):
@@ -330,7 +336,7 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1320, 860)
+            self.resize(default_size(self.screen().availableGeometry().size() if self.screen() else None))
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state)

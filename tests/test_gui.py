@@ -488,7 +488,7 @@ def test_strip_in_the_window_gives_the_engine_and_cli_verdicts(strip_calibrated,
         assert model.verdict(row)[0] == label  # the Verdict column follows the active detector: STRIP
         assert model.detector_verdict(row, "strip").score == pytest.approx(score)
         lines = model.defense_lines(row)  # the detail pane and the tooltip: both detectors side by side
-        assert lines[0].startswith("Confidence: Confidence ") and lines[1].startswith(f"STRIP: STRIP entropy {score:.4f}")
+        assert lines[0].startswith(f"Confidence: {model.row(row).confidence:.6f} ") and lines[1].startswith(f"STRIP: {score:.4f} bits")
         text = model.data(model.index(row, COL_DEFENSES))
         assert text.startswith("Confidence ") and " · STRIP " in text
     flagged_by_strip = sum(model.detector_verdict(r, "strip").poisoned for r in range(12))
