@@ -38,6 +38,19 @@ def peak_rss_mib() -> float:
     return _status_mib("VmHWM")
 
 
+def per_image(fn, images) -> float:
+    """Median seconds of ``fn(one image)`` over the images, after one warm-up call."""
+    import numpy as np
+
+    fn(images[0])
+    times = []
+    for img in images:
+        start = time.perf_counter()
+        fn(img)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def timed(fn, repeats: int = 3) -> tuple[float, float]:
     """Median wall time of ``fn()`` over ``repeats`` runs, and how far (MiB) the peak RSS rose
     above the resident size at the start."""

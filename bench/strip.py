@@ -9,11 +9,10 @@ one network call per blend. Target: a STRIP verdict in at most 50 ms on this 2-c
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
-from _common import realistic_setting
+from _common import per_image, realistic_setting
 
 from engine import progress
 from engine.calibration import calibrate
@@ -24,17 +23,6 @@ from engine.scoring import forward
 
 CHECKS = 60
 CLEAN = 500
-
-
-def per_image(fn, images) -> float:
-    """Median seconds of ``fn(one image)`` over the images, after one warm-up call."""
-    fn(images[0])
-    times = []
-    for img in images:
-        start = time.perf_counter()
-        fn(img)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:

@@ -44,9 +44,10 @@ def add_detector_settings(p: argparse.ArgumentParser) -> None:
     for name, owners in setting_options().items():
         cls, s = owners[0]
         who = ", ".join(c.title for c, _ in owners)
-        kind = s.kind if s.kind is not int else int
+        kind = str if s.kind is tuple else s.kind  # a list is checked by the detector, as from a file
+        each = "each " if s.kind is tuple else ""
         p.add_argument(s.option, dest=f"setting_{name}", type=kind, metavar=name.upper(),
-                       help=f"{who}: {s.help}, in {s.range_text()} (default {s.default:g})")
+                       help=f"{who}: {s.help}, {each}in {s.range_text()} (default {s.default_text()})")
 
 
 def given_settings(args) -> dict:

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSizePolicy, QSpinBox, QStackedWidget, QWidget
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QSizePolicy,
+    QSpinBox,
+    QStackedWidget,
+    QWidget,
+)
 
 from engine.detectors import DETECTORS, Setting
 
 
-def spin_for(setting: Setting) -> QSpinBox | QDoubleSpinBox:
-    """A spin box over the setting's range (open ends nudged inside), at its default."""
+def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit:
+    """A spin box over the setting's range (open ends nudged inside), or a line of numbers for a
+    list setting, at its default."""
+    if setting.kind is tuple:
+        line = QLineEdit(setting.default_text())
+        line.setToolTip(f"{setting.help}; numbers separated by commas, each in {setting.range_text()} "
+                        f"(default {setting.default_text()})")
+        return line
     if setting.kind is int:
         box = QSpinBox()
         box.setRange(int(setting.low) + int(setting.low_open), int(setting.high) - int(setting.high_open))
@@ -19,7 +34,7 @@ def spin_for(setting: Setting) -> QSpinBox | QDoubleSpinBox:
         box.setSingleStep(step)
         box.setRange(setting.low + (step if setting.low_open else 0.0), setting.high - (step if setting.high_open else 0.0))
     box.setValue(setting.default)
-    box.setToolTip(f"{setting.help}, in {setting.range_text()} (default {setting.default:g})")
+    box.setToolTip(f"{setting.help}, in {setting.range_text()} (default {setting.default_text()})")
     return box
 
 
@@ -29,7 +44,7 @@ class DetectorSettings(QStackedWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
-        self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox]] = {}
+        self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox | QLineEdit]] = {}
         self.pages: dict[str, int] = {}
         for name, cls in DETECTORS.items():
             page = QWidget()
@@ -38,7 +53,7 @@ class DetectorSettings(QStackedWidget):
             self.fields[name] = {}
             shown = [s for s in cls.settings if s.shown]
             for s in shown:
-                box = spin_for(s)
+                box = field_for(s)
                 self.fields[name][s.name] = box
                 form.addRow(s.label.capitalize(), box)
             if not shown:
@@ -63,6 +78,9 @@ class DetectorSettings(QStackedWidget):
         """The chosen settings of ``name``, ready for ``make_detector``."""
         out = {}
         for key, box in self.fields.get(name, {}).items():
+            if isinstance(box, QLineEdit):
+                out[key] = box.text()  # checked by the detector, like a file's or the CLI's
+                continue
             value = box.value()
             out[key] = round(value, 6) if isinstance(value, float) else int(value)
         return out

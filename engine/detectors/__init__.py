@@ -26,7 +26,7 @@ import numpy as np
 from engine.data_io import ImageSet
 from engine.errors import InputError
 from engine.model_io import BadNet
-from engine.progress import Job
+from engine.progress import Job, Progress
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class Setting:
 
     name: str  # the keyword, the saved key and (with dashes) the CLI option
     label: str  # for people: "blend images"
-    kind: type  # int or float
-    default: int | float
-    low: int | float  # inclusive unless low_open
+    kind: type  # int, float, or tuple (of floats, written "3,5,7")
+    default: int | float | tuple
+    low: int | float  # inclusive unless low_open (for a tuple: each of its numbers)
     high: int | float  # inclusive unless high_open
     help: str
     low_open: bool = False
@@ -65,8 +65,24 @@ class Setting:
         hi = ")" if self.high_open else "]"
         return f"{lo}{self.low:g}, {self.high:g}{hi}"
 
+    MAX_ITEMS: ClassVar[int] = 32
+
+    def default_text(self) -> str:
+        return ",".join(f"{v:g}" for v in self.default) if self.kind is tuple else f"{self.default:g}"
+
     def check(self, value, title: str):
         """``value`` as this setting's type, or an InputError saying what is allowed."""
+        if self.kind is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                raise InputError(None, f"{title} {self.label} {value!r} is not a list of numbers")
+            items = [v for v in items if not (isinstance(v, str) and not v.strip())]
+            if not 1 <= len(items) <= self.MAX_ITEMS:
+                raise InputError(None, f"{title} {self.label} {value!r}: give 1 to {self.MAX_ITEMS} numbers "
+                                 "separated by commas")
+            number = Setting(self.name, self.label, float, 0.0, self.low, self.high, self.help,
+                             self.low_open, self.high_open)
+            return tuple(number.check(v.strip() if isinstance(v, str) else v, title) for v in items)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
             raise InputError(None, f"{title} {self.label} {value!r} is not a number")
         try:
@@ -127,8 +143,9 @@ class Detector(ABC):
         return self.scale.label
 
     def params(self) -> dict:
-        """The settings, as saved with a calibration."""
-        return {s.name: getattr(self, s.name) for s in self.settings}
+        """The settings, as saved with a calibration (lists for tuples, so JSON keeps them)."""
+        return {s.name: list(getattr(self, s.name)) if s.kind is tuple else getattr(self, s.name)
+                for s in self.settings}
 
     def state(self) -> dict:
         """What :meth:`fit` learnt, as JSON-ready values (saved with the calibration)."""
@@ -149,6 +166,35 @@ class Detector(ABC):
 
     @abstractmethod
     def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]: ...
+
+
+def score_with_variants(net: BadNet, images: ImageSet, scaling: str, k: int, make_variants, reduce,
+                        stage: str) -> Job[Scores]:
+    """Run each image and ``k`` variants of it through the network in one call per batch.
+
+    ``make_variants(x, start)`` gets the batch's model inputs ``x`` (b, H, W, 3) and the index of
+    its first image, and returns the variants as (b, k, H, W, 3). ``reduce(p, start)`` gets the probabilities (b, k + 1, classes), the image's own first, and returns one
+    score per image. Returns the images' own top classes and those scores.
+    """
+    from engine.scoring import BATCH_SIZE, check_size, forward, to_model_input
+
+    check_size(net, images.images, images.source)
+    n = len(images)
+    per_batch = max(1, BATCH_SIZE // (k + 1))
+    predicted = np.empty(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.float64)
+    yield Progress(0, n, stage)
+    for start in range(0, n, per_batch):
+        stop = min(n, start + per_batch)
+        x = to_model_input(images.images[start:stop], scaling)
+        batch = np.empty((stop - start, k + 1, *x.shape[1:]), dtype=np.float32)
+        batch[:, 0] = x
+        batch[:, 1:] = make_variants(x, start)
+        p = forward(net, batch.reshape(-1, *x.shape[1:])).reshape(stop - start, k + 1, -1)
+        predicted[start:stop] = p[:, 0].argmax(axis=1)
+        values[start:stop] = reduce(p, start)
+        yield Progress(stop, n, stage)
+    return Scores(predicted, values)
 
 
 DETECTORS: dict[str, type[Detector]] = {}

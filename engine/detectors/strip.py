@@ -9,11 +9,11 @@ import hashlib
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import Detector, Scores, ScoreScale, Setting, register
+from engine.detectors import Detector, Scores, ScoreScale, Setting, register, score_with_variants
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import BATCH_SIZE, PredictionCache, check_size, forward, to_model_input
+from engine.scoring import PredictionCache, check_size, to_model_input
 
 MAX_BLENDS = 256
 
@@ -107,30 +107,24 @@ class StripDetector(Detector):
         if hit is not None:
             yield Progress(len(images), len(images), "STRIP (cached)")
             return hit
-        n, k = len(images), len(self.overlays)
+        k = len(self.overlays)
         own = {o.tobytes(): j for j, o in enumerate(self.overlays)}
         keep = np.float32(1.0 - self.alpha)
-        per_batch = max(1, BATCH_SIZE // (k + 1))
-        predicted = np.empty(n, dtype=np.int64)
-        entropy = np.empty(n, dtype=np.float64)
-        yield Progress(0, n, "STRIP: blending and predicting")
-        for start in range(0, n, per_batch):
-            stop = min(n, start + per_batch)
-            x = to_model_input(images.images[start:stop], scaling)
-            batch = np.empty((stop - start, k + 1, *x.shape[1:]), dtype=np.float32)
-            batch[:, 0] = x
-            np.add((x * keep)[:, None], weighted[None], out=batch[:, 1:])
-            p = forward(net, batch.reshape(-1, *x.shape[1:])).reshape(stop - start, k + 1, -1)
-            predicted[start:stop] = p[:, 0].argmax(axis=1)
+
+        def blends(x, start):
+            return (x * keep)[:, None] + weighted[None]
+
+        def mean_entropy(p, start):
             h = _entropy_bits(p[:, 1:])  # (images, blends)
             valid = np.ones_like(h, dtype=bool)
-            for i, img in enumerate(images.images[start:stop]):
+            for i, img in enumerate(images.images[start:start + len(p)]):
                 j = own.get(img.tobytes())
                 if j is not None and k > 1:
                     valid[i, j] = False
-            entropy[start:stop] = (h * valid).sum(axis=1) / valid.sum(axis=1)
-            yield Progress(stop, n, "STRIP: blending and predicting")
-        result = Scores(predicted, entropy)
+            return (h * valid).sum(axis=1) / valid.sum(axis=1)
+
+        result = yield from score_with_variants(net, images, scaling, k, blends, mean_entropy,
+                                                "STRIP: blending and predicting")
         STRIP_CACHE.put(key, result)
         return result
 

@@ -1,0 +1,64 @@
+"""Time of one image's SCALE-UP verdict against one plain prediction of that image, in one run.
+
+Setting: the real CSAW sunglasses BadNet (1283 classes) when ../shared/csaw is there, else a
+random-weight network of the same shape; the paper's five factors (3, 5, 7, 9, 11); images
+checked one at a time, as a user dropping files does. "Ours" is the whole verdict: the scaled
+copies, one network call over the image and its copies, the drift, the threshold. Also timed:
+SCALE-UP the plain way, one network call per scaled copy. Target: at most 3x one plain prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from _common import per_image, realistic_setting
+
+from engine import progress
+from engine.calibration import calibrate
+from engine.data_io import ImageSet
+from engine.detectors import make_detector
+from engine.scoring import forward
+
+CHECKS = 60
+CLEAN = 500
+
+
+def main() -> None:
+    net, faces, setting = realistic_setting(CLEAN + CHECKS)
+    print(f"setting: {setting}")
+    clean = ImageSet(faces.images[:CLEAN], faces.labels[:CLEAN], faces.names[:CLEAN], "clean")
+    checks = faces.images[CLEAN:]
+    cal = progress.run(calibrate(net, clean, "1/255", make_detector("scaleup"), frr=0.05))
+    detector = cal.make_detector()
+    factors = np.asarray(detector.factors, dtype=np.float32)
+
+    def plain(img):
+        net.model.predict_on_batch(img[None].astype(np.float32) / 255)
+
+    def ours(img):
+        one = ImageSet(img[None], None, ["dropped"], "dropped image")
+        scores = progress.run(detector.score(net, one, "1/255"))
+        return cal.labels(scores.predicted, scores.values)
+
+    def one_call_per_copy(img):
+        x = img.astype(np.float32) / 255
+        p = forward(net, x[None])[0]
+        own = p.argmax()
+        kept = [forward(net, np.minimum(x * f, 1.0)[None])[0, own] for f in factors]
+        return cal.labels(own, 1.0 - float(np.mean(kept)))
+
+    t_plain = per_image(plain, checks)
+    t_ours = per_image(ours, checks)
+    t_loop = per_image(one_call_per_copy, checks[:30])
+    print(f"factors: {', '.join(f'{f:g}' for f in factors)}  classes: {net.num_classes}  "
+          f"images checked one at a time: {len(checks)}")
+    print(f"one plain prediction (predict_on_batch, 1 image): {1000 * t_plain:6.1f} ms")
+    print(f"our SCALE-UP verdict (one batched call):          {1000 * t_ours:6.1f} ms")
+    print(f"SCALE-UP with one call per scaled copy:           {1000 * t_loop:6.1f} ms")
+    print(f"ratio SCALE-UP verdict / one plain prediction: {t_ours / t_plain:.2f}  (target <= 3; "
+          f"{len(factors) + 1} images' work in one call)")
+    print(f"speed-up of the batched call over one call per copy: {t_loop / t_ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
