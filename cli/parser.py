@@ -44,10 +44,10 @@ def add_detector_settings(p: argparse.ArgumentParser) -> None:
     for name, owners in setting_options().items():
         cls, s = owners[0]
         who = ", ".join(c.title for c, _ in owners)
-        kind = str if s.kind is tuple else s.kind  # a list is checked by the detector, as from a file
-        each = "each " if s.kind is tuple else ""
+        kind = str if s.is_list else s.kind  # a list is checked by the detector, as from a file
+        where = "" if s.kind is list else f", {'each ' if s.kind is tuple else ''}in {s.range_text()}"
         p.add_argument(s.option, dest=f"setting_{name}", type=kind, metavar=name.upper(),
-                       help=f"{who}: {s.help}, {each}in {s.range_text()} (default {s.default_text()})")
+                       help=f"{who}: {s.help}{where} (default {s.default_text()})")
 
 
 def given_settings(args) -> dict:

@@ -175,7 +175,11 @@ class Calibration:
 
     def summary(self) -> str:
         """One line: what was calibrated, how, and how many classes have a threshold of their own."""
-        params = ", ".join(f"{k} {v}" for k, v in self.detector_params.items() if k != "seed")
+        def shown(v) -> str:
+            return "/".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else f"{v}"
+
+        params = ", ".join(f"{k} {shown(v)}" for k, v in self.detector_params.items()
+                           if k != "seed" and not isinstance(v, dict))
         how = self.method + (f", target false rejection {self.frr:g}" if self.method == "quantile" else "")
         n = self.data.get("n")
         text = (f"{self.detector_title}{f' ({params})' if params else ''}"

@@ -19,10 +19,10 @@ from engine.detectors import DETECTORS, Setting
 def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit:
     """A spin box over the setting's range (open ends nudged inside), or a line of numbers for a
     list setting, at its default."""
-    if setting.kind is tuple:
+    if setting.is_list:
         line = QLineEdit(setting.default_text())
-        line.setToolTip(f"{setting.help}; numbers separated by commas, each in {setting.range_text()} "
-                        f"(default {setting.default_text()})")
+        what = "names" if setting.kind is list else f"numbers, each in {setting.range_text()},"
+        line.setToolTip(f"{setting.help}; {what} separated by commas (default {setting.default_text()})")
         return line
     if setting.kind is int:
         box = QSpinBox()

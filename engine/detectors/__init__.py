@@ -46,7 +46,7 @@ class Setting:
 
     name: str  # the keyword, the saved key and (with dashes) the CLI option
     label: str  # for people: "blend images"
-    kind: type  # int, float, or tuple (of floats, written "3,5,7")
+    kind: type  # int, float, tuple (of floats, written "3,5,7") or list (of names, "strip,scaleup")
     default: int | float | tuple
     low: int | float  # inclusive unless low_open (for a tuple: each of its numbers)
     high: int | float  # inclusive unless high_open
@@ -61,17 +61,34 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
     def range_text(self) -> str:
+        if self.kind is list:
+            return "names"
         lo = "(" if self.low_open else "["
         hi = ")" if self.high_open else "]"
         return f"{lo}{self.low:g}, {self.high:g}{hi}"
 
     MAX_ITEMS: ClassVar[int] = 32
 
+    @property
+    def is_list(self) -> bool:
+        return self.kind in (tuple, list)
+
     def default_text(self) -> str:
+        if self.kind is list:
+            return ",".join(self.default)
         return ",".join(f"{v:g}" for v in self.default) if self.kind is tuple else f"{self.default:g}"
 
     def check(self, value, title: str):
         """``value`` as this setting's type, or an InputError saying what is allowed."""
+        if self.kind is list:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+                raise InputError(None, f"{title} {self.label} {value!r} is not a list of names")
+            names = tuple(v.strip() for v in items if v.strip())
+            if not 1 <= len(names) <= self.MAX_ITEMS:
+                raise InputError(None, f"{title} {self.label} {value!r}: give 1 to {self.MAX_ITEMS} names "
+                                 "separated by commas")
+            return names
         if self.kind is tuple:
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)):
@@ -144,7 +161,7 @@ class Detector(ABC):
 
     def params(self) -> dict:
         """The settings, as saved with a calibration (lists for tuples, so JSON keeps them)."""
-        return {s.name: list(getattr(self, s.name)) if s.kind is tuple else getattr(self, s.name)
+        return {s.name: list(getattr(self, s.name)) if s.is_list else getattr(self, s.name)
                 for s in self.settings}
 
     def state(self) -> dict:

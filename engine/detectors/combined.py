@@ -1,0 +1,140 @@
+"""One detector from several, under one false-rejection budget.
+
+Flagging an image when any of several calibrated detectors flags it adds up their false-rejection
+rates. This detector instead fits its members on the clean data and keeps each member's sorted
+clean scores. An image's score under a member becomes a p-value: the share of clean images that
+score at or below it, interpolated between the clean scores (the j-th lowest clean score has
+``(j + 1) / (n + 1)``, the bottom of the member's scale 0), so scores on different scales (entropy
+in bits, a drift in [0, 1]) compare without tuning, and a score far below every clean one gets a
+smaller p-value than one just below them, however few the clean images. The combined score is the smallest member p-value
+divided by the member's weight (weights sum to 1: a weighted Bonferroni rule), capped at 1; the
+calibration then sets one threshold on that score at the user's target rate, so the whole
+detector rejects about that share of clean images.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import numpy as np
+
+from engine.data_io import ImageSet
+from engine.detectors import DETECTORS, Detector, Scores, ScoreScale, Setting, make_detector, register
+from engine.errors import InputError
+from engine.model_io import BadNet
+from engine.progress import Job, Progress
+
+
+@register
+class CombinedDetector(Detector):
+    name = "combined"
+    title = "Combined"
+    summary = ("STRIP and SCALE-UP together: each score becomes its rank among the clean scores "
+               "(a p-value), the smallest weighted one counts, one threshold for the whole.")
+    scale = ScoreScale("combined clean-data p-value (smallest member p-value / weight)", "Combined p-value",
+                       lo=0.0, hi=1.0)
+    colour = (148, 103, 189)
+    order = 30
+    needs_fit = True
+    DEFAULT_MEMBERS = ("strip", "scaleup")
+    settings = (
+        Setting("members", "members", list, DEFAULT_MEMBERS, 0, 0, "detectors to combine, by name"),
+        Setting("weights", "weights", tuple, (), 0.0, 1e6,
+                "a weight per member (normalised to sum to 1; empty: equal)", low_open=True),
+    )
+
+    def __init__(self, member_params: dict | None = None, clean_scores: dict | None = None,
+                 member_state: dict | None = None, **params):
+        if params.get("weights") in ("", [], ()):
+            params["weights"] = None
+        super().__init__(**params)
+        names = list(self.members)
+        for n in names:
+            if n == self.name or n not in DETECTORS:
+                others = ", ".join(d for d in DETECTORS if d != self.name)
+                raise InputError(None, f"Combined member {n!r} is not a detector to combine; choose from {others}")
+        if len(set(names)) != len(names):
+            raise InputError(None, f"Combined members {', '.join(names)} name a detector twice")
+        if self.weights and len(self.weights) != len(names):
+            raise InputError(None, f"Combined has {len(names)} members but {len(self.weights)} weights")
+        member_params = member_params or {}
+        member_state = member_state or {}
+        self.parts = [make_detector(n, member_params.get(n), member_state.get(n)) for n in names]
+        w = np.asarray(self.weights, dtype=np.float64) if self.weights else np.ones(len(names))
+        self.normalised_weights = w / w.sum()
+        self.clean_scores = clean_scores  # member name -> sorted clean scores
+
+    def params(self) -> dict:
+        out = super().params()
+        out["weights"] = [float(w) for w in self.normalised_weights]
+        out["member_params"] = {p.name: p.params() for p in self.parts}
+        return out
+
+    def state(self) -> dict:
+        if self.clean_scores is None:
+            return {}
+        return {
+            "members": {p.name: p.state() for p in self.parts},
+            "clean_scores": {n: base64.b64encode(np.asarray(v, dtype="<f8").tobytes()).decode("ascii")
+                             for n, v in self.clean_scores.items()},
+        }
+
+    @classmethod
+    def from_saved(cls, params: dict, state: dict) -> CombinedDetector:
+        raw = state.get("clean_scores")
+        if not isinstance(raw, dict) or not isinstance(state.get("members", {}), dict):
+            raise ValueError("Combined state has no clean scores for its members")
+        clean = {}
+        for name, text in raw.items():
+            try:
+                values = np.frombuffer(base64.b64decode(str(text), validate=True), dtype="<f8")
+            except (binascii.Error, ValueError):
+                raise ValueError(f"Combined clean scores of {name} are not valid base64") from None
+            if len(values) == 0 or not np.isfinite(values).all() or np.any(np.diff(values) < 0):
+                raise ValueError(f"Combined clean scores of {name} are not sorted finite numbers")
+            clean[name] = values
+        params = dict(params)
+        detector = cls(member_params=params.pop("member_params", None), clean_scores=clean,
+                       member_state=state.get("members"), **params)
+        if set(clean) != {p.name for p in detector.parts}:
+            raise ValueError("Combined clean scores do not match its members")
+        return detector
+
+    def check_model(self, net: BadNet) -> None:
+        for p in self.parts:
+            p.check_model(net)
+
+    def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
+        """Fit every member on the clean data and keep its sorted clean scores."""
+        scores = {}
+        for p in self.parts:
+            yield Progress(0, 1, f"Combined: fitting {p.title}")
+            yield from p.fit(net, clean, scaling)
+            values = (yield from p.score(net, clean, scaling)).values
+            scores[p.name] = np.sort(np.asarray(values, dtype=np.float64))
+        self.clean_scores = scores
+
+    def p_values(self, member: str, values: np.ndarray) -> np.ndarray:
+        """Share of clean images scoring at or below each value, interpolated (low = suspicious)."""
+        clean = self.clean_scores[member]
+        n = len(clean)
+        lo = min(float(DETECTORS[member].scale.lo), float(clean[0]))
+        xp = np.concatenate([[lo], clean])
+        fp = np.arange(n + 1, dtype=np.float64) / (n + 1)
+        return np.interp(np.asarray(values, dtype=np.float64), xp, fp, right=1.0)
+
+    def member_scores(self, net: BadNet, images: ImageSet, scaling: str) -> Job[dict[str, Scores]]:
+        out = {}
+        for p in self.parts:
+            out[p.name] = yield from p.score(net, images, scaling)
+        return out
+
+    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+        if self.clean_scores is None:
+            raise InputError(None, "Combined has no clean scores: calibrate it on clean data first")
+        each = yield from self.member_scores(net, images, scaling)
+        combined = np.ones(len(images))
+        for p, w in zip(self.parts, self.normalised_weights):
+            combined = np.minimum(combined, self.p_values(p.name, each[p.name].values) / w)
+        return Scores(each[self.parts[0].name].predicted, np.minimum(combined, 1.0))
