@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
 from engine.detectors import DETECTORS
+from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,12 +107,13 @@ def build_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEMO_MODEL))
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data (HDF5, .npz, folder)")
     p.add_argument("--method", choices=("min", "quantile"), default="quantile")
-    p.add_argument("--frr", type=float, default=0.01, help="target false-rejection rate for quantile (default 0.01)")
+    p.add_argument("--frr", type=float, default=DEFAULT_FRR,
+                   help=f"target false-rejection rate for quantile (default {DEFAULT_FRR:g})")
     p.add_argument("--min-samples", type=non_negative_int,
                    help="classes with fewer clean images use the pooled threshold "
-                   "(default: 1/frr, at least 5; 100 at 1%%)")
-    p.add_argument("--detector", choices=tuple(DETECTORS), default="confidence",
-                   help=f"which detector to calibrate ({detector_names}; default confidence)")
+                   "(default: 1/frr, at least 5; 20 at 5%%)")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR,
+                   help=f"which detector to calibrate ({detector_names}; default {DEFAULT_DETECTOR})")
     add_detector_settings(p)
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="CALIBRATION.json")

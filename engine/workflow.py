@@ -22,6 +22,10 @@ from engine.scoring import predict, resolve_scaling
 CLEAN = "clean"
 POISONED = "poisoned"
 VERDICT_SOURCES = ("calibration", "any", "repaired")  # the active detector, any calibrated one, G
+# What a user gets without choosing: the detector and target false-rejection rate that catch the
+# triggers measured (README, "Defaults"); the founding confidence detector stays one choice away.
+DEFAULT_DETECTOR = "combined"
+DEFAULT_FRR = 0.05
 
 
 # --- opening files ----------------------------------------------------------------------
@@ -142,7 +146,7 @@ def make_detectors(names: list[str], params: dict[str, dict] | None = None) -> l
 
 
 def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector, method: str = "quantile",
-                  frr: float = 0.01, min_samples: int | None = None) -> Job[tuple[Calibration, str]]:
+                  frr: float = DEFAULT_FRR, min_samples: int | None = None) -> Job[tuple[Calibration, str]]:
     """Resolve the input scaling, fit and calibrate ``detector``: (calibration, scaling reason)."""
     check_options(method, frr, min_samples)
     clean = fit_to_model(clean, net)

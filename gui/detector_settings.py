@@ -21,6 +21,8 @@ def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit:
     list setting, at its default."""
     if setting.is_list:
         line = QLineEdit(setting.default_text())
+        if not setting.default:
+            line.setPlaceholderText(setting.help)
         what = "names" if setting.kind is list else f"numbers, each in {setting.range_text()},"
         line.setToolTip(f"{setting.help}; {what} separated by commas (default {setting.default_text()})")
         return line

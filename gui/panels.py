@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from superqt import QElidingLabel
 
 from engine.detectors import DETECTORS
+from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR
 from gui.detector_settings import DetectorSettings
 from engine.progress import Progress
 from gui.session import Session
@@ -160,6 +161,7 @@ class CalibrationPanel(QGroupBox):
             "\n".join(f"{cls.title}: {cls.summary}" for cls in DETECTORS.values())
             + "\nPicking a calibrated detector shows its histograms."
         )
+        self.detector_box.setCurrentIndex(self.detector_box.findData(DEFAULT_DETECTOR))
         self.detector_box.currentIndexChanged.connect(self._on_detector_picked)
         self.settings = DetectorSettings()
         self.method_box = QComboBox()
@@ -169,14 +171,14 @@ class CalibrationPanel(QGroupBox):
         self.frr_spin.setRange(0.0, 50.0)
         self.frr_spin.setDecimals(1)
         self.frr_spin.setSingleStep(0.5)
-        self.frr_spin.setValue(1.0)
+        self.frr_spin.setValue(100 * DEFAULT_FRR)
         self.frr_spin.setSuffix(" %")
         self.min_samples_spin = QSpinBox()
         self.min_samples_spin.setRange(0, 10000)
         self.min_samples_spin.setSpecialValueText("auto (1/FRR, at least 5)")
         self.min_samples_spin.setValue(0)
         self.min_samples_spin.setToolTip(
-            "Classes with fewer clean images use the pooled threshold. Auto: 1/FRR (100 at 1%), at least 5,\n"
+            "Classes with fewer clean images use the pooled threshold. Auto: 1/FRR (20 at 5%), at least 5,\n"
             "so a class's own threshold is more than its single lowest score"
         )
         self.method_box.currentIndexChanged.connect(

@@ -40,7 +40,7 @@ def assert_one_line_error(code, err, *needles):
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory):
     path = tmp_path_factory.mktemp("bad") / "good.json"
-    assert main.main(["calibrate", "-o", str(path)]) == 0
+    assert main.main(["calibrate", "--detector", "confidence", "-o", str(path)]) == 0
     return path
 
 

@@ -50,7 +50,7 @@ def test_predict_json_gives_path_label_confidence(capsys):
 
 def test_calibrate_defaults_to_the_demo(calibration_file):
     raw = json.loads(calibration_file.read_text())
-    assert raw["detector"] == "confidence" and raw["method"] == "quantile" and raw["frr"] == 0.01
+    assert raw["detector"] == "combined" and raw["method"] == "quantile" and raw["frr"] == 0.05
     assert raw["data"]["source"].endswith("clean_validation.h5")
 
 

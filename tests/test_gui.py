@@ -52,9 +52,13 @@ def wait_idle(qtbot, w) -> None:
 
 @pytest.fixture
 def demo_window(window, qtbot):
+    """The demo loaded, with the founding confidence detector picked (its tests are about it and
+    the window's mechanics); the default detector has tests of its own."""
     load_startup(window.session)
     wait_idle(qtbot, window)
     assert window.session.data.net is not None and window.session.data.clean is not None
+    window.left.calibration.set_detector("confidence")
+    window.left.calibration.frr_spin.setValue(1.0)
     return window
 
 
@@ -744,3 +748,22 @@ def test_failures_do_not_wear_down_bool_references(window, qtbot):
     before = bools()
     fail_many(300)
     assert bools() - before > -100  # a slot dropping a bool reference per failure would lose 300
+
+
+def test_calibrate_with_every_default_gives_the_combined_detector_at_5_percent(window, qtbot):
+    """A user who opens the demo and presses Calibrate gets the detector that catches triggers."""
+    load_startup(window.session)
+    wait_idle(qtbot, window)
+    with qtbot.waitSignal(window.session.calib.calibrationChanged, timeout=JOB_TIMEOUT):
+        qtbot.mouseClick(window.left.calibration.calibrate_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+    cal = window.session.calib.active
+    assert cal.detector == "combined" and cal.frr == pytest.approx(0.05)
+    assert window.histograms.axis_box.currentText().startswith("Combined")
+    with qtbot.waitSignal(window.session.check.checkedChanged, timeout=JOB_TIMEOUT):
+        drop(window, [DEMO_IMAGES])
+    wait_idle(qtbot, window)
+    model = window.image_check.model
+    flagged = {Path(model.row(r).name).name: model.verdict(r)[1] for r in range(model.rowCount())}
+    sunglasses = [name for name in flagged if name.startswith("sunglasses")]
+    assert sunglasses and all(flagged[name] for name in sunglasses)  # the confidence detector flags none

@@ -220,7 +220,7 @@ def test_cli_strip_calibrate_eval_score_compare(capsys, tmp_path, demo_net, stri
 def test_cli_combined_calibrations(capsys, tmp_path):
     strip, conf = tmp_path / "s.json", tmp_path / "c.json"
     assert main.main(["calibrate", "--detector", "strip", "--blends", "8", "-o", str(strip)]) == 0
-    assert main.main(["calibrate", "-o", str(conf)]) == 0
+    assert main.main(["calibrate", "--detector", "confidence", "--frr", "0.01", "-o", str(conf)]) == 0
     capsys.readouterr()
     rates = {}
     for name, args in (("strip", ["--calibration", strip]), ("conf", ["--calibration", conf]),

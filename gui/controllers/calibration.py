@@ -42,8 +42,8 @@ class CalibrationController(QObject):
 
     # --- running -------------------------------------------------------------------------
 
-    def calibrate(self, method: str = "quantile", frr: float = 0.01, min_samples: int | None = None,
-                  detector: str = "confidence", params: dict | None = None) -> bool:
+    def calibrate(self, method: str = "quantile", frr: float = workflow.DEFAULT_FRR, min_samples: int | None = None,
+                  detector: str = workflow.DEFAULT_DETECTOR, params: dict | None = None) -> bool:
         """Queue a calibration of ``detector`` (behind any loads still running); False when the
         options are wrong. It becomes the active calibration when done."""
         from engine.calibration import check_options
