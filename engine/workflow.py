@@ -120,20 +120,30 @@ def parse_detector_names(text: str, option: str = "--detectors") -> list[str]:
 
 
 def detector_params(names: list[str], given: dict[str, object]) -> dict[str, dict]:
-    """Per chosen detector, the settings given by name (``{"blends": 16}``). A setting that no
-    chosen detector has is an error naming the detectors that do."""
+    """Per chosen detector, the settings given by name (``{"blends": 16}``). A setting of a
+    member of a chosen combining detector (one with a ``members`` setting) goes to that member. A
+    setting that no chosen detector or member has is an error naming the detectors that do."""
     out = {n: {} for n in names}
+    members = {}
+    for n in names:
+        member_setting = next((s for s in DETECTORS[n].settings if s.name == "members"), None)
+        if member_setting is not None:
+            chosen_members = given.get("members") or member_setting.default
+            members[n] = member_setting.check(chosen_members, DETECTORS[n].title)
     for key, value in given.items():
         if value is None:
             continue
         owners = [n for n, cls in DETECTORS.items() if any(s.name == key for s in cls.settings)]
         chosen = [n for n in owners if n in names]
-        if not chosen:
+        via = [(c, m) for c, ms in members.items() for m in ms if m in owners]
+        if not chosen and not via:
             option = "--" + key.replace("_", "-")
             raise InputError(None, f"{option} is a setting of {', '.join(DETECTORS[n].title for n in owners)}; "
                              f"add that detector")
         for n in chosen:
             out[n][key] = value
+        for combiner, member in via:
+            out[combiner].setdefault("member_params", {}).setdefault(member, {})[key] = value
     return out
 
 

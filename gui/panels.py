@@ -240,8 +240,14 @@ class CalibrationPanel(QGroupBox):
         self.detector_box.setCurrentIndex(self.detector_box.findData(name))
 
     def params(self, detector: str | None = None) -> dict:
-        """The settings chosen for ``detector`` (default: the one picked)."""
-        return self.settings.params(detector or self.detector)
+        """The settings chosen for ``detector`` (default: the one picked); a combining detector's
+        members take the settings on their own pages."""
+        detector = detector or self.detector
+        params = self.settings.params(detector)
+        if "members" in params:
+            names = [m.strip() for m in str(params["members"]).split(",") if m.strip() in DETECTORS]
+            params["member_params"] = {m: self.settings.params(m) for m in names if m != detector}
+        return params
 
     @Slot()
     def start_clicked(self) -> None:

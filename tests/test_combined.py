@@ -113,3 +113,31 @@ def test_real_csaw_sample(csaw):
     clean, sets = workflow.open_sets(net, csaw / "clean_sample.h5", [(csaw / "sunglasses_sample.h5", 0)])
     (r,) = progress.run(workflow.compare_job(net, clean, sets, [make_detector("combined")], "1/255", (0.05,)))
     assert r.auc >= 0.95  # measured: 1.0 on the 10 + 10 faces (STRIP alone 0.91)
+
+
+def test_member_settings_reach_the_members(capsys, tmp_path):
+    import main
+
+    out = tmp_path / "c.json"
+    assert main.main(["calibrate", "--detector", "combined", "--blends", "8", "--factors", "2,4", "-o", str(out)]) == 0
+    d = Calibration.load(out).make_detector()
+    strip, scaleup = d.parts
+    assert strip.blends == 8 and len(strip.overlays) == 8 and scaleup.factors == (2.0, 4.0)
+    assert main.main(["calibrate", "--detector", "combined", "--members", "strip", "--factors", "2",
+                      "-o", str(tmp_path / "x.json")]) == 2
+    assert "--factors is a setting of SCALE-UP; add that detector" in capsys.readouterr().err
+
+
+def test_the_window_passes_member_settings(qtbot):
+    from gui.panels import CalibrationPanel
+    from gui.session import Session
+
+    session = Session()
+    panel = CalibrationPanel(session)
+    qtbot.addWidget(panel)
+    panel.settings.fields["strip"]["blends"].setValue(9)
+    panel.set_detector("combined")
+    params = panel.params()
+    assert params["member_params"]["strip"]["blends"] == 9
+    assert make_detector("combined", params).parts[0].blends == 9
+    session.shutdown()

@@ -234,7 +234,7 @@ def test_cli_combined_calibrations(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["calibrate", "--blends", "8", "-o", "x.json"], "--blends is a setting of STRIP; add that detector"),
+        (["calibrate", "--detector", "confidence", "--blends", "8", "-o", "x.json"], "--blends is a setting of STRIP; add that detector"),
         (["calibrate", "--detector", "strip", "--blends", "0", "-o", "x.json"], "blend images 0 must be in [1, 256]"),
         (["compare", "--frr", "1,x"], "numbers separated by commas"),
         (["compare", "--detectors", "confidence,nope"], "unknown detector"),
