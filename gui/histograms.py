@@ -81,6 +81,24 @@ class LogConfidenceAxis(ScoreAxis):
         return 0.0, 1.0
 
 
+class LogLowAxis(ScoreAxis):
+    """x = log10(score) for scores in (0, 1] that pile up near 0 (p-values): -3 is 0.001."""
+
+    FLOOR = 1e-5
+
+    def to_display(self, raw):
+        return np.log10(np.clip(np.asarray(raw, dtype=np.float64), self.FLOOR, 1.0))
+
+    def to_raw(self, shown):
+        return 10.0 ** np.asarray(shown, dtype=np.float64)
+
+    def tick_text(self, shown: float) -> str:
+        return f"{float(self.to_raw(shown)):.{max(0, int(np.ceil(-shown)))}f}"
+
+    def raw_range(self) -> tuple[float, float]:
+        return 0.0, 1.0
+
+
 AXES = {
     "confidence (near 1, log)": LogConfidenceAxis("top-1 confidence (stretched near 1)", 0.0, 7.0),
     "confidence (linear)": ScoreAxis("top-1 confidence", 0.0, 1.0),
@@ -100,7 +118,11 @@ def axes_for(detector: str, scores: list[np.ndarray] = ()) -> dict[str, ScoreAxi
     top = max([float(np.max(v)) for v in finite if len(v)] + [scale.lo + 1.0])
     hi = scale.hi if scale.hi is not None else float(np.ceil(top * 1.1 * 4) / 4)
     name = f"{scale.unit or scale.short} (linear)" if scale.unit != "bits" else ENTROPY_AXIS
-    return {name: ScoreAxis(f"{scale.label}; low = suspicious", scale.lo, hi)}
+    linear = {name: ScoreAxis(f"{scale.label}; low = suspicious", scale.lo, hi)}
+    if not scale.stretched_low:
+        return linear
+    low = LogLowAxis(f"{scale.label} (stretched near 0); low = suspicious", np.log10(LogLowAxis.FLOOR), 0.0)
+    return {f"{scale.short} (near 0, log)": low, **linear}
 
 
 class ScoreTicks(pg.AxisItem):

@@ -767,3 +767,14 @@ def test_calibrate_with_every_default_gives_the_combined_detector_at_5_percent(w
     flagged = {Path(model.row(r).name).name: model.verdict(r)[1] for r in range(model.rowCount())}
     sunglasses = [name for name in flagged if name.startswith("sunglasses")]
     assert sunglasses and all(flagged[name] for name in sunglasses)  # the confidence detector flags none
+
+
+def test_p_value_axis_stretches_near_zero():
+    from gui.histograms import LogLowAxis, axes_for
+
+    axes = axes_for("combined", [np.array([0.001, 0.5])])
+    low = next(iter(axes.values()))
+    assert isinstance(low, LogLowAxis) and list(axes)[1].endswith("(linear)")
+    assert low.to_display(0.001) == pytest.approx(-3.0) and low.to_raw(-2.0) == pytest.approx(0.01)
+    assert low.tick_text(-3.0) == "0.001" and low.tick_text(0.0) == "1"
+    assert low.to_display(0.0) == pytest.approx(np.log10(LogLowAxis.FLOOR))  # 0 stays on the axis

@@ -93,7 +93,7 @@ def test_calibration_file_keeps_the_factors(demo_net, demo_clean, tmp_path, caps
     assert main.main(["eval", "--calibration", str(out), str(DEMO_IMAGES)]) == 0
     labels = [int(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines() if "\t" in line]
     assert len(labels) == len(list(DEMO_IMAGES.glob("*.png"))) and all(0 <= lab <= 50 for lab in labels)
-    assert main.main(["calibrate", "--factors", "2", "-o", str(tmp_path / "x.json")]) == 2
+    assert main.main(["calibrate", "--detector", "strip", "--factors", "2", "-o", str(tmp_path / "x.json")]) == 2
     assert "--factors is a setting of SCALE-UP; add that detector" in capsys.readouterr().err
 
 

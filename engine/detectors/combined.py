@@ -33,7 +33,7 @@ class CombinedDetector(Detector):
     summary = ("STRIP and SCALE-UP together: each score becomes its rank among the clean scores "
                "(a p-value), the smallest weighted one counts, one threshold for the whole.")
     scale = ScoreScale("combined clean-data p-value (smallest member p-value / weight)", "Combined p-value",
-                       lo=0.0, hi=1.0)
+                       lo=0.0, hi=1.0, stretched_low=True)
     colour = (148, 103, 189)
     order = 30
     needs_fit = True
