@@ -128,6 +128,10 @@ class ModelDataPanel(QGroupBox):
 
     @Slot(object)
     def _on_clean(self, images) -> None:
+        if images is None:
+            self.clean_name.setText("no clean data")
+            self.clean_name.setToolTip("")
+            return
         labelled = "labelled" if images.labels is not None else "unlabelled"
         self.clean_name.setText(f"{images.source.rsplit('/', 1)[-1]} ({len(images)} {labelled})")
         self.clean_name.setToolTip(images.source)

@@ -778,3 +778,24 @@ def test_p_value_axis_stretches_near_zero():
     assert low.to_display(0.001) == pytest.approx(-3.0) and low.to_raw(-2.0) == pytest.approx(0.01)
     assert low.tick_text(-3.0) == "0.001" and low.tick_text(0.0) == "1"
     assert low.to_display(0.0) == pytest.approx(np.log10(LogLowAxis.FLOOR))  # 0 stays on the axis
+
+
+def test_a_model_with_fewer_classes_drops_data_whose_labels_it_lacks(demo_window, qtbot, tmp_path):
+    """Clean labels and poisoned targets are classes of the model; a new model with fewer classes
+    removes the sets that no longer fit, says so, and the panel shows it."""
+    from engine.model_io import build_deepid
+
+    w = demo_window
+    small = tmp_path / "five_classes.h5"
+    build_deepid(5).save(small)
+    messages = []
+    w.session.message.connect(messages.append)
+    w.session.data.add_poisoned(DEMO_POISONED, 3)
+    wait_idle(qtbot, w)
+    w.session.data.open_model(small)
+    wait_idle(qtbot, w)
+    assert w.session.data.net.num_classes == 5
+    assert w.session.data.clean is None  # the demo's labels run to 49
+    assert [p.target for p in w.session.data.poisoned] == [0, 3]
+    assert w.left.model_data.clean_name.text() == "no clean data"
+    assert any("no longer fit the new model" in m for m in messages)

@@ -60,8 +60,9 @@ class DataController(QObject):
         if self.clean is not None and not _fits(self.clean, net):
             dropped.append(f"clean data {self.clean.source}")
             self.clean = None
-        keep = [p for p in self.poisoned if p.target < net.num_classes]
-        dropped += [f"poisoned set {p.name}" for p in self.poisoned if p not in keep]
+        fits = [p.target < net.num_classes and _fits(p.images, net) for p in self.poisoned]
+        keep = [p for p, ok in zip(self.poisoned, fits) if ok]
+        dropped += [f"poisoned set {p.name}" for p, ok in zip(self.poisoned, fits) if not ok]
         if dropped:
             self.session.message.emit(f"no longer fit the new model, removed: {', '.join(dropped)}")
         self.poisoned = keep
