@@ -114,3 +114,41 @@ def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
     faces = ImageSet(np.clip(images, 0, 255).astype(np.uint8), base.labels[pick],
                      [f"face[{i}]" for i in range(n)], "augmented CSAW sample")
     return net, faces, f"real CSAW sunglasses BadNet, {n:,} faces augmented from the 20-face sample"
+
+
+def checking_setting(clean_n: int, checks_n: int):
+    """(net, clean ImageSet, images to check one at a time) in the realistic setting, printed."""
+    from engine.data_io import ImageSet
+
+    net, faces, setting = realistic_setting(clean_n + checks_n)
+    print(f"setting: {setting}")
+    clean = ImageSet(faces.images[:clean_n], faces.labels[:clean_n], faces.names[:clean_n], "clean")
+    return net, clean, faces.images[clean_n:]
+
+
+def calibrated_verdict(net, clean, name: str, frr: float = 0.05):
+    """(calibration, verdict(one image)) for detector ``name``: what a user's dropped image costs."""
+    from engine import progress
+    from engine.calibration import calibrate
+    from engine.data_io import ImageSet
+    from engine.detectors import make_detector
+
+    cal = progress.run(calibrate(net, clean, "1/255", make_detector(name), frr=frr))
+    detector = cal.make_detector()
+
+    def verdict(img):
+        one = ImageSet(img[None], None, ["dropped"], "dropped image")
+        scores = progress.run(detector.score(net, one, "1/255"))
+        return cal.labels(scores.predicted, scores.values)
+
+    return cal, verdict
+
+
+def plain_prediction(net):
+    """One image through ``model.predict_on_batch``: the plain way to classify it."""
+    import numpy as np
+
+    def plain(img):
+        net.model.predict_on_batch(img[None].astype(np.float32) / 255)
+
+    return plain

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from _common import per_image, realistic_setting
+from _common import calibrated_verdict, checking_setting, per_image, plain_prediction
 
-from engine import progress
-from engine.calibration import calibrate
-from engine.data_io import ImageSet
-from engine.detectors import make_detector
 from engine.scoring import forward
 
 CHECKS = 60
@@ -24,21 +20,10 @@ CLEAN = 500
 
 
 def main() -> None:
-    net, faces, setting = realistic_setting(CLEAN + CHECKS)
-    print(f"setting: {setting}")
-    clean = ImageSet(faces.images[:CLEAN], faces.labels[:CLEAN], faces.names[:CLEAN], "clean")
-    checks = faces.images[CLEAN:]
-    cal = progress.run(calibrate(net, clean, "1/255", make_detector("scaleup"), frr=0.05))
-    detector = cal.make_detector()
-    factors = np.asarray(detector.factors, dtype=np.float32)
-
-    def plain(img):
-        net.model.predict_on_batch(img[None].astype(np.float32) / 255)
-
-    def ours(img):
-        one = ImageSet(img[None], None, ["dropped"], "dropped image")
-        scores = progress.run(detector.score(net, one, "1/255"))
-        return cal.labels(scores.predicted, scores.values)
+    net, clean, checks = checking_setting(CLEAN, CHECKS)
+    cal, ours = calibrated_verdict(net, clean, "scaleup")
+    factors = np.asarray(cal.make_detector().factors, dtype=np.float32)
+    plain = plain_prediction(net)
 
     def one_call_per_copy(img):
         x = img.astype(np.float32) / 255
@@ -60,22 +45,8 @@ def main() -> None:
     print(f"speed-up of the batched call over one call per copy: {t_loop / t_ours:.1f}x")
 
     # The combined detector (STRIP + SCALE-UP) against the sum of its members' verdicts.
-    members = {name: progress.run(calibrate(net, clean, "1/255", make_detector(name), frr=0.05))
-               for name in ("strip", "scaleup")}
-    combined = progress.run(calibrate(net, clean, "1/255", make_detector("combined"), frr=0.05))
-
-    def verdict(cal):
-        detector = cal.make_detector()
-
-        def run(img):
-            one = ImageSet(img[None], None, ["dropped"], "dropped image")
-            scores = progress.run(detector.score(net, one, "1/255"))
-            return cal.labels(scores.predicted, scores.values)
-
-        return run
-
-    t_members = {name: per_image(verdict(cal), checks) for name, cal in members.items()}
-    t_combined = per_image(verdict(combined), checks)
+    t_members = {name: per_image(calibrated_verdict(net, clean, name)[1], checks) for name in ("strip", "scaleup")}
+    t_combined = per_image(calibrated_verdict(net, clean, "combined")[1], checks)
     total = sum(t_members.values())
     print(f"STRIP verdict {1000 * t_members['strip']:.1f} ms + SCALE-UP verdict {1000 * t_members['scaleup']:.1f} ms "
           f"= {1000 * total:.1f} ms")

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from _common import per_image, realistic_setting
+from _common import calibrated_verdict, checking_setting, per_image, plain_prediction
 
-from engine import progress
-from engine.calibration import calibrate
-from engine.data_io import ImageSet
-from engine.detectors import make_detector
 from engine.detectors.strip import StripDetector, _entropy_bits
 from engine.scoring import forward
 
@@ -26,21 +22,11 @@ CLEAN = 500
 
 
 def main() -> None:
-    net, faces, setting = realistic_setting(CLEAN + CHECKS)
-    print(f"setting: {setting}")
-    clean = ImageSet(faces.images[:CLEAN], faces.labels[:CLEAN], faces.names[:CLEAN], "clean")
-    checks = faces.images[CLEAN:]
-    cal = progress.run(calibrate(net, clean, "1/255", make_detector("strip"), frr=0.05))
+    net, clean, checks = checking_setting(CLEAN, CHECKS)
+    cal, ours = calibrated_verdict(net, clean, "strip")
     detector: StripDetector = cal.make_detector()
     overlays = detector.overlays.astype(np.float32)
-
-    def plain(img):
-        net.model.predict_on_batch(img[None].astype(np.float32) / 255)
-
-    def ours(img):
-        one = ImageSet(img[None], None, ["dropped"], "dropped image")
-        scores = progress.run(detector.score(net, one, "1/255"))
-        return cal.labels(scores.predicted, scores.values)
+    plain = plain_prediction(net)
 
     def one_call_per_blend(img):
         x = img.astype(np.float32)
