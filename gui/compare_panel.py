@@ -31,28 +31,31 @@ class ComparePanel(QWidget):
         self.session = session
         self.settings_for = settings_for
         self.checks = {}
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Detectors"))
+        # Two rows, so every detector's box fits a 1280-pixel window.
+        choose = QHBoxLayout()
+        choose.addWidget(QLabel("Detectors"))
         for name, cls in DETECTORS.items():
             box = QCheckBox(cls.title)
+            box.setToolTip(cls.summary)
             box.setChecked(True)
             self.checks[name] = box
-            row.addWidget(box)
+            choose.addWidget(box)
         self.run_button = QPushButton("Compare on the loaded sets")
         self.run_button.setToolTip("Fit each detector on the clean set, score every set, and draw the ROC curves")
         self.run_button.clicked.connect(self.start_clicked)
-        row.addWidget(self.run_button)
-        row.addSpacing(12)
-        row.addWidget(QLabel("Poisoned set"))
+        choose.addWidget(self.run_button)
+        choose.addStretch(1)
+        shown = QHBoxLayout()
+        shown.addWidget(QLabel("Poisoned set"))
         self.set_box = QComboBox()
         self.set_box.setMinimumWidth(200)
         self.set_box.currentIndexChanged.connect(lambda _: self._draw())
-        row.addWidget(self.set_box)
-        row.addStretch(1)
+        shown.addWidget(self.set_box)
+        shown.addStretch(1)
         self.export_button = QPushButton("Export PNG…")
         self.export_button.clicked.connect(self._export_clicked)
         self.export_button.setEnabled(False)
-        row.addWidget(self.export_button)
+        shown.addWidget(self.export_button)
 
         self.plot = pg.PlotWidget(background="w")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
@@ -74,7 +77,8 @@ class ComparePanel(QWidget):
         self.table.setWordWrap(True)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(row)
+        layout.addLayout(choose)
+        layout.addLayout(shown)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.table)
         session.compare.comparisonChanged.connect(self._on_comparison)

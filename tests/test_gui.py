@@ -799,3 +799,13 @@ def test_a_model_with_fewer_classes_drops_data_whose_labels_it_lacks(demo_window
     assert [p.target for p in w.session.data.poisoned] == [0, 3]
     assert w.left.model_data.clean_name.text() == "no clean data"
     assert any("no longer fit the new model" in m for m in messages)
+
+
+def test_the_window_fits_1280_by_800(window, qtbot):
+    """Every tab's minimum width leaves the window no wider than a 1280x800 screen."""
+    window.resize(1280, 800)
+    for i in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(i)
+        qtbot.wait(10)
+        assert window.minimumSizeHint().width() <= 1280, window.tabs.tabText(i)
+        assert window.width() <= 1280 and window.height() <= 800
