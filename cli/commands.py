@@ -249,7 +249,6 @@ def cmd_prune(args) -> int:
 
     drops = workflow.parse_drops(args.drops)
     net, clean, poisoned = load_model_and_sets(args)
-    workflow.check_prune_options(net, args.layer, args.fine_tune_epochs)
     result = drive(workflow.prune_job(net, clean, poisoned, args.output, args.layer, drops,
                                       args.fine_tune_epochs, args.scale))
     sw = result.sweep

@@ -157,13 +157,17 @@ class Calibration:
     created: str = ""
     detector_state: dict = field(default_factory=dict)  # what the detector learnt (STRIP's blend images)
     source: str | None = None  # the file it was loaded from, to name in messages
+    _detector: Detector | None = field(default=None, repr=False, compare=False)
 
     @property
     def poisoned_label(self) -> int:
         return self.num_classes
 
     def make_detector(self) -> Detector:
-        return make_detector(self.detector, self.detector_params, self.detector_state)
+        """The detector with its saved settings and state, decoded once (scoring does not change it)."""
+        if self._detector is None:
+            self._detector = make_detector(self.detector, self.detector_params, self.detector_state)
+        return self._detector
 
     @property
     def detector_title(self) -> str:

@@ -161,16 +161,23 @@ def fine_prune(
     Everything is written into a staging folder beside ``outdir`` that replaces it only when the
     run succeeds; ``outdir`` may be new, empty, or an earlier run's results."""
     outdir = Path(outdir)
-    layer = layer or default_layer(net)
-    check_layer(net, layer)
+    layer = check_fine_prune_options(net, layer, fine_tune_epochs)
     clean.require_labels("a pruning sweep")
     check_labels_in_range(clean, net.num_classes)
-    if isinstance(fine_tune_epochs, bool) or not isinstance(fine_tune_epochs, (int, np.integer)) or fine_tune_epochs < 0:
-        raise InputError(None, f"fine-tuning epochs {fine_tune_epochs!r} must be a whole number >= 0")
     with staged_folder(outdir, is_prune_output, "fine-pruning results") as stage:
         result = yield from _fine_prune_into(stage, net, clean, poisoned, layer, drops, fine_tune_epochs, scaling)
     _moved(result, stage, outdir)
     return result
+
+
+def check_fine_prune_options(net: BadNet, layer: str | None, epochs) -> str:
+    """The layer to prune (the model's default when None), after checking it and the number of
+    fine-tuning epochs; cheap, so callers may check before reading any data."""
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise InputError(None, f"fine-tuning epochs {epochs!r} must be a whole number >= 0")
+    layer = layer or default_layer(net)
+    check_layer(net, layer)
+    return layer
 
 
 def is_prune_output(folder: Path) -> bool:

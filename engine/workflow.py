@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import data_io
-from engine.calibration import AnyOf, Calibration, calibrate, check_frr, check_options, load_defenses
+from engine.calibration import Calibration, calibrate, check_frr, check_options, load_defenses
 from engine.data_io import ImageSet, PoisonedSet
 from engine.detectors import DETECTORS, Detector, Scores, detector_class, make_detector
 from engine.errors import InputError
@@ -48,6 +48,11 @@ def fit_to_model(images: ImageSet, net: BadNet) -> ImageSet:
     labels checked against the model's classes."""
     data_io.check_labels_in_range(images, net.num_classes)
     return images.resized(net.input_shape[:2])
+
+
+def fit_sets(poisoned: list[PoisonedSet], net: BadNet) -> list[PoisonedSet]:
+    """Poisoned sets fitted to the model, their targets checked."""
+    return [PoisonedSet(fit_to_model(p.images, net), check_target(net, p.target, p.images.source)) for p in poisoned]
 
 
 def read_set(path: str | Path, net: BadNet | None = None) -> ImageSet:
@@ -191,10 +196,6 @@ def load_defense(calibrations: list[str | Path] | None = None, repaired: str | P
     if scale not in (None, defense.scaling):
         raise InputError(source, f"was made with input scaling {defense.scaling}, not {scale}")
     return defense, net
-
-
-def combine(calibrations: list[Calibration]) -> Calibration | AnyOf:
-    return calibrations[0] if len(calibrations) == 1 else AnyOf(list(calibrations))
 
 
 # --- scores of whole sets (histograms) -------------------------------------------------
@@ -394,30 +395,19 @@ def compare_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], detec
     for f in frrs:
         check_frr(f)
     clean = fit_to_model(clean, net)
-    sets = [PoisonedSet(fit_to_model(p.images, net), check_target(net, p.target, p.images.source)) for p in poisoned]
+    sets = fit_sets(poisoned, net)
     chosen, _ = yield from choose_scaling(net, scaling, clean)
     return (yield from compare(net, clean, sets, detectors, chosen, tuple(frrs)))
-
-
-def check_prune_options(net: BadNet, layer: str | None, epochs) -> str:
-    """The layer to prune (default for the model), after checking the options; before any work."""
-    from engine.pruning import check_layer, default_layer
-
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise InputError(None, f"fine-tuning epochs {epochs!r} must be a whole number >= 0")
-    layer = layer or default_layer(net)
-    check_layer(net, layer)
-    return layer
 
 
 def prune_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, layer: str | None,
               drops: tuple[float, ...], epochs: int, scaling: str):
     """Fine-prune into ``outdir``; every option and the data are checked before anything is written."""
-    from engine.repair import fine_prune
+    from engine.repair import check_fine_prune_options, fine_prune
 
-    layer = check_prune_options(net, layer, epochs)
+    check_fine_prune_options(net, layer, epochs)  # before the scaling choice may run the network
     clean = fit_to_model(clean, net)
     clean.require_labels("fine-pruning")
-    sets = [PoisonedSet(fit_to_model(p.images, net), check_target(net, p.target, p.images.source)) for p in poisoned]
+    sets = fit_sets(poisoned, net)
     chosen, _ = yield from choose_scaling(net, scaling, clean)
     return (yield from fine_prune(net, clean, sets, outdir, layer, tuple(drops), epochs, chosen))

@@ -156,10 +156,6 @@ class Detector(ABC):
             value = params.get(s.name)
             setattr(self, s.name, s.default if value is None else s.check(value, self.title))
 
-    @property
-    def score_label(self) -> str:
-        return self.scale.label
-
     def params(self) -> dict:
         """The settings, as saved with a calibration (lists for tuples, so JSON keeps them)."""
         return {s.name: list(getattr(self, s.name)) if s.is_list else getattr(self, s.name)

@@ -100,7 +100,6 @@ class StripDetector(Detector):
         if self.overlays is None:
             raise InputError(None, "STRIP has no blend images: calibrate it on clean data first")
         check_size(net, self.overlays, "STRIP blend images")
-        check_size(net, images.images, images.source)
         weighted = to_model_input(self.overlays, scaling) * np.float32(self.alpha)  # scaling is linear
         key = (net.sha256, images.digest, scaling, self.name, self.alpha, self.overlay_digest)
         hit = STRIP_CACHE.get(key)

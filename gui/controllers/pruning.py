@@ -31,7 +31,6 @@ class PruningController(QObject):
                 raise InputError(None, "load a model before pruning")
             if data.clean is None:
                 raise InputError(None, "load labelled clean data before pruning")
-            workflow.check_prune_options(data.net, layer, epochs)
             job = workflow.prune_job(data.net, data.clean, list(data.poisoned), outdir, layer, tuple(drops), epochs,
                                      data.effective_scaling)
             return _and_load_repaired(job)
