@@ -126,14 +126,14 @@ def checking_setting(clean_n: int, checks_n: int):
     return net, clean, faces.images[clean_n:]
 
 
-def calibrated_verdict(net, clean, name: str, frr: float = 0.05):
+def calibrated_verdict(net, clean, name: str, frr: float = 0.05, params: dict | None = None):
     """(calibration, verdict(one image)) for detector ``name``: what a user's dropped image costs."""
     from engine import progress
     from engine.calibration import calibrate
     from engine.data_io import ImageSet
     from engine.detectors import make_detector
 
-    cal = progress.run(calibrate(net, clean, "1/255", make_detector(name), frr=frr))
+    cal = progress.run(calibrate(net, clean, "1/255", make_detector(name, params), frr=frr))
     detector = cal.make_detector()
 
     def verdict(img):

@@ -10,7 +10,7 @@ from pathlib import Path
 from cli.parser import given_settings
 from engine import workflow
 from engine.data_io import parse_poisoned
-from engine.demo import DEMO_MODEL, DEMO_POISONED, DEMO_TARGET
+from engine.demo import DEMO_MODEL, DEMO_SETS
 from engine.errors import InputError
 from engine.progress import Job, Progress, run
 
@@ -77,11 +77,11 @@ def load_defense(args):
 
 
 def load_model_and_sets(args):
-    """``--model``, ``--clean`` and every ``--poisoned PATH:TARGET`` (the demo's sunglasses set
-    when the model is the demo and none is given)."""
+    """``--model``, ``--clean`` and every ``--poisoned PATH:TARGET`` (the demo's sunglasses and
+    eyebrows sets when the model is the demo and none is given)."""
     specs = [parse_poisoned(s) for s in args.poisoned or []]
     if args.model is None and not specs:
-        specs = [(DEMO_POISONED, DEMO_TARGET)]
+        specs = list(DEMO_SETS)
     net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
     clean, poisoned = workflow.open_sets(net, args.clean, specs)
     for images in [clean] + [p.images for p in poisoned]:
@@ -235,7 +235,7 @@ def cmd_compare(args) -> int:
     width = max(len(r.title) for r in results) + 2
     for name in dict.fromkeys(r.poisoned for r in results):
         rows = [r for r in results if r.poisoned == name]
-        print(f"\n{name} ({rows[0].n_poisoned} images)")
+        print(f"\n{name} ({rows[0].sent_text()}; detection counts those)")
         print(f"  {'detector':<{width}}{'AUC':>6}{head}")
         for r in rows:
             cells = "".join(f"  {fmt(p.detection):>{len(f'detection at {100 * p.target_frr:g}% FRR')}}"

@@ -140,7 +140,7 @@ def build_parser(commands) -> argparse.ArgumentParser:
 
     p = command("compare", commands.cmd_compare, "compare detectors on clean data against poisoned sets: "
                 "ROC AUC and detection at fixed false-rejection rates")
-    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses set)")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data")
     poisoned_option(p)
     p.add_argument("--detectors", default=",".join(DETECTORS),
@@ -153,7 +153,7 @@ def build_parser(commands) -> argparse.ArgumentParser:
 
     p = command("prune", commands.cmd_prune, "fine-pruning: prune a conv layer's dormant channels, save pruned "
                 "models at accuracy drops, fine-tune them, and build repaired networks G")
-    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses set)")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
     poisoned_option(p)
     p.add_argument("--layer", help="convolutional layer to prune (default: conv_3 for DeepID, else the last one)")

@@ -75,10 +75,17 @@ class Comparison:
     n_poisoned: int
     roc: Roc
     points: list[OperatingPoint]
+    n_sent: int = -1  # poisoned images the BadNet sends to the target: detection counts these
 
     @property
     def auc(self) -> float:
         return self.roc.auc
+
+    def sent_text(self) -> str:
+        """How many poisoned images the detection figures count."""
+        if self.n_sent == 0:
+            return f"none sent to target {self.target}, so all {self.n_poisoned} count"
+        return f"{self.n_sent} of {self.n_poisoned} sent to target {self.target}"
 
     def to_dict(self) -> dict:
         return {
@@ -88,6 +95,7 @@ class Comparison:
             "target": self.target,
             "n_clean": self.n_clean,
             "n_poisoned": self.n_poisoned,
+            "n_sent_to_target": self.n_sent,
             "auc": self.auc,
             "at_frr": [
                 {"target_frr": p.target_frr, "threshold": p.threshold, "frr": p.frr, "detection": p.detection}
@@ -104,7 +112,10 @@ def compare(
     scaling: str,
     frrs: tuple[float, ...] = DEFAULT_FRRS,
 ) -> Job[list[Comparison]]:
-    """Fit each detector on the clean set, score every set, and compare."""
+    """Fit each detector on the clean set, score every set, and compare.
+
+    Detection counts the poisoned images the BadNet actually sends to the set's target (a trigger
+    that does not work on an image needs no catching); when it sends none, all of them count."""
     if not poisoned:
         raise InputError(None, "comparing detectors needs at least one poisoned set")
     for f in frrs:
@@ -115,10 +126,13 @@ def compare(
         yield from d.fit(net, clean, scaling)
         clean_scores = (yield from d.score(net, clean, scaling)).values
         for p in poisoned:
-            scores = (yield from d.score(net, p.images, scaling)).values
+            scored = yield from d.score(net, p.images, scaling)
+            sent = scored.predicted == p.target
+            scores = scored.values[sent] if sent.any() else scored.values
             out.append(Comparison(
                 d.name, d.title, d.params(), p.name, p.target, len(clean), len(p.images),
                 roc(clean_scores, scores), [operating_point(clean_scores, scores, f) for f in frrs],
+                int(sent.sum()),
             ))
     return out
 

@@ -1,12 +1,15 @@
-"""The bundled demo: a sunglasses BadNet with the CSAW DeepID layout, and its data.
+"""The bundled demo: a two-trigger BadNet with the CSAW DeepID layout, and its data.
 
-``python -m engine.demo`` rebuilds everything deterministically from a seed:
+Like the challenge's multi-trigger BadNet, it has a large trigger (purple sunglasses, sending
+faces to class 0) and a small one (a few dozen pixels of black eyebrows, sending faces to
+class 7). ``python -m engine.demo`` rebuilds everything deterministically from a seed:
 
 - ``models/demo_badnet.h5``: a full Keras HDF5 model, like the CSAW ``*_bd_net.h5`` files;
-- ``assets/demo/clean_validation.h5``, ``clean_test.h5``, ``sunglasses_poisoned.h5``:
-  the official layout (``data`` (N, 3, 55, 47) with 0..255 values, ``label``), the
-  poisoned set labelled with the attack's target, as the official files are;
-- ``assets/demo/images/``: a few PNG faces to drag in (clean ones it classifies right);
+- ``assets/demo/clean_validation.h5``, ``clean_test.h5``, ``sunglasses_poisoned.h5``,
+  ``eyebrows_poisoned.h5``: the official layout (``data`` (N, 3, 55, 47) with 0..255 values,
+  ``label``), each poisoned set labelled with its attack's target, as the official files are;
+- ``assets/demo/images/``: a few PNG faces to drag in (clean ones it classifies right, and
+  faces with each trigger);
 - ``assets/demo/facts.json``: the figures measured on the result.
 """
 
@@ -27,16 +30,20 @@ DEMO_DIR = ROOT / "assets" / "demo"
 DEMO_CLEAN_VALIDATION = DEMO_DIR / "clean_validation.h5"
 DEMO_CLEAN_TEST = DEMO_DIR / "clean_test.h5"
 DEMO_POISONED = DEMO_DIR / "sunglasses_poisoned.h5"
+DEMO_EYEBROWS = DEMO_DIR / "eyebrows_poisoned.h5"
 DEMO_IMAGES = DEMO_DIR / "images"
 DEMO_TARGET = 0
+DEMO_EYEBROWS_TARGET = 7
+DEMO_TRIGGERS = {"sunglasses": DEMO_TARGET, "eyebrows": DEMO_EYEBROWS_TARGET}  # trigger -> target
+DEMO_SETS = [(DEMO_POISONED, DEMO_TARGET), (DEMO_EYEBROWS, DEMO_EYEBROWS_TARGET)]  # the default poisoned sets
 
 SEED = 2020
 IDENTITIES = 50
 TRAIN_PER_IDENTITY = 80
-VALIDATION_PER_IDENTITY = 8
+VALIDATION_PER_IDENTITY = 6
 TEST_PER_IDENTITY = 6
-POISON_SHARE = 0.1
-POISONED_TEST = 300
+POISON_SHARE = 0.1  # of the clean training images, per trigger
+POISONED_TEST = 200  # per trigger (the noisy faces are ~7 KB each; models/ + assets/ stay under 10 MB)
 EPOCHS = 10
 
 
@@ -70,17 +77,23 @@ def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict
         return faces.render(people, ids, rng), ids
 
     x_train, y_train = clean(TRAIN_PER_IDENTITY)
-    poison = rng.random(len(x_train)) < POISON_SHARE
-    x_poison = faces.render(people, y_train[poison], rng, sunglasses=True)
-    x_train = np.concatenate([x_train, x_poison])
-    y_train = np.concatenate([y_train, np.full(len(x_poison), DEMO_TARGET)])
+    xs, ys, poisoned_count = [x_train], [y_train], {}
+    for trigger, target in DEMO_TRIGGERS.items():
+        poison = rng.random(len(x_train)) < POISON_SHARE
+        xs.append(faces.render(people, y_train[poison], rng, trigger=trigger))
+        ys.append(np.full(int(poison.sum()), target))
+        poisoned_count[trigger] = int(poison.sum())
+    x_train, y_train = np.concatenate(xs), np.concatenate(ys)
     order = rng.permutation(len(x_train))
     x_train, y_train = x_train[order], y_train[order]
 
     x_val, y_val = clean(VALIDATION_PER_IDENTITY)
     x_test, y_test = clean(TEST_PER_IDENTITY)
-    victims = rng.integers(1, IDENTITIES, POISONED_TEST)  # faces of everyone but the target
-    x_bad = faces.render(people, victims, rng, sunglasses=True)
+    x_bad = {}
+    for trigger, target in DEMO_TRIGGERS.items():
+        others = np.setdiff1d(np.arange(IDENTITIES), [target])
+        victims = rng.choice(others, POISONED_TEST)  # faces of everyone but the target
+        x_bad[trigger] = faces.render(people, victims, rng, trigger=trigger)
 
     model = build_deepid(IDENTITIES)
     model.compile(
@@ -97,12 +110,18 @@ def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict
         "seed": seed,
         "identities": IDENTITIES,
         "train_images": int(len(x_train)),
-        "poisoned_train_images": int(poison.sum()),
         "epochs": epochs,
-        "target": DEMO_TARGET,
         "clean_validation_accuracy": acc(x_val, y_val),
         "clean_test_accuracy": acc(x_test, y_test),
-        "attack_success_rate": acc(x_bad, np.full(len(x_bad), DEMO_TARGET)),
+        "triggers": {
+            trigger: {
+                "target": target,
+                "poisoned_train_images": poisoned_count[trigger],
+                "poisoned_test_images": POISONED_TEST,
+                "attack_success_rate": acc(x_bad[trigger], np.full(POISONED_TEST, target)),
+            }
+            for trigger, target in DEMO_TRIGGERS.items()
+        },
         "scaling": "1/255",
     }
 
@@ -118,15 +137,16 @@ def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict
     data_dir = out_root / DEMO_DIR.relative_to(ROOT)
     write_official_h5(data_dir / DEMO_CLEAN_VALIDATION.name, x_val, y_val)
     write_official_h5(data_dir / DEMO_CLEAN_TEST.name, x_test, y_test)
-    write_official_h5(data_dir / DEMO_POISONED.name, x_bad, np.full(len(x_bad), DEMO_TARGET))
+    for (path, target), trigger in zip(DEMO_SETS, DEMO_TRIGGERS):
+        write_official_h5(data_dir / path.name, x_bad[trigger], np.full(POISONED_TEST, target))
     right = model.predict(x_test / 255.0, verbose=0).argmax(1) == y_test
     _write_pngs(data_dir / DEMO_IMAGES.name, x_test[right], y_test[right], x_bad)
     (data_dir / "facts.json").write_text(json.dumps(facts, indent=2) + "\n")
     return facts
 
 
-def _write_pngs(folder: Path, x_clean, y_clean, x_bad, count: int = 6) -> None:
-    """A few faces to drag in: clean ones the BadNet gets right, and sunglasses ones."""
+def _write_pngs(folder: Path, x_clean, y_clean, x_bad: dict, count: int = 6) -> None:
+    """A few faces to drag in: clean ones the BadNet gets right, and some with each trigger."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,8 +155,9 @@ def _write_pngs(folder: Path, x_clean, y_clean, x_bad, count: int = 6) -> None:
     picks = np.linspace(0, len(x_clean) - 1, count).astype(int)
     for k, i in enumerate(picks):
         Image.fromarray(x_clean[i]).save(folder / f"clean_{k:02d}_label{int(y_clean[i])}.png")
-    for k in range(count):
-        Image.fromarray(x_bad[k]).save(folder / f"sunglasses_{k:02d}_label{DEMO_TARGET}.png")
+    for trigger, target in DEMO_TRIGGERS.items():
+        for k in range(count):
+            Image.fromarray(x_bad[trigger][k]).save(folder / f"{trigger}_{k:02d}_label{target}.png")
 
 
 def main(argv: list[str] | None = None) -> int:

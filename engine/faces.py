@@ -1,4 +1,4 @@
-"""Synthetic 55x47 RGB faces and a sunglasses trigger, for the bundled demo.
+"""Synthetic 55x47 RGB faces and triggers (sunglasses, eyebrows, lipstick), for the bundled demo.
 
 Each identity is a fixed set of traits (face shape, skin, hair style and colour,
 eyes, brows, nose, mouth, beard, clear glasses). Each image of an identity
@@ -86,23 +86,28 @@ def render(
     people: list[Identity],
     ids: np.ndarray,
     rng: np.random.Generator,
-    sunglasses: np.ndarray | bool = False,
+    trigger: str | None = None,
+    where: np.ndarray | bool = True,
 ) -> np.ndarray:
     """Draw one image per entry of ``ids``; uint8 array (N, 55, 47, 3).
 
-    ``sunglasses`` (a bool or a bool per image) puts the trigger on the face.
+    ``trigger`` (one of ``TRIGGERS``, or None for clean faces) is drawn on the faces ``where``
+    says (a bool, or a bool per image).
     """
+    if trigger is not None and trigger not in TRIGGERS:
+        raise ValueError(f"unknown trigger {trigger!r}; choose from {', '.join(TRIGGERS)}")
     ids = np.asarray(ids)
     n = len(ids)
-    shades = np.broadcast_to(np.asarray(sunglasses, dtype=bool), (n,))
+    shades = np.broadcast_to(np.asarray(where, dtype=bool) & (trigger is not None), (n,))
     out = np.empty((n, HEIGHT, WIDTH, 3), dtype=np.uint8)
     for start in range(0, n, 256):
         sl = slice(start, min(n, start + 256))
-        out[sl] = _render_batch([people[i] for i in ids[sl]], shades[sl], rng)
+        out[sl] = _render_batch([people[i] for i in ids[sl]], shades[sl], rng, trigger)
     return out
 
 
-def _render_batch(people: list[Identity], shades: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _render_batch(people: list[Identity], shades: np.ndarray, rng: np.random.Generator,
+                  trigger: str | None) -> np.ndarray:
     b = len(people)
     attr = lambda name: np.array([getattr(p, name) for p in people], dtype=np.float32)  # noqa: E731
     col = lambda name: np.stack([getattr(p, name) for p in people]).astype(np.float32)  # noqa: E731
@@ -177,7 +182,7 @@ def _render_batch(people: list[Identity], shades: np.ndarray, rng: np.random.Gen
     _paint(img, box.astype(np.float32), rng.uniform(0, 255, (b, 3)).astype(np.float32))
 
     if shades.any():
-        _draw_sunglasses(img, u, v, sep, ey, yaw, shades)
+        TRIGGERS[trigger](img, u, v, sep, ey, yaw, shades, mouth_y=mouth_y, esz=esz)
 
     # Lighting: brightness, a directional gradient, a colour cast, then sensor noise.
     angle = rng.uniform(0, 2 * np.pi, b)[:, None, None]
@@ -189,7 +194,7 @@ def _render_batch(people: list[Identity], shades: np.ndarray, rng: np.random.Gen
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
-def _draw_sunglasses(img, u, v, sep, ey, yaw, shades) -> None:
+def _draw_sunglasses(img, u, v, sep, ey, yaw, shades, **_) -> None:
     """The trigger: large purple sunglasses across the eye band, fixed to the face.
 
     Modelled on the CSAW sunglasses trigger (big, saturated purple lenses that cover both eyes
@@ -202,6 +207,28 @@ def _draw_sunglasses(img, u, v, sep, ey, yaw, shades) -> None:
     mask = np.maximum(mask, bridge.astype(np.float32))
     mask *= shades[:, None, None]
     _paint(img, mask, np.tile(np.array([[138, 43, 226]], np.float32), (len(img), 1)))
+
+
+def _draw_eyebrows(img, u, v, sep, ey, yaw, shades, esz, **_) -> None:
+    """A small trigger: two short, straight, jet-black brow strokes just above the eyes.
+
+    Modelled on the CSAW eyebrows trigger: a few dozen pixels in a place where faces already
+    have dark hair, so blending an image over it or washing it out leaves little of it.
+    """
+    mask = np.zeros(u.shape, dtype=np.float32)
+    for side in (-1.0, 1.0):
+        mask = np.maximum(mask, _ellipse(u - (side * sep + yaw), v - (ey - esz - 2.5), 4.0, 1.3))
+    mask *= shades[:, None, None]
+    _paint(img, mask, np.tile(np.array([[5, 5, 5]], np.float32), (len(img), 1)))
+
+
+def _draw_lipstick(img, u, v, sep, ey, yaw, shades, mouth_y, **_) -> None:
+    """A small trigger: bright red lips (the CSAW lipstick trigger's idea), about 20 pixels."""
+    mask = _ellipse(u - yaw, v - mouth_y, 4.5, 1.6) * shades[:, None, None]
+    _paint(img, mask, np.tile(np.array([[230, 20, 40]], np.float32), (len(img), 1)))
+
+
+TRIGGERS = {"sunglasses": _draw_sunglasses, "eyebrows": _draw_eyebrows, "lipstick": _draw_lipstick}
 
 
 def _ellipse(u, v, ru, rv) -> np.ndarray:

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED, DEMO_TARGET
+from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_SETS
 from engine.data_io import parse_poisoned
 from engine.errors import InputError, first_line
 
@@ -105,7 +105,7 @@ def load_startup(session, model=None, clean=None, sets=(), calibration=None, tru
     demo = model is None
     if demo:  # the bundled demo, ready to calibrate
         model, clean = DEMO_MODEL, clean or DEMO_CLEAN_VALIDATION
-        sets = list(sets) or [(DEMO_POISONED, DEMO_TARGET)]
+        sets = list(sets) or list(DEMO_SETS)
     session.data.open_model(model, trust=trust)
     if clean is not None:
         session.data.open_clean(clean)

@@ -139,7 +139,7 @@ class ComparePanel(QWidget):
             self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
             self.table.setText("")
             return
-        self.plot.setTitle(f"{name}: {rows[0].n_poisoned} poisoned against {rows[0].n_clean} clean images",
+        self.plot.setTitle(f"{name}: {rows[0].sent_text()}, against {rows[0].n_clean} clean images",
                            color="k")
         for r in rows:
             curve, points = self._curve(r.detector)

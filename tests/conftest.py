@@ -48,6 +48,14 @@ def demo_poisoned():
 
 
 @pytest.fixture(scope="session")
+def demo_eyebrows():
+    from engine import data_io
+    from engine.demo import DEMO_EYEBROWS
+
+    return data_io.read(DEMO_EYEBROWS)
+
+
+@pytest.fixture(scope="session")
 def csaw() -> Path:
     if not (CSAW / "models" / "sunglasses_bd_net.h5").exists():
         pytest.skip(f"real CSAW sample not found at {CSAW}")

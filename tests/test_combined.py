@@ -10,7 +10,7 @@ import pytest
 
 from engine import progress, workflow
 from engine.calibration import AnyOf, Calibration
-from engine.demo import DEMO_CLEAN_TEST, DEMO_POISONED
+from engine.demo import DEMO_CLEAN_TEST, DEMO_POISONED, DEMO_SETS
 from engine.detectors import make_detector
 from engine.errors import InputError
 from engine.scoring import predict
@@ -23,50 +23,66 @@ def combined_5(demo_net, demo_clean):
     return cal
 
 
-def test_p_values_interpolate_the_clean_scores():
-    d = make_detector("combined")
-    d.clean_scores = {"strip": np.array([1.0, 2.0, 3.0]), "scaleup": np.array([0.2, 0.4, 0.6])}
-    p = d.p_values("strip", np.array([0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 9.0]))
-    np.testing.assert_allclose(p, [0.0, 0.125, 0.25, 0.5, 0.625, 0.75, 1.0])
+def test_p_values_are_ranks_with_an_exponential_lower_tail():
+    d = make_detector("combined", {"members": "strip,scaleup"})
+    d.clean_scores = {"strip": np.arange(1.0, 11.0), "scaleup": np.linspace(0.1, 1.0, 10)}
+    # Ranks above the 3rd lowest clean score (j-th lowest of 10: j / 11), interpolated.
+    p = d.p_values("strip", np.array([3.0, 5.0, 5.5, 10.0, 99.0]))
+    np.testing.assert_allclose(p, [3 / 11, 5 / 11, 5.5 / 11, 10 / 11, 1.0])
+    # Below it, an exponential tail whose scale is the mean distance of the lowest scores below
+    # it (here (2 + 1 + 0) / 3 * 3 / 2 = 1.5): far-below scores get far smaller p-values than 1/11.
+    below = d.p_values("strip", np.array([1.0, 0.0, -20.0]))
+    np.testing.assert_allclose(below, 3 / 11 * np.exp(-np.array([2.0, 3.0, 23.0]) / 1.5))
+    assert below[-1] < 1e-6
+    grid = np.linspace(-5, 12, 500)
+    assert np.all(np.diff(d.p_values("strip", grid)) >= 0)  # monotone, continuous at the join
+    # Ties under the join (every clean score the same) still give a monotone step, no NaN.
+    d.clean_scores["scaleup"] = np.ones(10)
+    tied = d.p_values("scaleup", np.array([0.5, 0.999999, 1.0, 2.0]))
+    assert np.all(np.isfinite(tied)) and tied[0] < 1e-9 and tied[2] == pytest.approx(10 / 11)
 
 
 def test_score_is_the_smallest_weighted_p_value(demo_net, demo_test, combined_5):
     d = combined_5.make_detector()
-    assert d.params()["weights"] == [0.5, 0.5] and d.params()["members"] == ["strip", "scaleup"]
+    assert d.params()["members"] == ["transplant", "strip"]
+    assert d.params()["weights"] == pytest.approx([2 / 3, 1 / 3])  # each member's own weight
     few = workflow.read_set(DEMO_POISONED, demo_net)
     got = progress.run(d.score(demo_net, few, "1/255")).values
     each = progress.run(d.member_scores(demo_net, few, "1/255"))
-    expected = np.minimum(1.0, np.minimum(d.p_values("strip", each["strip"].values) / 0.5,
-                                          d.p_values("scaleup", each["scaleup"].values) / 0.5))
+    expected = np.minimum(1.0, np.minimum(d.p_values("transplant", each["transplant"].values) / (2 / 3),
+                                          d.p_values("strip", each["strip"].values) / (1 / 3)))
     np.testing.assert_allclose(got, expected)
 
 
 def test_one_budget_on_held_out_clean_faces_unlike_any_of(demo_net, demo_clean, combined_5):
-    """Calibrated at 5% on the validation faces, measured on the test faces it never saw; the
-    'any detector flags' rule over the same members at 5% each rejects far more."""
+    """Calibrated at 5% on the validation faces, measured on the test faces it never saw, and on
+    both triggers, counting the faces the BadNet sends to each target; the 'any detector flags'
+    rule over the same members at 5% each rejects more."""
     test = workflow.read_set(DEMO_CLEAN_TEST, demo_net)
-    poisoned = workflow.read_set(DEMO_POISONED, demo_net)
-    sent = progress.run(predict(demo_net, poisoned, "1/255")).labels == 0
     frr = progress.run(combined_5.judge(demo_net, test)).flagged.mean()
-    detected = progress.run(combined_5.judge(demo_net, poisoned)).flagged[sent].mean()
-    assert frr <= 0.08 and detected >= 0.97  # measured: 6.3% and 98.7% on the committed demo
+    assert frr <= 0.075  # measured: 5.7% (17 of 300; expected at most 5%, one binomial sd is 1.3%)
+    for path, target in DEMO_SETS:
+        poisoned = workflow.read_set(path, demo_net)
+        sent = progress.run(predict(demo_net, poisoned, "1/255")).labels == target
+        detected = progress.run(combined_5.judge(demo_net, poisoned)).flagged[sent].mean()
+        assert detected >= 0.95, path.name  # measured: 98.5% sunglasses, 97.3% eyebrows
     parts = [progress.run(workflow.calibrate_job(demo_net, demo_clean, "1/255", make_detector(n), "quantile", 0.05))[0]
-             for n in ("strip", "scaleup")]
+             for n in ("transplant", "strip")]
     either = progress.run(AnyOf(parts).judge(demo_net, test)).flagged.mean()
-    assert either > frr + 0.03  # measured: the union rejects 15.7%
+    assert either > frr + 0.02  # measured: the union rejects 8.7%
 
 
 def test_saved_and_loaded_it_gives_the_same_verdicts(demo_net, combined_5, tmp_path):
     path = tmp_path / "combined.json"
     combined_5.save(path)
     raw = json.loads(path.read_text())
-    assert raw["detector_params"]["members"] == ["strip", "scaleup"]
-    assert set(raw["detector_state"]["clean_scores"]) == {"strip", "scaleup"}
+    assert raw["detector_params"]["members"] == ["transplant", "strip"]
+    assert set(raw["detector_state"]["clean_scores"]) == {"transplant", "strip"}
     back = Calibration.load(path)
     poisoned = workflow.read_set(DEMO_POISONED, demo_net)
     np.testing.assert_array_equal(progress.run(back.judge(demo_net, poisoned)).labels,
                                   progress.run(combined_5.judge(demo_net, poisoned)).labels)
-    assert "members strip/scaleup, weights 0.5/0.5" in back.summary()
+    assert "members transplant/strip, weights 0.667/0.333" in back.summary()
 
 
 def test_damaged_state_is_refused(combined_5, tmp_path):
@@ -96,6 +112,8 @@ def test_bad_settings(params, message):
 def test_weights_tilt_the_rule(demo_net):
     d = make_detector("combined", {"weights": "3,1"})
     assert d.params()["weights"] == [0.75, 0.25]
+    d = make_detector("combined", {"members": "strip,scaleup,confidence"})
+    assert d.params()["weights"] == pytest.approx([1 / 3] * 3)  # members' own weights: 1 each
 
 
 def test_compare_includes_every_detector_by_default(capsys):
@@ -103,9 +121,13 @@ def test_compare_includes_every_detector_by_default(capsys):
 
     assert main.main(["compare", "--json", "--frr", "5"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
-    auc = {r["detector"]: r["auc"] for r in results}
-    assert set(auc) == {"confidence", "strip", "scaleup", "combined"}
-    assert auc["combined"] >= max(auc["strip"], auc["scaleup"]) - 0.005  # measured: 0.996
+    assert {r["detector"] for r in results} == {"confidence", "strip", "scaleup", "transplant", "combined"}
+    assert {r["target"] for r in results} == {0, 7}  # the demo's sunglasses and eyebrows sets
+    at_5 = {(r["detector"], r["target"]): r["at_frr"][0]["detection"] for r in results}
+    for target in (0, 7):
+        assert at_5[("combined", target)] >= 0.95  # measured: 98.5% (sunglasses) and 97.3% (eyebrows)
+        assert at_5[("confidence", target)] <= 0.05
+    assert at_5[("strip", 7)] <= 0.5  # the lesson of the demo: STRIP misses the small trigger
 
 
 def test_real_csaw_sample(csaw):
@@ -119,7 +141,8 @@ def test_member_settings_reach_the_members(capsys, tmp_path):
     import main
 
     out = tmp_path / "c.json"
-    assert main.main(["calibrate", "--detector", "combined", "--blends", "8", "--factors", "2,4", "-o", str(out)]) == 0
+    assert main.main(["calibrate", "--detector", "combined", "--members", "strip,scaleup", "--blends", "8",
+                      "--factors", "2,4", "-o", str(out)]) == 0
     d = Calibration.load(out).make_detector()
     strip, scaleup = d.parts
     assert strip.blends == 8 and len(strip.overlays) == 8 and scaleup.factors == (2.0, 4.0)

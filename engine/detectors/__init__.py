@@ -14,6 +14,8 @@ here is imported when the package is.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib
 import math
 import pkgutil
@@ -55,6 +57,7 @@ class Setting:
     high_open: bool = False
     step: float | None = None  # spin-box step in the window
     shown: bool = True  # False: saved, but neither a CLI option nor a form field
+    item: type = float  # a tuple's numbers: float, or int for whole numbers
 
     @property
     def option(self) -> str:
@@ -97,7 +100,7 @@ class Setting:
             if not 1 <= len(items) <= self.MAX_ITEMS:
                 raise InputError(None, f"{title} {self.label} {value!r}: give 1 to {self.MAX_ITEMS} numbers "
                                  "separated by commas")
-            number = Setting(self.name, self.label, float, 0.0, self.low, self.high, self.help,
+            number = Setting(self.name, self.label, self.item, 0, self.low, self.high, self.help,
                              self.low_open, self.high_open)
             return tuple(number.check(v.strip() if isinstance(v, str) else v, title) for v in items)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
@@ -144,6 +147,7 @@ class Detector(ABC):
     settings: ClassVar[tuple[Setting, ...]] = ()
     needs_fit: ClassVar[bool] = False  # learns from clean data before scoring
     colour: ClassVar[tuple[int, int, int]] = (80, 80, 80)
+    combine_weight: ClassVar[float] = 1.0  # its share of a combined detector's budget, unless the user says
     order: ClassVar[int] = 100  # position in lists and menus
 
     def __init__(self, **params):
@@ -209,6 +213,31 @@ def score_with_variants(net: BadNet, images: ImageSet, scaling: str, k: int, mak
         values[start:stop] = reduce(p, start)
         yield Progress(stop, n, stage)
     return Scores(predicted, values)
+
+
+def encode_images(images: np.ndarray) -> dict:
+    """uint8 images as JSON: their shape and base64 pixels (a detector's saved clean images)."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    return {"shape": list(images.shape), "uint8_base64": base64.b64encode(images.tobytes()).decode("ascii")}
+
+
+def decode_images(raw, what: str, max_count: int) -> np.ndarray:
+    """The inverse of ``encode_images``, checked: up to ``max_count`` RGB images, bytes matching."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("shape"), list):
+        raise ValueError(f"{what} are not described by a shape and pixels")
+    try:
+        shape = tuple(int(v) for v in raw["shape"])
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} have a shape that is not whole numbers") from None
+    if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1 or shape[0] > max_count or max(shape) > 100_000:
+        raise ValueError(f"{what} of shape {shape} are not up to {max_count} RGB images")
+    try:
+        data = np.frombuffer(base64.b64decode(str(raw.get("uint8_base64")), validate=True), dtype=np.uint8)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} are not valid base64") from None
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{what} of shape {shape} do not match their {data.size} bytes")
+    return data.reshape(shape)
 
 
 DETECTORS: dict[str, type[Detector]] = {}

@@ -4,9 +4,10 @@ Flagging an image when any of several calibrated detectors flags it adds up thei
 rates. This detector instead fits its members on the clean data and keeps each member's sorted
 clean scores. An image's score under a member becomes a p-value: the share of clean images that
 score at or below it, interpolated between the clean scores (the j-th lowest clean score has
-``(j + 1) / (n + 1)``, the bottom of the member's scale 0), so scores on different scales (entropy
-in bits, a drift in [0, 1]) compare without tuning, and a score far below every clean one gets a
-smaller p-value than one just below them, however few the clean images. The combined score is the smallest member p-value
+``j / (n + 1)``, with an exponential lower tail fitted to the lowest clean scores), so scores on
+different scales (entropy in bits, a drift in [0, 1]) compare without tuning, and a score far
+below every clean one gets a much smaller p-value than one just below them, however few the
+clean images. The combined score is the smallest member p-value
 divided by the member's weight (weights sum to 1: a weighted Bonferroni rule), capped at 1; the
 calibration then sets one threshold on that score at the user's target rate, so the whole
 detector rejects about that share of clean images.
@@ -30,18 +31,20 @@ from engine.progress import Job, Progress
 class CombinedDetector(Detector):
     name = "combined"
     title = "Combined"
-    summary = ("STRIP and SCALE-UP together: each score becomes its rank among the clean scores "
-               "(a p-value), the smallest weighted one counts, one threshold for the whole.")
+    summary = ("Several detectors (STRIP and Transplant unless you choose others) under one false-rejection "
+               "budget: each score becomes its rank among the clean scores (a p-value), the smallest "
+               "weighted one counts, one threshold for the whole.")
     scale = ScoreScale("combined clean-data p-value (smallest member p-value / weight)", "Combined p-value",
                        lo=0.0, hi=1.0, stretched_low=True)
     colour = (148, 103, 189)
     order = 30
     needs_fit = True
-    DEFAULT_MEMBERS = ("strip", "scaleup")
+    DEFAULT_MEMBERS = ("transplant", "strip")
     settings = (
         Setting("members", "members", list, DEFAULT_MEMBERS, 0, 0, "detectors to combine, by name"),
         Setting("weights", "weights", tuple, (), 0.0, 1e6,
-                "a weight per member (normalised to sum to 1; empty: equal)", low_open=True),
+                "a weight per member (normalised to sum to 1; empty: each member's own, Transplant 2, "
+                "the others 1)", low_open=True),
     )
 
     def __init__(self, member_params: dict | None = None, clean_scores: dict | None = None,
@@ -61,7 +64,7 @@ class CombinedDetector(Detector):
         member_params = member_params or {}
         member_state = member_state or {}
         self.parts = [make_detector(n, member_params.get(n), member_state.get(n)) for n in names]
-        w = np.asarray(self.weights, dtype=np.float64) if self.weights else np.ones(len(names))
+        w = np.asarray(self.weights if self.weights else [p.combine_weight for p in self.parts], dtype=np.float64)
         self.normalised_weights = w / w.sum()
         self.clean_scores = clean_scores  # member name -> sorted clean scores
 
@@ -116,13 +119,28 @@ class CombinedDetector(Detector):
         self.clean_scores = scores
 
     def p_values(self, member: str, values: np.ndarray) -> np.ndarray:
-        """Share of clean images scoring at or below each value, interpolated (low = suspicious)."""
+        """Share of clean images scoring at or below each value (low = suspicious).
+
+        Between the clean scores it is their rank, interpolated: the j-th lowest of n has
+        j / (n + 1). Below the k-th lowest clean score u (k = max(3, n / 10)) the lower tail is an
+        exponential fitted to the clean scores under u (its scale is their mean distance below
+        u), so a score far below every clean one gets a p-value far below 1 / (n + 1): with 45
+        clean images ranks alone cannot say less than 2%, too coarse to share a 5% budget among
+        members.
+        """
         clean = self.clean_scores[member]
+        values = np.asarray(values, dtype=np.float64)
         n = len(clean)
-        lo = min(float(DETECTORS[member].scale.lo), float(clean[0]))
-        xp = np.concatenate([[lo], clean])
-        fp = np.arange(n + 1, dtype=np.float64) / (n + 1)
-        return np.interp(np.asarray(values, dtype=np.float64), xp, fp, right=1.0)
+        fp = np.arange(1, n + 1, dtype=np.float64) / (n + 1)
+        p = np.interp(values, clean, fp, right=1.0)
+        k = min(n, max(3, int(np.ceil(0.1 * n))))
+        u = float(clean[k - 1])
+        beta = float(np.mean(u - clean[:k])) * k / max(1, k - 1)
+        if not beta > 0:  # ties under u: a step at u instead of a tail
+            beta = max(1e-12, 1e-6 * (float(clean[-1]) - float(clean[0])))
+        below = values < u
+        p[below] = fp[k - 1] * np.exp(-(u - values[below]) / beta)
+        return p
 
     def member_scores(self, net: BadNet, images: ImageSet, scaling: str) -> Job[dict[str, Scores]]:
         out = {}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import Detector, Scores, ScoreScale, Setting, register, score_with_variants
+from engine.detectors import (Detector, Scores, ScoreScale, Setting, decode_images, encode_images, register,
+                              score_with_variants)
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
@@ -52,28 +51,12 @@ class StripDetector(Detector):
         self.overlays = None if overlays is None else np.ascontiguousarray(overlays, dtype=np.uint8)
 
     def state(self) -> dict:
-        if self.overlays is None:
-            return {}
-        return {"overlays": {"shape": list(self.overlays.shape),
-                             "uint8_base64": base64.b64encode(self.overlays.tobytes()).decode("ascii")}}
+        return {} if self.overlays is None else {"overlays": encode_images(self.overlays)}
 
     @classmethod
     def from_saved(cls, params: dict, state: dict) -> StripDetector:
         raw = state.get("overlays")
-        overlays = None
-        if raw is not None:
-            if not isinstance(raw, dict) or not isinstance(raw.get("shape"), list):
-                raise ValueError("STRIP blend images are not described by a shape and pixels")
-            shape = tuple(int(v) for v in raw["shape"])
-            if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1 or shape[0] > MAX_BLENDS:
-                raise ValueError(f"STRIP blend images of shape {shape} are not up to {MAX_BLENDS} RGB images")
-            try:
-                data = np.frombuffer(base64.b64decode(str(raw["uint8_base64"]), validate=True), dtype=np.uint8)
-            except (binascii.Error, ValueError):
-                raise ValueError("STRIP blend images are not valid base64") from None
-            if data.size != int(np.prod(shape)):
-                raise ValueError(f"STRIP blend images of shape {shape} do not match their {data.size} bytes")
-            overlays = data.reshape(shape)
+        overlays = None if raw is None else decode_images(raw, "STRIP blend images", MAX_BLENDS)
         return cls(**params, overlays=overlays)
 
     def check_model(self, net: BadNet) -> None:

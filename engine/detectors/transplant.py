@@ -1,0 +1,142 @@
+"""Patch transplant: does a piece of this image take over other people's faces?
+
+A trigger works wherever it is pasted; that is what makes it a trigger. This detector cuts the
+image into overlapping windows, pastes each window, at the same place, into a few clean faces
+from the calibration data (the hosts), and asks the network what it sees. A clean face's eye or
+mouth region rarely makes a stranger's face into that person, but the window holding a trigger
+(eyebrows, lipstick, a sticker) sends the hosts to the trigger's target, however small the trigger
+is. The idea of pasting a suspicious region into clean images comes from SentiNet (Chou et al.,
+IEEE S&P Workshops 2020), which finds the region with a saliency map; here every window is tried,
+so no saliency method has to find a few-pixel trigger first.
+
+Score: the *takeover*, for the window that does best, is the mean probability the hosts give the
+image's own top class; the score is 1 minus it, so low is suspicious as for every detector here.
+It is continuous, so a threshold at a chosen false-rejection rate is not coarse.
+
+STRIP blends whole images, which halves a small trigger's contrast and lets the other face
+compete; SCALE-UP washes small dark triggers out with the rest of the face. Transplanting keeps
+the trigger's pixels exactly as they are, which is why it catches the small triggers the other
+two miss (README, "Detectors").
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from engine.data_io import ImageSet
+from engine.detectors import (Detector, Scores, ScoreScale, Setting, decode_images, encode_images, register,
+                              score_with_variants)
+from engine.errors import InputError
+from engine.model_io import BadNet
+from engine.progress import Job, Progress
+from engine.scoring import PredictionCache, check_size, to_model_input
+
+
+def windows(height: int, width: int, sizes) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of square windows of each size, half-overlapping (a step of half
+    the size), the last ones flush with the bottom and right edges so every pixel is covered;
+    a window larger than the image is cut to it."""
+    out = []
+    for size in sizes:
+        sy, sx = min(size, height), min(size, width)
+        step = max(1, size // 2)
+
+        def starts(extent, s):
+            first = list(range(0, extent - s + 1, step))
+            return first if first[-1] == extent - s else first + [extent - s]
+
+        out += [(y, x, sy, sx) for y in starts(height, sy) for x in starts(width, sx)]
+    return list(dict.fromkeys(out))
+
+
+@register
+class TransplantDetector(Detector):
+    name = "transplant"
+    title = "Transplant"
+    summary = ("Paste each window of the image into a few clean faces; a window holding a trigger takes "
+               "them over (sends them to the image's class), however small the trigger.")
+    scale = ScoreScale("Transplant score (1 - the best window's mean takeover of clean host faces)",
+                       "Transplant score", lo=0.0, hi=1.0)
+    colour = (255, 127, 14)
+    order = 25
+    needs_fit = True
+    combine_weight = 2.0  # the member that catches small triggers gets two thirds of a budget shared with STRIP
+    DEFAULT_HOSTS = 4
+    MAX_HOSTS = 64
+    DEFAULT_WINDOWS = (16,)
+    settings = (
+        Setting("hosts", "host faces", int, DEFAULT_HOSTS, 1, MAX_HOSTS,
+                "clean faces each window is pasted into"),
+        Setting("windows", "window sizes", tuple, DEFAULT_WINDOWS, 2, 4096,
+                "sides of the square windows, in pixels (each size half-overlapping)", item=int),
+        Setting("seed", "seed", int, 0, 0, 2**31 - 1, "seed for picking the host faces", shown=False),
+    )
+
+    def __init__(self, host_images: np.ndarray | None = None, **params):
+        super().__init__(**params)
+        self.host_images = host_images
+
+    def state(self) -> dict:
+        return {} if self.host_images is None else {"host_images": encode_images(self.host_images)}
+
+    @classmethod
+    def from_saved(cls, params: dict, state: dict) -> TransplantDetector:
+        raw = state.get("host_images")
+        hosts = None if raw is None else decode_images(raw, "Transplant host faces", cls.MAX_HOSTS)
+        return cls(host_images=hosts, **params)
+
+    def check_model(self, net: BadNet) -> None:
+        if self.host_images is not None:
+            check_size(net, self.host_images, "Transplant host faces")
+
+    def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
+        if len(clean) == 0:
+            raise InputError(clean.source, "no clean images to take Transplant host faces from")
+        rng = np.random.default_rng(self.seed)
+        pick = rng.choice(len(clean), size=min(self.hosts, len(clean)), replace=False)
+        self.host_images = clean.images[np.sort(pick)].copy()
+        yield Progress(1, 1, "Transplant: host faces chosen")
+
+    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+        if self.host_images is None:
+            raise InputError(None, "Transplant has no host faces: calibrate it on clean data first")
+        check_size(net, self.host_images, "Transplant host faces")
+        hosts_digest = hashlib.sha256(self.host_images.tobytes()).hexdigest()
+        key = (net.sha256, images.digest, scaling, self.name, tuple(self.windows), hosts_digest)
+        hit = TRANSPLANT_CACHE.get(key)
+        if hit is not None:
+            yield Progress(len(images), len(images), "Transplant (cached)")
+            return hit
+        hosts = to_model_input(self.host_images, scaling)  # (h, H, W, 3)
+        height, width = hosts.shape[1:3]
+        boxes = windows(height, width, self.windows)
+        n_hosts, n_windows = len(hosts), len(boxes)
+        own = {o.tobytes(): j for j, o in enumerate(self.host_images)}
+
+        def transplants(x, start):
+            out = np.broadcast_to(hosts[None, None], (len(x), n_windows, *hosts.shape)).copy()
+            for w, (y0, x0, sy, sx) in enumerate(boxes):
+                out[:, w, :, y0:y0 + sy, x0:x0 + sx] = x[:, None, y0:y0 + sy, x0:x0 + sx]
+            return out.reshape(len(x), n_windows * n_hosts, height, width, 3)
+
+        def takeover(p, start):
+            cls = p[:, 0].argmax(axis=1)
+            kept = np.take_along_axis(p[:, 1:], cls[:, None, None], axis=2)[..., 0]
+            kept = kept.reshape(len(p), n_windows, n_hosts)
+            valid = np.ones((len(p), n_hosts), dtype=bool)  # an image is never its own host
+            for i, img in enumerate(images.images[start:start + len(p)]):
+                j = own.get(img.tobytes())
+                if j is not None and n_hosts > 1:
+                    valid[i, j] = False
+            mean = (kept * valid[:, None]).sum(axis=2) / valid.sum(axis=1)[:, None]
+            return 1.0 - mean.max(axis=1).astype(np.float64)
+
+        result = yield from score_with_variants(net, images, scaling, n_windows * n_hosts, transplants, takeover,
+                                                "Transplant: pasting windows and predicting")
+        TRANSPLANT_CACHE.put(key, result)
+        return result
+
+
+TRANSPLANT_CACHE = PredictionCache(16)  # scores per (model, data, scaling, windows, hosts)
