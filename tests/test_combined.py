@@ -162,5 +162,6 @@ def test_the_window_passes_member_settings(qtbot):
     panel.set_detector("combined")
     params = panel.params()
     assert params["member_params"]["strip"]["blends"] == 9
-    assert make_detector("combined", params).parts[0].blends == 9
+    strip = next(p for p in make_detector("combined", params).parts if p.name == "strip")
+    assert strip.blends == 9
     session.shutdown()

@@ -121,7 +121,7 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(pruned_dir):
     out, result = pruned_dir
     for entry in result.saved:
         tuned = entry["fine_tuned"]
-        assert tuned["holdout_images"] == 80 and tuned["train_images"] == 320
+        assert tuned["holdout_images"] == 60 and tuned["train_images"] == 240
         weights = load_badnet(tuned["path"]).model.get_layer("conv_3").get_weights()
         assert np.all(weights[0][..., entry["channels"]] == 0) and np.all(weights[1][entry["channels"]] == 0)
         assert 0.0 <= tuned["holdout_accuracy_after"] <= 1.0

@@ -33,14 +33,14 @@ def comparison(demo_net, demo_clean, demo_poisoned):
 
 def test_strip_catches_what_confidence_cannot(comparison):
     conf, strip = comparison["confidence"], comparison["strip"]
-    # Measured on the demo (400 clean validation faces, 300 sunglasses faces, 32 blends):
-    # STRIP AUC 0.994, detection 94.0% at 1% and 97.7% at 5% false rejection; the confidence
-    # detector's AUC is 0.029 (triggered faces are *more* confident than clean ones) and it
-    # detects none of them at either rate.
-    assert strip.auc == pytest.approx(0.994, abs=0.01)
+    # Measured on the demo (300 clean validation faces, the 198 of 200 sunglasses faces sent to
+    # the target, 32 blends): STRIP AUC 0.993, detection 83.3% at 1% and 94.4% at 5% false
+    # rejection; the confidence detector's AUC is 0.025 (triggered faces are *more* confident
+    # than clean ones) and it detects none of them at either rate.
+    assert strip.auc == pytest.approx(0.993, abs=0.01)
     at1, at5 = strip.points
     assert (at1.target_frr, at5.target_frr) == (0.01, 0.05)
-    assert at1.detection == pytest.approx(0.94, abs=0.03) and at5.detection == pytest.approx(0.977, abs=0.02)
+    assert at1.detection == pytest.approx(0.833, abs=0.05) and at5.detection == pytest.approx(0.944, abs=0.03)
     assert at1.frr <= 0.01 and at5.frr <= 0.05
     assert conf.auc < 0.1
     assert [p.detection for p in conf.points] == [0.0, 0.0]
@@ -51,12 +51,12 @@ def test_strip_calibration_flags_most_sunglasses_faces_and_few_clean_ones(
 ):
     cal = strip_calibration
     assert cal.detector == "strip" and cal.detector_params["blends"] == 32
-    # 8 clean faces per class is far too few for a 5% quantile of its own (auto needs 20): pooled.
+    # 6 clean faces per class is far too few for a 5% quantile of its own (auto needs 20): pooled.
     assert cal.min_samples == 20 and cal.pooled.all()
     bad = progress.run(cal.judge(demo_net, demo_poisoned))
     good = progress.run(cal.judge(demo_net, demo_test))
-    assert bad.flagged.mean() > 0.95  # measured 97.7%
-    assert good.flagged.mean() < 0.10  # measured on held-out clean faces: 5.7%
+    assert bad.flagged.mean() > 0.9  # measured 94.5%
+    assert good.flagged.mean() < 0.10  # measured on held-out clean faces: 6.3%
     assert np.all(bad.labels[bad.flagged] == demo_net.num_classes)
     np.testing.assert_array_equal(good.labels[~good.flagged], good.predicted[~good.flagged])
 
@@ -153,8 +153,12 @@ def test_roc_auc_and_operating_points():
     assert curve.auc == pytest.approx(7.5 / 12)
     assert curve.frr[0] == curve.detection[0] == 0.0 and curve.frr[-1] == curve.detection[-1] == 1.0
     assert np.all(np.diff(curve.frr) >= 0) and np.all(np.diff(curve.detection) >= 0)
-    point = operating_point(clean, poisoned, 0.25)  # k = 1: threshold 2.0 flags one clean of four
-    assert (point.threshold, point.frr, point.detection) == (2.0, 0.25, pytest.approx(2 / 3))
+    # At 25% of 4 clean scores the conformal rule takes the lowest (a new clean score falls below
+    # it 1 time in 5): threshold 1.0 flags no clean score here and the one poisoned score under it.
+    point = operating_point(clean, poisoned, 0.25)
+    assert (point.threshold, point.frr, point.detection) == (1.0, 0.0, pytest.approx(1 / 3))
+    point = operating_point(np.arange(1.0, 21.0), poisoned, 0.1)  # floor(0.1 * 21) - 1 = 1: the 2nd lowest
+    assert (point.threshold, point.frr, point.detection) == (2.0, 0.05, pytest.approx(2 / 3))
     assert roc(clean, clean - 10).auc == 1.0 and roc(clean, clean + 10).auc == 0.0
 
 
@@ -195,12 +199,14 @@ def test_cli_strip_calibrate_eval_score_compare(capsys, tmp_path, demo_net, stri
     verdicts = progress.run(strip_calibration.judge(demo_net, images))
     assert {p: int(lab) for p, lab in lines} == {n: int(lab) for n, lab in zip(verdicts.names, verdicts.labels)}
     flagged = {p.rsplit("/", 1)[-1] for p, lab in lines if int(lab) == demo_net.num_classes}
-    # Measured: 5 of the 6 sunglasses PNGs and none of the 6 clean ones.
-    assert len(flagged) >= 5 and all(name.startswith("sunglasses") for name in flagged)
+    # Measured: 6 of the 6 sunglasses PNGs, 1 of the 6 clean ones (5% is the target) and none
+    # of the eyebrows ones: STRIP misses that small trigger.
+    assert sum(name.startswith("sunglasses") for name in flagged) >= 5
+    assert sum(name.startswith("clean") for name in flagged) <= 1
 
     assert main.main(["score", "--calibration", str(out), "--data", str(DEMO_POISONED), "--target", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["detection_rate"] > 0.95
+    assert result["detection_rate"] > 0.9  # measured: 94.5%
 
     roc_csv = tmp_path / "roc.csv"
     assert main.main(["compare", "--json", "--blends", "8", "--roc-csv", str(roc_csv)]) == 0
