@@ -21,7 +21,7 @@ import math
 import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -185,34 +185,70 @@ class Detector(ABC):
     @abstractmethod
     def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]: ...
 
+    def variants(self, net: BadNet, images: ImageSet, scaling: str) -> Variants | None:
+        """A detector that scores an image by variants of it returns its plan here, so a combined
+        detector can run it with other members' in one call; ``score`` then runs it alone."""
+        return None
 
-def score_with_variants(net: BadNet, images: ImageSet, scaling: str, k: int, make_variants, reduce,
-                        stage: str) -> Job[Scores]:
-    """Run each image and ``k`` variants of it through the network in one call per batch.
 
-    ``make_variants(x, start)`` gets the batch's model inputs ``x`` (b, H, W, 3) and the index of
-    its first image, and returns the variants as (b, k, H, W, 3). ``reduce(p, start)`` gets the probabilities (b, k + 1, classes), the image's own first, and returns one
-    score per image. Returns the images' own top classes and those scores.
+@dataclass(frozen=True)
+class Variants:
+    """How a detector scores images by running ``k`` variants of each through the network with it.
+
+    ``make(x, start)`` gets a batch's model inputs ``x`` (b, H, W, 3) and the index of its first
+    image, and returns the variants as (b, k, H, W, 3). ``reduce(p, start)`` gets the
+    probabilities (b, k + 1, classes), the image's own first, and returns one score per image.
+    ``cache`` and ``key`` keep the scores, so no pass runs twice.
     """
+
+    k: int
+    make: Callable
+    reduce: Callable
+    stage: str
+    cache: object  # engine.scoring.PredictionCache
+    key: tuple
+
+
+def score_by_variants(net: BadNet, images: ImageSet, scaling: str, plans: list[Variants]) -> Job[list[Scores]]:
+    """Scores under each plan, the plans not yet cached run together: each image and all their
+    variants go through the network in one call per batch, so a combined detector costs what its
+    members cost, not more. Returns one :class:`Scores` per plan (the image's own top classes and
+    the plan's scores)."""
     from engine.scoring import BATCH_SIZE, check_size, forward, to_model_input
 
-    check_size(net, images.images, images.source)
+    out: list[Scores | None] = [p.cache.get(p.key) for p in plans]
+    todo = [i for i, hit in enumerate(out) if hit is None]
     n = len(images)
-    per_batch = max(1, BATCH_SIZE // (k + 1))
+    if not todo:
+        yield Progress(n, n, " + ".join(p.stage for p in plans) + " (cached)")
+        return out
+    check_size(net, images.images, images.source)
+    run = [plans[i] for i in todo]
+    stage = " + ".join(p.stage for p in run)
+    ks = [p.k for p in run]
+    ends = np.cumsum([1] + ks)  # plan j's variants sit at columns ends[j] .. ends[j + 1] - 1
+    total = int(ends[-1])
+    per_batch = max(1, BATCH_SIZE // total)
     predicted = np.empty(n, dtype=np.int64)
-    values = np.empty(n, dtype=np.float64)
+    values = [np.empty(n, dtype=np.float64) for _ in run]
     yield Progress(0, n, stage)
     for start in range(0, n, per_batch):
         stop = min(n, start + per_batch)
         x = to_model_input(images.images[start:stop], scaling)
-        batch = np.empty((stop - start, k + 1, *x.shape[1:]), dtype=np.float32)
+        batch = np.empty((stop - start, total, *x.shape[1:]), dtype=np.float32)
         batch[:, 0] = x
-        batch[:, 1:] = make_variants(x, start)
-        p = forward(net, batch.reshape(-1, *x.shape[1:])).reshape(stop - start, k + 1, -1)
+        for j, plan in enumerate(run):
+            batch[:, ends[j]:ends[j + 1]] = plan.make(x, start)
+        p = forward(net, batch.reshape(-1, *x.shape[1:])).reshape(stop - start, total, -1)
         predicted[start:stop] = p[:, 0].argmax(axis=1)
-        values[start:stop] = reduce(p, start)
+        for j, plan in enumerate(run):
+            own = np.concatenate([p[:, :1], p[:, ends[j]:ends[j + 1]]], axis=1)
+            values[j][start:stop] = plan.reduce(own, start)
         yield Progress(stop, n, stage)
-    return Scores(predicted, values)
+    for i, plan, v in zip(todo, run, values):
+        out[i] = Scores(predicted, v)
+        plan.cache.put(plan.key, out[i])
+    return out
 
 
 def encode_images(images: np.ndarray) -> dict:

@@ -21,7 +21,8 @@ import binascii
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import DETECTORS, Detector, Scores, ScoreScale, Setting, make_detector, register
+from engine.detectors import (DETECTORS, Detector, Scores, ScoreScale, Setting, make_detector, register,
+                              score_by_variants)
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
@@ -110,13 +111,11 @@ class CombinedDetector(Detector):
 
     def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
         """Fit every member on the clean data and keep its sorted clean scores."""
-        scores = {}
         for p in self.parts:
             yield Progress(0, 1, f"Combined: fitting {p.title}")
             yield from p.fit(net, clean, scaling)
-            values = (yield from p.score(net, clean, scaling)).values
-            scores[p.name] = np.sort(np.asarray(values, dtype=np.float64))
-        self.clean_scores = scores
+        each = yield from self.member_scores(net, clean, scaling)
+        self.clean_scores = {n: np.sort(np.asarray(v.values, dtype=np.float64)) for n, v in each.items()}
 
     def p_values(self, member: str, values: np.ndarray) -> np.ndarray:
         """Share of clean images scoring at or below each value (low = suspicious).
@@ -143,10 +142,17 @@ class CombinedDetector(Detector):
         return p
 
     def member_scores(self, net: BadNet, images: ImageSet, scaling: str) -> Job[dict[str, Scores]]:
+        """Every member's scores; members that score by variants run together, one call per batch."""
         out = {}
+        plans = {p.name: p.variants(net, images, scaling) for p in self.parts}
+        joint = [n for n, plan in plans.items() if plan is not None]
+        if joint:
+            scores = yield from score_by_variants(net, images, scaling, [plans[n] for n in joint])
+            out.update(zip(joint, scores))
         for p in self.parts:
-            out[p.name] = yield from p.score(net, images, scaling)
-        return out
+            if p.name not in out:
+                out[p.name] = yield from p.score(net, images, scaling)
+        return {p.name: out[p.name] for p in self.parts}
 
     def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
         if self.clean_scores is None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import Detector, Scores, ScoreScale, Setting, register, score_with_variants
+from engine.detectors import Detector, Scores, ScoreScale, Setting, Variants, register, score_by_variants
 from engine.model_io import BadNet
-from engine.progress import Job, Progress
+from engine.progress import Job
 from engine.scoring import SCALINGS, PredictionCache
 
 PIXEL_MAX = 255.0
@@ -41,14 +41,9 @@ class ScaleUpDetector(Detector):
                 low_open=True),
     )
 
-    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+    def variants(self, net: BadNet, images: ImageSet, scaling: str) -> Variants:
         factors = np.asarray(self.factors, dtype=np.float32)
         top = np.float32(PIXEL_MAX * SCALINGS[scaling])  # the pixel range's top in model input units
-        key = (net.sha256, images.digest, scaling, self.name, tuple(self.factors))
-        hit = SCALEUP_CACHE.get(key)
-        if hit is not None:
-            yield Progress(len(images), len(images), "SCALE-UP (cached)")
-            return hit
 
         def scaled(x, start):
             return np.minimum(x[:, None] * factors[None, :, None, None, None], top)
@@ -58,10 +53,11 @@ class ScaleUpDetector(Detector):
             kept = np.take_along_axis(p[:, 1:], own[:, None, None], axis=2)[..., 0]  # (images, copies)
             return 1.0 - kept.mean(axis=1, dtype=np.float64)
 
-        result = yield from score_with_variants(net, images, scaling, len(factors), scaled, drift,
-                                                "SCALE-UP: scaling and predicting")
-        SCALEUP_CACHE.put(key, result)
-        return result
+        key = (net.sha256, images.digest, scaling, self.name, tuple(self.factors))
+        return Variants(len(factors), scaled, drift, "SCALE-UP: scaling and predicting", SCALEUP_CACHE, key)
+
+    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+        return (yield from score_by_variants(net, images, scaling, [self.variants(net, images, scaling)]))[0]
 
 
 SCALEUP_CACHE = PredictionCache(16)  # scores per (model, data, scaling, factors)

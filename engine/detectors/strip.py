@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import (Detector, Scores, ScoreScale, Setting, decode_images, encode_images, register,
-                              score_with_variants)
+from engine.detectors import (Detector, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
+                              register, score_by_variants)
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
@@ -79,16 +79,11 @@ class StripDetector(Detector):
     def overlay_digest(self) -> str:
         return hashlib.blake2b(self.overlays.tobytes(), digest_size=16).hexdigest() if self.overlays is not None else ""
 
-    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+    def variants(self, net: BadNet, images: ImageSet, scaling: str) -> Variants:
         if self.overlays is None:
             raise InputError(None, "STRIP has no blend images: calibrate it on clean data first")
         check_size(net, self.overlays, "STRIP blend images")
         weighted = to_model_input(self.overlays, scaling) * np.float32(self.alpha)  # scaling is linear
-        key = (net.sha256, images.digest, scaling, self.name, self.alpha, self.overlay_digest)
-        hit = STRIP_CACHE.get(key)
-        if hit is not None:
-            yield Progress(len(images), len(images), "STRIP (cached)")
-            return hit
         k = len(self.overlays)
         own = {o.tobytes(): j for j, o in enumerate(self.overlays)}
         keep = np.float32(1.0 - self.alpha)
@@ -105,10 +100,11 @@ class StripDetector(Detector):
                     valid[i, j] = False
             return (h * valid).sum(axis=1) / valid.sum(axis=1)
 
-        result = yield from score_with_variants(net, images, scaling, k, blends, mean_entropy,
-                                                "STRIP: blending and predicting")
-        STRIP_CACHE.put(key, result)
-        return result
+        key = (net.sha256, images.digest, scaling, self.name, self.alpha, self.overlay_digest)
+        return Variants(k, blends, mean_entropy, "STRIP: blending and predicting", STRIP_CACHE, key)
+
+    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+        return (yield from score_by_variants(net, images, scaling, [self.variants(net, images, scaling)]))[0]
 
 
 def _entropy_bits(p: np.ndarray) -> np.ndarray:

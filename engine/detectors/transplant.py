@@ -26,8 +26,8 @@ import hashlib
 import numpy as np
 
 from engine.data_io import ImageSet
-from engine.detectors import (Detector, Scores, ScoreScale, Setting, decode_images, encode_images, register,
-                              score_with_variants)
+from engine.detectors import (Detector, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
+                              register, score_by_variants)
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
@@ -99,16 +99,10 @@ class TransplantDetector(Detector):
         self.host_images = clean.images[np.sort(pick)].copy()
         yield Progress(1, 1, "Transplant: host faces chosen")
 
-    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+    def variants(self, net: BadNet, images: ImageSet, scaling: str) -> Variants:
         if self.host_images is None:
             raise InputError(None, "Transplant has no host faces: calibrate it on clean data first")
         check_size(net, self.host_images, "Transplant host faces")
-        hosts_digest = hashlib.sha256(self.host_images.tobytes()).hexdigest()
-        key = (net.sha256, images.digest, scaling, self.name, tuple(self.windows), hosts_digest)
-        hit = TRANSPLANT_CACHE.get(key)
-        if hit is not None:
-            yield Progress(len(images), len(images), "Transplant (cached)")
-            return hit
         hosts = to_model_input(self.host_images, scaling)  # (h, H, W, 3)
         height, width = hosts.shape[1:3]
         boxes = windows(height, width, self.windows)
@@ -133,10 +127,13 @@ class TransplantDetector(Detector):
             mean = (kept * valid[:, None]).sum(axis=2) / valid.sum(axis=1)[:, None]
             return 1.0 - mean.max(axis=1).astype(np.float64)
 
-        result = yield from score_with_variants(net, images, scaling, n_windows * n_hosts, transplants, takeover,
-                                                "Transplant: pasting windows and predicting")
-        TRANSPLANT_CACHE.put(key, result)
-        return result
+        hosts_digest = hashlib.sha256(self.host_images.tobytes()).hexdigest()
+        key = (net.sha256, images.digest, scaling, self.name, tuple(self.windows), hosts_digest)
+        return Variants(n_windows * n_hosts, transplants, takeover, "Transplant: pasting windows and predicting",
+                        TRANSPLANT_CACHE, key)
+
+    def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
+        return (yield from score_by_variants(net, images, scaling, [self.variants(net, images, scaling)]))[0]
 
 
 TRANSPLANT_CACHE = PredictionCache(16)  # scores per (model, data, scaling, windows, hosts)
