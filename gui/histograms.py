@@ -203,9 +203,9 @@ class ThresholdHistogram(QWidget):
         self.axis = self.ticks.axis = axis
         self.plot.setLabel("bottom", axis.label)
         self.plot.setXRange(axis.lo, axis.hi, padding=0.02)
-        self.line.setBounds((axis.lo, axis.hi))
-        self._syncing = True
+        self._syncing = True  # new bounds may clamp the line; that is no edit of the threshold
         try:
+            self.line.setBounds((axis.lo, axis.hi))
             self.slider.setRange(*axis.raw_range())
         finally:
             self._syncing = False

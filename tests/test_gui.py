@@ -785,6 +785,25 @@ def test_p_value_axis_stretches_near_zero():
     assert low.to_display(0.0) == pytest.approx(np.log10(LogLowAxis.FLOOR))  # 0 stays on the axis
 
 
+def test_switching_axes_never_edits_the_threshold(qtbot):
+    """Going from STRIP's entropy axis (a threshold of 2.5 bits) to the p-value axis clamps the
+    line to the new axis; that must not reach the calibration as an edit (it once set 1.0)."""
+    from gui.histograms import LogLowAxis, ScoreAxis, ThresholdHistogram
+
+    plot = ThresholdHistogram()
+    qtbot.addWidget(plot)
+    edits = []
+    plot.thresholdEdited.connect(edits.append)
+    plot.set_axis(ScoreAxis("entropy", 0.0, 4.0))
+    plot.set_threshold(2.5)
+    plot.set_axis(LogLowAxis("p-value", -5.0, 0.0))
+    plot.set_threshold(0.066)
+    plot.set_axis(ScoreAxis("entropy", 0.0, 4.0))
+    assert edits == []
+    plot.slider.setValue(0.5)  # the user's move is an edit
+    assert edits == [pytest.approx(0.5)]
+
+
 def test_a_model_with_fewer_classes_drops_data_whose_labels_it_lacks(demo_window, qtbot, tmp_path):
     """Clean labels and poisoned targets are classes of the model; a new model with fewer classes
     removes the sets that no longer fit, says so, and the panel shows it."""
