@@ -119,6 +119,9 @@ def axes_for(detector: str, scores: list[np.ndarray] = ()) -> dict[str, ScoreAxi
     hi = scale.hi if scale.hi is not None else float(np.ceil(top * 1.1 * 4) / 4)
     name = f"{scale.unit or scale.short} (linear)" if scale.unit != "bits" else ENTROPY_AXIS
     linear = {name: ScoreAxis(f"{scale.label}; low = suspicious", scale.lo, hi)}
+    if scale.near_one:  # e.g. Transplant on 1283 classes: clean faces at 0.999..1, triggers far below
+        linear[f"{scale.short} (near 1, log)"] = LogConfidenceAxis(
+            f"{scale.label} (stretched near 1); low = suspicious", 0.0, 7.0)
     if not scale.stretched_low:
         return linear
     low = LogLowAxis(f"{scale.label} (stretched near 0); low = suspicious", np.log10(LogLowAxis.FLOOR), 0.0)

@@ -785,6 +785,17 @@ def test_p_value_axis_stretches_near_zero():
     assert low.to_display(0.0) == pytest.approx(np.log10(LogLowAxis.FLOOR))  # 0 stays on the axis
 
 
+def test_transplant_scores_get_an_axis_stretched_near_one_too():
+    from gui.histograms import LogConfidenceAxis, axes_for
+
+    axes = axes_for("transplant", [np.array([0.2, 0.999])])
+    names = list(axes)
+    assert names[0].endswith("(linear)") and names[1].endswith("(near 1, log)")
+    near = axes[names[1]]
+    assert isinstance(near, LogConfidenceAxis) and "Transplant" in near.label
+    assert near.to_display(0.999) == pytest.approx(3.0)
+
+
 def test_switching_axes_never_edits_the_threshold(qtbot):
     """Going from STRIP's entropy axis (a threshold of 2.5 bits) to the p-value axis clamps the
     line to the new axis; that must not reach the calibration as an edit (it once set 1.0)."""

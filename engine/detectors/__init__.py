@@ -131,6 +131,7 @@ class ScoreScale:
     unit: str = ""  # "bits"
     stretched: bool = False  # probabilities that pile up near 1: offer an axis stretched there
     stretched_low: bool = False  # values in (0, 1] that pile up near 0 (p-values): stretch there
+    near_one: bool = False  # clean scores may pile up at 1: offer an axis stretched there after the linear one
     lo: float = 0.0
     hi: float | None = None  # None: the axis ends a little above the largest score seen
     decimals: int = 4

@@ -58,7 +58,7 @@ class TransplantDetector(Detector):
     summary = ("Paste each window of the image into a few clean faces; a window holding a trigger takes "
                "them over (sends them to the image's class), however small the trigger.")
     scale = ScoreScale("Transplant score (1 - the best window's mean takeover of clean host faces)",
-                       "Transplant score", lo=0.0, hi=1.0)
+                       "Transplant score", lo=0.0, hi=1.0, near_one=True)
     colour = (255, 127, 14)
     order = 25
     needs_fit = True
