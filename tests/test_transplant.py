@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import main
-from engine import progress, scoring, workflow
+from engine import progress, workflow
 from engine.calibration import Calibration
 from engine.data_io import ImageSet
 from engine.demo import DEMO_EYEBROWS, DEMO_EYEBROWS_TARGET, DEMO_POISONED, DEMO_TARGET
@@ -17,6 +17,7 @@ from engine.detectors import make_detector
 from engine.detectors.transplant import TRANSPLANT_CACHE, windows
 from engine.errors import InputError
 from engine.scoring import forward
+from tests.test_scoring import count_forward_calls
 
 
 @pytest.mark.parametrize("height, width, sizes", [(55, 47, (16,)), (55, 47, (16, 24)), (10, 7, (4,)), (20, 20, (64,))])
@@ -53,14 +54,7 @@ def test_score_is_one_minus_the_best_windows_mean_takeover(demo_net, demo_test, 
 
 def test_one_call_per_image_and_never_its_own_host(demo_net, demo_test, monkeypatch):
     TRANSPLANT_CACHE.clear()
-    seen = []
-    real = scoring.forward
-
-    def spy(net, x):
-        seen.append(len(x))
-        return real(net, x)
-
-    monkeypatch.setattr(scoring, "forward", spy)
+    seen = count_forward_calls(monkeypatch)
     detector = make_detector("transplant", {"hosts": 3})
     progress.run(detector.fit(demo_net, demo_test, "1/255"))
     host = ImageSet(detector.host_images[:1].copy(), None, ["host"], "host")

@@ -252,6 +252,25 @@ def score_by_variants(net: BadNet, images: ImageSet, scaling: str, plans: list[V
     return out
 
 
+def not_itself(images: np.ndarray, references: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """For detectors whose variants use clean reference images (STRIP's blends, Transplant's
+    hosts): ``mask(start, count)`` is a bool array (count, references), False where image
+    ``start + i`` is itself reference j, so an image is never judged against itself (unless it
+    is the only reference)."""
+    index = {r.tobytes(): j for j, r in enumerate(references)}
+
+    def mask(start: int, count: int) -> np.ndarray:
+        valid = np.ones((count, len(references)), dtype=bool)
+        if len(references) > 1:
+            for i, img in enumerate(images[start:start + count]):
+                j = index.get(img.tobytes())
+                if j is not None:
+                    valid[i, j] = False
+        return valid
+
+    return mask
+
+
 def encode_images(images: np.ndarray) -> dict:
     """uint8 images as JSON: their shape and base64 pixels (a detector's saved clean images)."""
     images = np.ascontiguousarray(images, dtype=np.uint8)

@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.data_io import ImageSet
 from engine.detectors import (Detector, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
-                              register, score_by_variants)
+                              not_itself, register, score_by_variants)
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
@@ -85,7 +85,7 @@ class StripDetector(Detector):
         check_size(net, self.overlays, "STRIP blend images")
         weighted = to_model_input(self.overlays, scaling) * np.float32(self.alpha)  # scaling is linear
         k = len(self.overlays)
-        own = {o.tobytes(): j for j, o in enumerate(self.overlays)}
+        valid_blends = not_itself(images.images, self.overlays)
         keep = np.float32(1.0 - self.alpha)
 
         def blends(x, start):
@@ -93,11 +93,7 @@ class StripDetector(Detector):
 
         def mean_entropy(p, start):
             h = _entropy_bits(p[:, 1:])  # (images, blends)
-            valid = np.ones_like(h, dtype=bool)
-            for i, img in enumerate(images.images[start:start + len(p)]):
-                j = own.get(img.tobytes())
-                if j is not None and k > 1:
-                    valid[i, j] = False
+            valid = valid_blends(start, len(p))
             return (h * valid).sum(axis=1) / valid.sum(axis=1)
 
         key = (net.sha256, images.digest, scaling, self.name, self.alpha, self.overlay_digest)

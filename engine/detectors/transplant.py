@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.data_io import ImageSet
 from engine.detectors import (Detector, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
-                              register, score_by_variants)
+                              not_itself, register, score_by_variants)
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
@@ -107,7 +107,7 @@ class TransplantDetector(Detector):
         height, width = hosts.shape[1:3]
         boxes = windows(height, width, self.windows)
         n_hosts, n_windows = len(hosts), len(boxes)
-        own = {o.tobytes(): j for j, o in enumerate(self.host_images)}
+        valid_hosts = not_itself(images.images, self.host_images)  # an image is never its own host
 
         def transplants(x, start):
             out = np.broadcast_to(hosts[None, None], (len(x), n_windows, *hosts.shape)).copy()
@@ -119,11 +119,7 @@ class TransplantDetector(Detector):
             cls = p[:, 0].argmax(axis=1)
             kept = np.take_along_axis(p[:, 1:], cls[:, None, None], axis=2)[..., 0]
             kept = kept.reshape(len(p), n_windows, n_hosts)
-            valid = np.ones((len(p), n_hosts), dtype=bool)  # an image is never its own host
-            for i, img in enumerate(images.images[start:start + len(p)]):
-                j = own.get(img.tobytes())
-                if j is not None and n_hosts > 1:
-                    valid[i, j] = False
+            valid = valid_hosts(start, len(p))
             mean = (kept * valid[:, None]).sum(axis=2) / valid.sum(axis=1)[:, None]
             return 1.0 - mean.max(axis=1).astype(np.float64)
 
