@@ -260,3 +260,36 @@ def cmd_prune(args) -> int:
         print(line)
     print(f"wrote {Path(args.output) / 'sweep.csv'}, the pruned models and the repaired-network bundles")
     return 0
+
+
+def cmd_scan(args) -> int:
+    from engine.scan import ScanSettings, is_scan_output
+
+    if args.output is not None:
+        out = Path(args.output)
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_scan_output(out))):
+            raise InputError(out, "is not an empty folder or an earlier scan's results; choose a new folder")
+    net = load_model(Path(args.model), args.trust_model)
+    clean = workflow.read_set(args.clean, net)
+    warn_about(clean)
+    clean = workflow.sample_images(clean, args.max_images)
+    settings = ScanSettings(candidates=args.candidates, refine_steps=args.steps)
+    result = drive(workflow.scan_job(net, clean, args.scale, settings), args.json)
+    if args.output is not None:
+        result.save(args.output)
+        note(f"wrote {Path(args.output) / 'scan.json'}, triggers.npz and PNGs")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print(f"{net.path}: scanned {net.num_classes} classes with {result.n_clean} clean images "
+          f"({result.n_holdout} held out) in {result.seconds:.0f} s")
+    print(result.summary())
+    print(f"\n{'rank':>4} {'class':>6} {'mask L1':>8} {'share':>7} {'anomaly':>8} {'held-out ASR':>13}")
+    for row in result.rows()[: max(10, len(result.flagged))]:
+        if not row["refined"]:
+            break
+        asr = "n/a" if row["attack_success"] is None else f"{100 * row['attack_success']:.0f}%"
+        mark = "  flagged" if row["flagged"] else ("" if row["reached"] else "  (never reached 99%)")
+        print(f"{row['rank']:>4} {row['class']:>6} {row['mask_l1']:>8.1f} {100 * row['mask_share']:>6.2f}% "
+              f"{row['anomaly_index']:>8.2f} {asr:>13}{mark}")
+    return 0

@@ -30,6 +30,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
 def setting_options() -> dict[str, list]:
     """Every shown detector setting by name, with the detectors that have it."""
     out: dict[str, list] = {}
@@ -163,4 +170,20 @@ def build_parser(commands) -> argparse.ArgumentParser:
                    help="fine-tune each pruned model (default 0: off)")
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+
+    p = command("scan", commands.cmd_scan, "trigger scan (Neural Cleanse, screened like K-Arm): reverse-engineer "
+                "the smallest trigger for each class, flag classes whose trigger is anomalously small, "
+                "and save masks, patterns and PNGs")
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION),
+                   help="clean data (labels not needed; 45-100 faces are enough)")
+    p.add_argument("--max-images", type=non_negative_int, default=100, metavar="N",
+                   help="use at most N clean images, drawn at random (default 100; 0: all)")
+    p.add_argument("--candidates", type=positive_int, default=16,
+                   help="classes refined after screening, besides the reference sample (default 16)")
+    p.add_argument("--steps", type=positive_int, default=200, help="refinement steps at most (default 200)")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", metavar="OUTDIR",
+                   help="write scan.json, triggers.npz and PNGs of the flagged classes here")
+    p.add_argument("--json", action="store_true", help="print the ranked table as JSON")
     return parser

@@ -68,6 +68,12 @@ class ImageSet:
             raise InputError(self.source, f"has no labels, which {why} needs")
         return self.labels
 
+    def subset(self, index) -> ImageSet:
+        """The images at ``index`` (integer positions), with their labels and names."""
+        index = np.asarray(index, dtype=np.int64)
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(self.images[index], labels, [self.names[i] for i in index], self.source, list(self.warnings))
+
     def resized(self, size: tuple[int, int]) -> ImageSet:
         """This set at (height, width), with a warning naming the source when it changes."""
         h, w = size

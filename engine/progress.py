@@ -14,6 +14,7 @@ class Progress:
     done: int
     total: int
     stage: str = ""
+    partial: object = None  # a job's results so far, for a window that shows them as they come
 
     @property
     def fraction(self) -> float:

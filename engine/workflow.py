@@ -411,3 +411,36 @@ def prune_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir:
     sets = fit_sets(poisoned, net)
     chosen, _ = yield from choose_scaling(net, scaling, clean)
     return (yield from fine_prune(net, clean, sets, outdir, layer, tuple(drops), epochs, chosen))
+
+
+# --- the trigger scan, unlearning and per-image explanations ---------------------------------
+
+
+def scan_job(net: BadNet, clean: ImageSet, scaling: str, settings=None):
+    """The whole-model trigger scan on ``clean`` (labels not needed): a ScanResult."""
+    from engine.scan import ScanSettings, check_clean, scan
+
+    clean = fit_to_model(clean, net)
+    check_clean(clean)
+    chosen, _ = yield from choose_scaling(net, scaling, clean)
+    return (yield from scan(net, clean, chosen, settings or ScanSettings()))
+
+
+def load_scan(path: str | Path, net: BadNet | None = None):
+    """A scan folder written by ``scan``; checked against ``net`` when given."""
+    from engine.scan import ScanResult
+
+    result = ScanResult.load(path)
+    if net is not None:
+        result.check_model(net)
+        if tuple(net.input_shape[:2]) != tuple(result.image_shape):
+            raise InputError(path, f"triggers are {result.image_shape}, the model takes {net.input_shape[:2]}")
+    return result
+
+
+def sample_images(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
+    """At most ``limit`` images drawn at random without replacement (all when ``limit`` is 0)."""
+    if not limit or len(images) <= limit:
+        return images
+    idx = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
+    return images.subset(idx)
