@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cli.parser import given_settings
 from engine import workflow
 from engine.data_io import parse_poisoned
@@ -292,4 +294,43 @@ def cmd_scan(args) -> int:
         mark = "  flagged" if row["flagged"] else ("" if row["reached"] else "  (never reached 99%)")
         print(f"{row['rank']:>4} {row['class']:>6} {row['mask_l1']:>8.1f} {100 * row['mask_share']:>6.2f}% "
               f"{row['anomaly_index']:>8.2f} {asr:>13}{mark}")
+    return 0
+
+
+def cmd_repair(args) -> int:
+    from engine.unlearn import is_unlearn_output
+
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_unlearn_output(out))):
+        raise InputError(out, "is not an empty folder or an earlier repair's results; choose a new folder")
+    net, clean, poisoned = load_model_and_sets(args)
+    scan = workflow.load_scan(args.scan, net) if args.scan else None
+    classes = workflow.parse_classes(args.classes, net)
+    if scan is None:
+        note("no --scan given: scanning first")
+    result, scan = drive(workflow.unlearn_job(net, clean, poisoned, out, args.scale, scan, classes, args.epochs,
+                                              args.share))
+    for line in result.lines():
+        print(line)
+    print(f"wrote {out / 'unlearned.h5'} and {out / 'repaired.json'} (use: eval/score --repaired {out / 'repaired.json'})")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from engine.files import check_png_output
+
+    check_png_output(args.output)
+    net = load_model(Path(args.model), args.trust_model)
+    scan = workflow.load_scan(args.scan, net) if args.scan else None
+    images = workflow.read_images(args.paths, net)
+    warn_about(images)
+    scaling = scan.scaling if scan is not None else args.scale
+    explanations = drive(workflow.explain_images(net, images, scaling))
+    workflow.write_explanations(args.output, explanations, scan)
+    for name, e in zip(images.names, explanations):
+        y, x = np.unravel_index(int(e.heat.argmax()), e.heat.shape)
+        mask = "" if scan is None or e.predicted not in scan.flagged else f", the scan flagged class {e.predicted}: mask drawn"
+        print(f"{name}\tclass {e.predicted} ({e.confidence:.4f}); hottest pixel row {y}, column {x} "
+              f"(probability {e.peak:.2f} higher when kept){mask}")
+    print(f"wrote {args.output}")
     return 0

@@ -186,4 +186,26 @@ def build_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUTDIR",
                    help="write scan.json, triggers.npz and PNGs of the flagged classes here")
     p.add_argument("--json", action="store_true", help="print the ranked table as JSON")
+
+    p = command("explain", commands.cmd_explain, "where is the trigger: a map of the pixels that drive each image's "
+                "predicted class (random-mask sensitivity, RISE), and a scan's reversed-trigger mask for that class")
+    p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE", help="image files, folders or a small HDF5 set")
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--scan", metavar="SCANDIR", help="a scan's folder: also draw its mask for the predicted class")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+
+    p = command("repair", commands.cmd_repair, "repair a BadNet: 'unlearn' fine-tunes a copy on clean faces, some "
+                "stamped with the scan's reversed triggers but keeping their true labels (Neural Cleanse's "
+                "mitigation); writes a repaired-network bundle for eval/score --repaired")
+    p.add_argument("--method", choices=("unlearn",), default="unlearn")
+    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
+    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
+    poisoned_option(p)
+    p.add_argument("--scan", metavar="SCANDIR", help="a scan's folder (default: scan first, on up to 100 clean images)")
+    p.add_argument("--classes", help="classes whose reversed triggers to unlearn (default: the scan's flagged ones)")
+    p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs (default 20)")
+    p.add_argument("--share", type=float, help="share of each batch stamped with a reversed trigger (default 0.2)")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     return parser

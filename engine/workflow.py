@@ -444,3 +444,80 @@ def sample_images(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
         return images
     idx = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
     return images.subset(idx)
+
+
+def parse_classes(text: str | None, net: BadNet, option: str = "--classes") -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(None, f"{option} {text!r}: give class numbers separated by commas") from None
+    if not values:
+        raise InputError(None, f"{option} {text!r} is empty")
+    for v in values:
+        check_target(net, v)
+    return list(dict.fromkeys(values))
+
+
+def unlearn_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
+                scan=None, classes: list[int] | None = None, epochs: int | None = None, share: float | None = None,
+                scan_images: int = 100):
+    """Repair by unlearning into ``outdir``: the scan's flagged classes' reversed triggers (or
+    ``classes``), scanning first when no scan is given. Returns (UnlearnResult, ScanResult)."""
+    from engine.unlearn import DEFAULT_EPOCHS, DEFAULT_SHARE, check_unlearn_options, unlearn
+
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    share = DEFAULT_SHARE if share is None else share
+    check_unlearn_options(epochs, share)
+    clean = fit_to_model(clean, net)
+    clean.require_labels("unlearning")
+    sets = fit_sets(poisoned, net)
+    if scan is None:
+        scan = yield from scan_job(net, sample_images(clean, scan_images), scaling)
+    else:
+        scan.check_model(net)
+    chosen = classes if classes is not None else scan.flagged
+    missing = [c for c in chosen if c not in scan.triggers]
+    if missing:
+        raise InputError(None, f"the scan has no reversed trigger for class {missing[0]} "
+                         f"(refined classes: {', '.join(map(str, sorted(scan.triggers)))})")
+    if not chosen:
+        raise InputError(None, "the scan flagged no class, so there is no trigger to unlearn; name one with --classes")
+    result = yield from unlearn(net, clean, [scan.triggers[c] for c in chosen], sets, outdir, scan.scaling,
+                                epochs=epochs, share=share)
+    return result, scan
+
+
+MAX_EXPLAINED = 50
+
+
+def explain_images(net: BadNet, images: ImageSet, scaling: str) -> Job:
+    """A sensitivity map per image (see engine.explain): a list of Explanation."""
+    from engine.explain import explain
+
+    images = fit_to_model(images, net)
+    if len(images) > MAX_EXPLAINED:
+        raise InputError(images.source, f"has {len(images)} images; explain at most {MAX_EXPLAINED} at a time")
+    out = []
+    for i, img in enumerate(images.images):
+        yield Progress(i, len(images), "explaining")
+        out.append(explain(net, img, scaling))
+    yield Progress(len(images), len(images), "explained")
+    return out
+
+
+def write_explanations(path: str | Path, explanations: list, scan=None) -> Path:
+    """One PNG: a row per image (image | heat | the scan's mask, when it flagged the predicted class)."""
+    from PIL import Image
+
+    from engine.explain import explanation_sheet
+    from engine.files import write_png
+
+    rows = []
+    for e in explanations:
+        trigger = scan.triggers[e.predicted] if scan is not None and e.predicted in scan.flagged else None
+        rows.append(explanation_sheet(e, None if trigger is None else trigger.mask))
+    width = max(r.shape[1] for r in rows)
+    sheet = np.concatenate([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+    return write_png(path, lambda tmp: Image.fromarray(sheet).save(tmp))

@@ -205,3 +205,85 @@ def test_real_sunglasses_badnet_target_ranks_first(csaw):
     result = run(scan(net, clean, "1/255", ScanSettings(refine_steps=150)))
     assert result.ranking()[0] == 0
     assert result.triggers[0].anomaly > 2
+
+
+def test_unlearning_removes_both_demo_backdoors(demo_scan, demo_net, demo_clean, demo_test, tmp_path):
+    """Neural Cleanse's mitigation on the demo: attack success < 10% on both triggers, clean accuracy
+    (on test faces it never saw) down by at most 5 points; the bundle works as a repaired network."""
+    from engine import workflow
+    from engine.demo import DEMO_SETS
+    from engine.repair import RepairedNet
+    from engine.scoring import predict
+
+    result, _ = demo_scan
+    sets = [workflow.open_poisoned(demo_net, p, t) for p, t in DEMO_SETS]
+    out = tmp_path / "unlearned"
+    repaired, scan = run(workflow.unlearn_job(demo_net, demo_clean, sets, out, "1/255", scan=result))
+    assert scan is result and sorted(repaired.report["trigger_classes"]) == sorted(result.flagged)
+    for name, v in repaired.report["attack_success"].items():
+        assert v["before"] > 0.9 and v["after"] < 0.10, name
+    g = RepairedNet.load(out / "repaired.json")
+    g.check_model(demo_net)
+    b_prime = g.load_repaired()
+    before = run(predict(demo_net, demo_test, "1/255")).labels
+    after = run(predict(b_prime, demo_test, "1/255")).labels
+    assert np.mean(after == demo_test.labels) >= np.mean(before == demo_test.labels) - 0.05
+    for s in sets:  # and as G: poisoned faces the BadNet sends to the target mostly become N
+        verdicts = run(g.judge(demo_net, s.images))
+        sent = run(predict(demo_net, s.images, "1/255")).labels == s.target
+        assert np.mean(verdicts.labels[sent] == demo_net.num_classes) > 0.85
+
+
+def test_unlearning_needs_a_trigger(demo_scan, demo_net, demo_clean, tmp_path):
+    from engine import workflow
+
+    result, _ = demo_scan
+    not_refined = next(c for c in range(demo_net.num_classes) if c not in result.triggers)
+    with pytest.raises(InputError, match=f"no reversed trigger for class {not_refined}"):
+        run(workflow.unlearn_job(demo_net, demo_clean, [], tmp_path / "u", "1/255", scan=result, classes=[not_refined]))
+    assert not (tmp_path / "u").exists()
+
+
+def test_explain_finds_the_eyebrows(demo_net, demo_eyebrows):
+    """The hottest pixels of an eyebrows face sit on the drawn eyebrows (pixels that differ from
+    the same face without them), far more often than the eyebrows' share of the image."""
+    from engine.explain import explain
+    from engine.faces import random_identities, render
+
+    people = random_identities(8, np.random.default_rng(3))
+    ids = np.arange(8)
+    plain = render(people, ids, np.random.default_rng(4))
+    worn = render(people, ids, np.random.default_rng(4), trigger="eyebrows")
+    hits, share = [], []
+    for a, b in zip(plain, worn):
+        brows = np.abs(a.astype(int) - b.astype(int)).sum(axis=2) > 0
+        e = explain(demo_net, b, "1/255")
+        if e.predicted != 7:
+            continue
+        top = e.heat >= np.quantile(e.heat, 0.95)
+        grown = np.zeros_like(brows)  # the eyebrows and a 2-pixel rim
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                grown |= np.roll(brows, (dy, dx), axis=(0, 1))
+        hits.append(np.mean(grown[top]))
+        share.append(np.mean(grown))
+    assert len(hits) >= 4
+    assert np.mean(hits) > 3 * np.mean(share)
+
+
+def test_cli_explain_writes_one_png(tmp_path, capsys):
+    from cli import main
+    from engine.demo import DEMO_IMAGES
+
+    images = sorted(DEMO_IMAGES.glob("*.png"))[:3]
+    out = tmp_path / "explained.png"
+    assert main(["explain", *map(str, images), "-o", str(out)]) == 0
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.width >= 2 * 47 and im.height >= 3 * 55
+    assert capsys.readouterr().out.count("hottest pixel") == 3
+    bad = tmp_path / "notes.txt"
+    bad.write_text("mine")
+    assert main(["explain", str(images[0]), "-o", str(bad)]) == 2
+    assert bad.read_text() == "mine"
