@@ -117,6 +117,13 @@ class ScanResult:
     stage: str = "done"  # "screening", "refining", "done"
     notes: list[str] = field(default_factory=list)
 
+    def snapshot(self) -> ScanResult:
+        """A copy for another thread to read while the scan goes on (arrays and dicts copied)."""
+        import dataclasses
+
+        return dataclasses.replace(self, screen_loss=self.screen_loss.copy(), triggers=dict(self.triggers),
+                                   reference=list(self.reference), notes=list(self.notes))
+
     @property
     def flagged(self) -> list[int]:
         """Classes whose anomaly index is above the threshold, most anomalous first."""
@@ -352,7 +359,7 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
                 done += 1
                 yield Progress(done, total, f"screening {num_classes} classes")
             result.screen_loss[classes] = objective[: len(classes)] / (settings.screen_steps - late)
-            yield Progress(done, total, f"screening {num_classes} classes", partial=result)
+            yield Progress(done, total, f"screening {num_classes} classes", partial=result.snapshot())
         ranked = np.argsort(result.screen_loss, kind="stable")
         candidates = [int(c) for c in ranked[: settings.candidates]]
         result.reference = sorted(int(c) for c in rng.choice(num_classes, settings.reference, replace=False))
@@ -363,7 +370,9 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
 
     result.stage = "refining"
     triggers = yield from _refine(net, scaling, x_fit, y_fit, np.asarray(chosen), settings, rng,
-                                  lambda k, label: Progress(done + k, total, label, partial=result), result)
+                                  lambda k, label, fresh: Progress(done + k, total, label,
+                                                                   partial=result.snapshot() if fresh else None),
+                                  result)
     done = screen_total + refine_steps_total
     yield Progress(done, total, "testing the reversed triggers")
     _test_on_holdout(net, clean, preds.labels, hold, scaling, triggers)
@@ -371,7 +380,7 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     _anomaly(result)
     result.stage = "done"
     result.seconds = time.perf_counter() - started
-    yield Progress(total, total, "scan done", partial=result)
+    yield Progress(total, total, "scan done", partial=result.snapshot())
     return result
 
 
@@ -421,9 +430,10 @@ def _refine(net, scaling, x_fit, y_fit, classes: np.ndarray, settings: ScanSetti
         up = np.where(up >= 5, 0, up)
         down = np.where(down >= 5, 0, down)
         state.lam = lam.astype(np.float32)
-        if s % 10 == 9:
+        fresh = s % 10 == 9
+        if fresh:
             result.triggers = _triggers(classes, best, best_mask, best_pattern, state)
-        yield progress(s + 1, f"refining {k} classes")
+        yield progress(s + 1, f"refining {k} classes", fresh)
         if s + 1 >= settings.refine_min_steps and np.all(s - last_gain >= settings.patience):
             result.notes.append(f"refinement converged after {s + 1} steps")
             break

@@ -7,11 +7,12 @@ from __future__ import annotations
 import html
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, QSize, QSortFilterProxyModel, Qt, Slot
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, QSize, QSortFilterProxyModel, Qt, QTimer, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -228,10 +229,31 @@ class ImageCheckPanel(QWidget):
         self.detail.setStyleSheet("padding: 4px;")
         self.detail_image = QLabel()
         self.detail_image.setFixedSize(47 * 2, 55 * 2)
+        # where the network looks (sensitivity map) and, after a scan flagged the class, its mask
+        self.detail_heat = QLabel()
+        self.detail_heat.setFixedSize(47 * 2, 55 * 2)
+        self.detail_heat.setToolTip("Pixels that drive the predicted class: how much more likely the class is when "
+                                    "they are kept than when hidden, over 800 random masks (RISE)")
+        self.detail_mask = QLabel()
+        self.detail_mask.setFixedSize(47 * 2, 55 * 2)
+        self.detail_mask.setToolTip("The trigger scan's reversed trigger for the predicted class (a flagged class)")
+        self._heat_line = ""
+        self._explain_key = None
+        self._explain_timer = QTimer(self)
+        self._explain_timer.setSingleShot(True)
+        self._explain_timer.setInterval(200)
+        self._explain_timer.timeout.connect(self._request_explanation)
+        pictures = QWidget()
+        pictures_layout = QGridLayout(pictures)
+        pictures_layout.setContentsMargins(0, 0, 0, 0)
+        pictures_layout.addWidget(self.detail_image, 0, 0)
+        pictures_layout.addWidget(self.detail_heat, 0, 1)
+        pictures_layout.addWidget(self.detail_mask, 0, 2)
+        pictures.setMaximumWidth(47 * 2 * 3 + 24)
         detail_box = QWidget()
         detail_row = QHBoxLayout(detail_box)
         detail_row.setContentsMargins(0, 0, 0, 0)
-        detail_row.addWidget(self.detail_image, 0, Qt.AlignmentFlag.AlignTop)
+        detail_row.addWidget(pictures, 0, Qt.AlignmentFlag.AlignTop)
         detail_row.addWidget(self.detail, 1)
 
         self.hint = QLabel("Drop images, folders or HDF5 sets anywhere on this window, or use Open images…\n"
@@ -275,6 +297,8 @@ class ImageCheckPanel(QWidget):
         layout.addWidget(self.splitter, 1)
 
         session.check.checkedChanged.connect(self._update_summary)
+        session.scan.explained.connect(self._on_explained)
+        session.scan.scanChanged.connect(lambda _: self._update_detail())
         for signal in (session.calib.thresholdsChanged, session.calib.calibrationChanged,
                        session.check.verdictSourceChanged, session.pruning.repairedChanged):
             signal.connect(lambda *_: self._update_summary())
@@ -301,12 +325,63 @@ class ImageCheckPanel(QWidget):
             self.detail.setText("<span style='color:#555'>Select an image to see every defense's score, "
                                 "threshold and verdict.</span>")
             self.detail_image.clear()
+            self.detail_heat.clear()
+            self.detail_mask.clear()
+            self._heat_line = ""
+            self._explain_key = None
             return
         row = self.proxy.mapToSource(index).row()
         r = self.model.row(row)
         self.detail_image.setPixmap(to_pixmap(r.image, 2))
+        self._show_mask(r)
+        key = (r.name, r.predicted, r.image.tobytes())
+        if key != self._explain_key:
+            self._explain_key = key
+            self.detail_heat.clear()
+            self._heat_line = "finding where the network looks…"
+            self._explain_timer.start()
         label, poisoned = self.model.verdict(row)
         head = (f"<b>{html.escape(r.name)}</b><br>class {r.predicted}, top-1 confidence {r.confidence:.6f}"
                 + ("" if r.label is None else f", label from the file {r.label}"))
         lines = [html.escape(line) for line in self.model.defense_lines(row)] or ["no defense loaded yet"]
+        if self._heat_line:
+            lines.append(f"<span style='color:#555'>{html.escape(self._heat_line)}</span>")
         self.detail.setText(head + "<br>" + "<br>".join(lines))
+
+    def _current_row(self):
+        index = self.table.currentIndex()
+        if not index.isValid() or self.model.rowCount() == 0:
+            return None
+        return self.model.row(self.proxy.mapToSource(index).row())
+
+    def _show_mask(self, r) -> None:
+        from engine.explain import mask_overlay
+
+        mask = self.session.scan.flagged_mask(r.predicted)
+        if mask is None or mask.shape != r.image.shape[:2]:
+            self.detail_mask.clear()
+            self.detail_mask.setVisible(False)
+            return
+        self.detail_mask.setPixmap(to_pixmap(mask_overlay(r.image, mask), 2))
+        self.detail_mask.setVisible(True)
+
+    @Slot()
+    def _request_explanation(self) -> None:
+        r = self._current_row()
+        if r is not None:
+            self.session.scan.explain(r.name, r.image)
+
+    @Slot(object)
+    def _on_explained(self, named) -> None:
+        from engine.explain import overlay
+
+        name, e = named
+        r = self._current_row()
+        if r is None or r.name != name or not np.array_equal(r.image, e.image):
+            return
+        self.detail_heat.setPixmap(to_pixmap(overlay(e.image, e.heat), 2))
+        mask = ("; third picture, in cyan: the trigger scan's reversed trigger for this flagged class"
+                if self.detail_mask.isVisible() else "")
+        self._heat_line = (f"second picture: the pixels that drive class {e.predicted} (random-mask sensitivity, "
+                           f"RISE: up to {e.peak:.2f} more likely when kept than hidden){mask}")
+        self._update_detail()

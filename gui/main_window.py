@@ -32,6 +32,7 @@ from gui.image_check import ImageCheckPanel
 from gui.panels import LeftColumn
 from gui.compare_panel import ComparePanel
 from gui.pruning_panel import PruningPanel
+from gui.scan_panel import ScanPanel
 from gui.session import Session
 
 APP_NAME = "BadNet Inspector"
@@ -93,11 +94,13 @@ class MainWindow(QMainWindow):
         self.histograms = HistogramPanel(self.session)
         self.pruning = PruningPanel(self.session)
         self.compare = ComparePanel(self.session, self.left.calibration.params)
+        self.scan = ScanPanel(self.session, self.settings)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.image_check, "3. Image check")
         self.tabs.addTab(self.histograms, "4. Histograms")
         self.tabs.addTab(self.pruning, "5. Fine-pruning")
         self.tabs.addTab(self.compare, "6. Compare detectors")
+        self.tabs.addTab(self.scan, "7. Trigger scan")
         self.banner = ErrorBanner()
         right = QWidget()
         right_layout = QVBoxLayout(right)

@@ -10,6 +10,7 @@ from gui.controllers.check import CheckController
 from gui.controllers.compare import CompareController
 from gui.controllers.data import DataController
 from gui.controllers.pruning import PruningController
+from gui.controllers.scan import ScanController
 from gui.jobs import JobRunner
 
 
@@ -26,6 +27,7 @@ class Session(QObject):
         self.check = CheckController(self, self)
         self.compare = CompareController(self, self)
         self.pruning = PruningController(self, self)
+        self.scan = ScanController(self, self)
 
         self.data.modelChanged.connect(self._on_model)
         self.data.cleanChanged.connect(lambda _: self.calib.score_sets())
@@ -40,6 +42,7 @@ class Session(QObject):
     def _on_model(self, net) -> None:
         self.calib.model_changed(net)
         self.pruning.model_changed(net)
+        self.scan.model_changed(net)
         self.compare.clear()
         self.check.rescore()
 

@@ -844,3 +844,91 @@ def test_the_window_fits_1280_by_800(window, qtbot):
         qtbot.wait(10)
         assert window.minimumSizeHint().width() <= 1280, window.tabs.tabText(i)
         assert window.width() <= 1280 and window.height() <= 800
+
+
+def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, qtbot, tmp_path):
+    """The scan runs in the worker with partial results, ranks the demo's targets, shows the
+    chosen class's trigger on clean faces, counts flips like the engine, exports a PNG, and its
+    unlearned network becomes G."""
+    from engine.demo import DEMO_TRIGGERS
+    from engine.files import is_png
+    from engine.scan import ScanSettings
+
+    w = demo_window
+    partial = []
+    w.session.scan.partial.connect(lambda r: partial.append((r.stage, len(r.triggers))))
+    with qtbot.waitSignal(w.session.scan.scanChanged, timeout=JOB_TIMEOUT):
+        w.session.scan.run(60, ScanSettings(refine_steps=120))
+    wait_idle(qtbot, w)
+    result = w.session.scan.result
+    assert {s for s, _ in partial} >= {"screening", "refining"}
+    panel = w.scan
+    shown = [int(panel.table.item(r, 1).text()) for r in range(panel.table.rowCount())]
+    assert shown == [c for c in result.ranking() if c in result.triggers]
+    assert set(shown[:2]) == set(DEMO_TRIGGERS.values())
+    assert "backdoor suspected" in panel.verdict.text()
+
+    panel.table.selectRow(shown.index(DEMO_TRIGGERS["sunglasses"]))
+    with qtbot.waitSignal(w.session.scan.stampCounted, timeout=JOB_TIMEOUT) as counted:
+        panel._stamp_clicked()
+    out = counted.args[0]
+    wait_idle(qtbot, w)
+    assert panel.faces_grid.count() == 10  # five faces, before and after
+    # the same count the engine gives
+    from engine.scoring import predict
+
+    net, clean = w.session.data.net, w.session.data.clean
+    trigger = result.triggers[DEMO_TRIGGERS["sunglasses"]]
+    before = progress.run(predict(net, clean, "1/255")).labels
+    others = before != trigger.label
+    stamped = data_io.ImageSet(trigger.stamp(clean.images[others]), None, ["s"] * int(others.sum()), "stamped")
+    after = progress.run(predict(net, stamped, "1/255")).labels
+    assert out["n"] == int(others.sum()) and out["flipped"] == int(np.sum(after == trigger.label))
+    assert f"{out['flipped']} of {out['n']}" in panel.stamp_result.text()
+
+    png = tmp_path / "trigger.png"
+    assert panel.export_png(png) and is_png(png)
+
+    panel.epochs_spin.setValue(3)
+    panel.unlearn_edit.setText(str(tmp_path / "unlearned"))
+    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
+        panel.unlearn_clicked()
+    wait_idle(qtbot, w)
+    g = w.session.pruning.repaired
+    assert g is not None and g.choice["method"] == "unlearning" and (tmp_path / "unlearned" / "repaired.json").exists()
+    assert "attack success on" in panel.unlearn_result.text()
+
+
+def test_selecting_a_checked_image_shows_where_the_network_looks(demo_window, qtbot, tmp_path):
+    """The heat map is the engine's, for the selected row; a flagged class's mask is drawn once a scan is loaded."""
+    from engine.explain import explain
+    from engine.scan import ScanResult, ReversedTrigger
+
+    w = demo_window
+    with qtbot.waitSignal(w.session.check.checkedChanged, timeout=JOB_TIMEOUT):
+        w.open_paths([DEMO_IMAGES])
+    wait_idle(qtbot, w)
+    panel = w.image_check
+    with qtbot.waitSignal(w.session.scan.explained, timeout=JOB_TIMEOUT) as got:
+        panel.table.selectRow(3)
+    wait_idle(qtbot, w)
+    name, e = got.args[0]
+    row = panel._current_row()
+    assert name == row.name and e.predicted == row.predicted
+    np.testing.assert_allclose(e.heat, explain(w.session.data.net, row.image, "1/255").heat)
+    assert not panel.detail_heat.pixmap().isNull() and "RISE" in panel.detail.text()
+    assert not panel.detail_mask.isVisible()
+
+    # a scan that flagged this row's class: its mask appears beside the heat map
+    h, wd = row.image.shape[:2]
+    mask = np.zeros((h, wd), np.float32)
+    mask[10:14, 10:30] = 1.0
+    trig = ReversedTrigger(row.predicted, mask, np.zeros((h, wd, 3), np.float32), True, 0.9, 5.0)
+    others = {c: ReversedTrigger(c, np.full((h, wd), 0.2, np.float32), np.zeros((h, wd, 3), np.float32), True, 0.1, 0.0)
+              for c in range(40, 45) if c != row.predicted}
+    net = w.session.data.net
+    fake = ScanResult(str(net.path), net.sha256, "1/255", net.num_classes, (h, wd), 60, 20,
+                      np.zeros(net.num_classes), {row.predicted: trig, **others}, sorted(others))
+    w.session.scan.set_result(fake, None)
+    assert fake.flagged == [row.predicted]
+    assert panel.detail_mask.isVisible() and not panel.detail_mask.pixmap().isNull()

@@ -73,7 +73,9 @@ class PruningController(QObject):
     def set_repaired(self, g) -> None:
         self.repaired = g
         if g is not None:
-            self.session.message.emit(f"repaired network G: B' = {g.repaired_path} (drop {g.choice.get('drop', '?')}%)")
+            how = (f"unlearning classes {', '.join(map(str, g.choice.get('trigger_classes', [])))}"
+                   if g.choice.get("method") == "unlearning" else f"fine-pruning, drop {g.choice.get('drop', '?')}%")
+            self.session.message.emit(f"repaired network G: B' = {g.repaired_path} ({how})")
         self.repairedChanged.emit(g)
 
     def model_changed(self, net) -> None:

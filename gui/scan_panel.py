@@ -1,0 +1,415 @@
+"""The Trigger scan tab: is this network backdoored, which class, what does the trigger look like.
+
+Ranked classes on the left (partial results while the scan runs); for the chosen class its mask,
+pattern and mask x pattern, and a few clean faces before and after stamping with the network's
+answer under each; a button that stamps the trigger on every loaded clean face; PNG export; and
+repair by unlearning, whose network becomes the repaired network G."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.image_check import to_pixmap
+from gui.session import Session
+
+COLUMNS = ("Rank", "Class", "Mask %", "Anomaly", "Flips", "")
+ZOOM = 2
+FACE_ZOOM = 1.5
+FLAG_BG = "#f6d5d3"
+
+
+def default_folder(model_path: Path, what: str) -> Path:
+    return Path.home() / "BadNetInspector" / f"{model_path.stem}_{what}"
+
+
+def _tile(image: np.ndarray, caption: str, colour: str = "#222", zoom: float = ZOOM) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(1, 1, 1, 1)
+    layout.setSpacing(0)
+    picture = QLabel()
+    h, w = image.shape[:2]
+    picture.setPixmap(to_pixmap(image).scaled(int(w * zoom), int(h * zoom), Qt.AspectRatioMode.KeepAspectRatio,
+                                              Qt.TransformationMode.FastTransformation))
+    text = QLabel(caption)
+    text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    text.setStyleSheet(f"color: {colour};")
+    layout.addWidget(picture, 0, Qt.AlignmentFlag.AlignCenter)
+    layout.addWidget(text)
+    return box
+
+
+def _as_image(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+
+
+class ScanPanel(QWidget):
+    def __init__(self, session: Session, settings: QSettings | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.settings = settings
+        self._shown: int | None = None
+
+        self.run_button = QPushButton("Run trigger scan")
+        self.run_button.setToolTip("Neural Cleanse on every class (screened, then the promising ones refined): "
+                                   "about 2 minutes for 1283 classes")
+        self.run_button.clicked.connect(self.start_clicked)
+        self.images_spin = QSpinBox()
+        self.images_spin.setRange(4, 10_000)
+        self.images_spin.setValue(100)
+        self.images_spin.setToolTip("Clean faces the scan uses, drawn at random from the loaded clean data "
+                                    "(a third are held out to test the reversed triggers)")
+        self.load_button = QPushButton("Load scan…")
+        self.load_button.clicked.connect(self._load_clicked)
+        self.save_button = QPushButton("Save scan…")
+        self.save_button.clicked.connect(self._save_clicked)
+        top = QHBoxLayout()
+        top.addWidget(self.run_button)
+        top.addWidget(QLabel("clean faces"))
+        top.addWidget(self.images_spin)
+        top.addSpacing(12)
+        top.addWidget(self.load_button)
+        top.addWidget(self.save_button)
+        top.addStretch(1)
+
+        self.verdict = QLabel("Run the scan to ask: is this network backdoored, which class is the target, "
+                              "and what does its trigger look like?")
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)
+        self.verdict.setStyleSheet("padding: 4px;")
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        for col, tip in ((2, "The reversed trigger's mask: its L1 norm as a share of the image's pixels"),
+                         (3, "Neural Cleanse's anomaly index: (median - mask) / (1.4826 MAD); above 2 is flagged"),
+                         (4, "Share of held-out clean faces (not used to fit it) the trigger sends to the class")):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self.table.currentCellChanged.connect(lambda *_: self._class_chosen())
+        self.table_note = QLabel("")
+        self.table_note.setWordWrap(True)
+        self.table_note.setStyleSheet("color: #555;")
+        self.table.setMinimumWidth(300)
+
+        # the chosen class
+        self.detail = QWidget()
+        self.detail.setStyleSheet("background: white;")
+        self.detail_title = QLabel("")
+        self.detail_title.setTextFormat(Qt.TextFormat.RichText)
+        self.detail_title.setWordWrap(True)
+        self.trigger_row = QHBoxLayout()
+        self.faces_grid = QGridLayout()
+        self.faces_grid.setHorizontalSpacing(4)
+        detail_layout = QVBoxLayout(self.detail)
+        detail_layout.addWidget(self.detail_title)
+        detail_layout.addLayout(self.trigger_row)
+        self.faces_caption = QLabel("")
+        self.faces_caption.setStyleSheet("color: #444;")
+        detail_layout.addWidget(self.faces_caption)
+        detail_layout.addLayout(self.faces_grid)
+        detail_layout.addStretch(1)
+        self.stamp_button = QPushButton("Stamp on loaded clean faces")
+        self.stamp_button.setToolTip("Apply this reversed trigger to every loaded clean face of another class "
+                                     "and count how many the network then puts in this class")
+        self.stamp_button.clicked.connect(self._stamp_clicked)
+        self.export_button = QPushButton("Export PNG…")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.stamp_result = QLabel("")
+        self.stamp_result.setWordWrap(True)
+        detail_buttons = QHBoxLayout()
+        detail_buttons.addWidget(self.stamp_button)
+        detail_buttons.addWidget(self.export_button)
+        detail_buttons.addStretch(1)
+        detail_scroll = QScrollArea()  # the pictures never force the window's size
+        detail_scroll.setWidget(self.detail)
+        detail_scroll.setWidgetResizable(True)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(detail_scroll, 1)
+        right_layout.addLayout(detail_buttons)
+        right_layout.addWidget(self.stamp_result)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.table)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([340, 560])
+
+        # repair by unlearning
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.setValue(20)
+        self.epochs_spin.setToolTip("Fine-tuning epochs on the clean data, 20% of each batch stamped with the "
+                                    "flagged classes' reversed triggers, true labels kept")
+        self.unlearn_edit = QLineEdit()
+        self.unlearn_edit.setMinimumWidth(260)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_unlearn)
+        self.unlearn_button = QPushButton("Repair by unlearning")
+        self.unlearn_button.clicked.connect(self.unlearn_clicked)
+        self.unlearn_result = QLabel("")
+        self.unlearn_result.setWordWrap(True)
+        self.unlearn_result.setTextFormat(Qt.TextFormat.RichText)
+        repair = QHBoxLayout()
+        repair.addWidget(self.unlearn_button)
+        repair.addWidget(QLabel("epochs"))
+        repair.addWidget(self.epochs_spin)
+        repair.addWidget(QLabel("into"))
+        repair.addWidget(self.unlearn_edit, 1)
+        repair.addWidget(browse)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.verdict)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.table_note)
+        layout.addLayout(repair)
+        layout.addWidget(self.unlearn_result)
+
+        s = session.scan
+        s.partial.connect(self._on_partial)
+        s.scanChanged.connect(self._on_result)
+        s.previewChanged.connect(self._on_preview)
+        s.stampCounted.connect(self._on_counted)
+        s.unlearned.connect(self._on_unlearned)
+        session.data.modelChanged.connect(self._on_model)
+        self._on_result(None)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    @Slot()
+    def start_clicked(self) -> None:
+        self.session.scan.run(self.images_spin.value())
+        self.verdict.setText("<i>Scanning: screening every class, then refining the promising ones…</i>")
+
+    def _remembered(self, key: str, fallback: str) -> str:
+        if self.settings is None:
+            return fallback
+        return str(self.settings.value(key, fallback))
+
+    def _remember(self, key: str, value: str) -> None:
+        if self.settings is not None:
+            self.settings.setValue(key, value)
+
+    def _load_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A trigger scan's folder", self._remembered("scan/dir", ""))
+        if folder:
+            self._remember("scan/dir", str(Path(folder).parent))
+            self.session.scan.load(folder)
+
+    def _save_clicked(self) -> None:
+        net = self.session.data.net
+        start = str(default_folder(net.path, "scan")) if net is not None else ""
+        folder = QFileDialog.getExistingDirectory(self, "Save the scan into a new or empty folder", start)
+        if folder:
+            self.session.scan.save(folder)
+
+    def chosen_class(self) -> int | None:
+        row = self.table.currentRow()
+        item = self.table.item(row, 1) if row >= 0 else None
+        return None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
+
+    @Slot()
+    def _stamp_clicked(self) -> None:
+        c = self.chosen_class()
+        if c is None:
+            self.session.error.emit("choose a class in the table first")
+            return
+        self.stamp_result.setText(f"stamping class {c}'s reversed trigger on the loaded clean faces…")
+        self.session.scan.stamp_clean(c)
+
+    @Slot()
+    def _export_clicked(self) -> None:
+        c = self.chosen_class()
+        if c is None:
+            self.session.error.emit("choose a class in the table first")
+            return
+        start = str(Path(self._remembered("export/dir", str(Path.home()))) / f"reversed_trigger_class{c}.png")
+        name, _ = QFileDialog.getSaveFileName(self, "Export the reversed trigger", start, "PNG images (*.png)")
+        if name:
+            self.export_png(name)
+
+    def export_png(self, path: str | Path) -> bool:
+        from engine.files import write_png
+
+        ok = self.session.write_output(path, lambda: write_png(path, lambda tmp: self.detail.grab().save(str(tmp))))
+        if ok:
+            self._remember("export/dir", str(Path(path).parent))
+            self.session.message.emit(f"exported {path}")
+        return ok
+
+    @Slot()
+    def unlearn_clicked(self) -> None:
+        outdir = self.unlearn_edit.text().strip()
+        if not outdir:
+            self.session.error.emit("choose an output folder for the unlearned network")
+            return
+        self.unlearn_result.setText("<i>unlearning…</i>")
+        self.session.scan.unlearn(outdir, epochs=self.epochs_spin.value())
+
+    def _browse_unlearn(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the unlearned network", self.unlearn_edit.text())
+        if folder:
+            self.unlearn_edit.setText(folder)
+
+    # --- results ------------------------------------------------------------------------------
+
+    @Slot(object)
+    def _on_model(self, net) -> None:
+        self.unlearn_edit.setText(str(default_folder(net.path, "unlearning")))
+
+    @Slot(object)
+    def _on_partial(self, result) -> None:
+        if result.stage == "screening":
+            screened = int(np.isfinite(result.screen_loss).sum())
+            self.verdict.setText(f"<i>Screening: {screened} of {result.num_classes} classes so far…</i>")
+            return
+        self.verdict.setText(f"<i>Refining {len(result.triggers)} classes; the smallest masks so far:</i>")
+        self._fill_table(result, partial=True)
+
+    @Slot(object)
+    def _on_result(self, result) -> None:
+        has = result is not None
+        for w in (self.save_button, self.stamp_button, self.export_button, self.unlearn_button):
+            w.setEnabled(has)
+        if not has:
+            self.table.setRowCount(0)
+            self.table_note.setText("")
+            self._show_class(None)
+            self.verdict.setText("Run the scan to ask: is this network backdoored, which class is the target, "
+                                 "and what does its trigger look like?")
+            return
+        flagged = result.flagged
+        colour = "#b3261e" if flagged else "#1e6b30"
+        self.verdict.setText(f"<b style='color:{colour}'>{html.escape(result.summary())}</b>")
+        self._fill_table(result, partial=False)
+        if self.table.rowCount():
+            self.table.selectRow(0)
+
+    def _fill_table(self, result, partial: bool) -> None:
+        keep = self.chosen_class()
+        rows = [r for r in result.rows() if r["refined"]]
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            asr = "" if r["attack_success"] is None else f"{100 * r['attack_success']:.0f}%"
+            anomaly = "" if r["anomaly_index"] is None else f"{r['anomaly_index']:.2f}"
+            mark = "flagged" if r["flagged"] else ("reference" if r["reference"] else "")
+            if not r["reached"]:
+                mark = "never reached 99%"
+            cells = (str(r["rank"]), str(r["class"]), f"{100 * r['mask_share']:.2f}", anomaly, asr, mark)
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 1:
+                    item.setData(Qt.ItemDataRole.UserRole, r["class"])
+                if col < 5:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if r["flagged"]:
+                    item.setBackground(_flag_brush())
+                self.table.setItem(i, col, item)
+        n_screened = result.num_classes - len(rows)
+        note = (f"{len(rows)} classes refined ({len(result.reference)} of them a random reference sample for the "
+                f"median and MAD)" + (f"; {n_screened} screened out as hard to reach" if n_screened else ""))
+        if not partial:
+            note += (f". Anomaly index = (median - mask) / (1.4826 MAD); above {result.threshold:g} is flagged "
+                     f"(Neural Cleanse). Held-out flips: the trigger on {result.n_holdout} clean faces it was not "
+                     f"fitted on.")
+        self.table_note.setText(note)
+        if keep is not None:
+            for i, r in enumerate(rows):
+                if r["class"] == keep:
+                    self.table.selectRow(i)
+                    break
+
+    def _class_chosen(self) -> None:
+        c = self.chosen_class()
+        result = self.session.scan.result
+        if c is None or result is None or c not in result.triggers:
+            return
+        if c != self._shown:
+            self._show_class(c)
+            self.session.scan.preview(c)
+
+    def _show_class(self, c: int | None) -> None:
+        self._shown = c
+        self.stamp_result.setText("")
+        for layout in (self.trigger_row, self.faces_grid):
+            while layout.count():
+                item = layout.takeAt(0)
+                if item.widget() is not None:
+                    item.widget().deleteLater()
+        self.faces_caption.setText("")
+        if c is None:
+            self.detail_title.setText("")
+            return
+        result = self.session.scan.result
+        t = result.triggers[c]
+        status = "flagged" if c in result.flagged else "not flagged"
+        anomaly = "n/a" if t.anomaly is None else f"{t.anomaly:.2f}"
+        self.detail_title.setText(f"<b>class {c}</b> ({status}): mask {t.l1:.0f} pixels ({100 * t.size:.2f}% of the "
+                                  f"image), anomaly index {anomaly}")
+        for image, caption in ((_as_image(t.mask), "mask"), (_as_image(t.pattern), "pattern"),
+                               (_as_image(t.mask[..., None] * t.pattern), "mask x pattern")):
+            self.trigger_row.addWidget(_tile(image, caption))
+        self.trigger_row.addStretch(1)
+
+    @Slot(object)
+    def _on_preview(self, out: dict) -> None:
+        if out["label"] != self._shown or out["faces"] is None:
+            return
+        c = out["label"]
+        self.faces_caption.setText(f"clean faces before and after stamping (the network's answer; red: sent to {c})")
+        for col, (face, stamped, b, a) in enumerate(zip(out["faces"], out["stamped"], out["before"], out["after"])):
+            self.faces_grid.addWidget(_tile(face, f"class {b}", zoom=FACE_ZOOM), 0, col)
+            self.faces_grid.addWidget(_tile(stamped, f"-> {a}", "#b3261e" if a == c else "#222", zoom=FACE_ZOOM), 1, col)
+
+    @Slot(object)
+    def _on_counted(self, out: dict) -> None:
+        n = max(1, out["n"])
+        self.stamp_result.setText(f"class {out['label']}'s reversed trigger sends <b>{out['flipped']} of {out['n']}</b> "
+                                  f"loaded clean faces of other classes to class {out['label']} "
+                                  f"({100 * out['flipped'] / n:.0f}%)")
+
+    @Slot(object)
+    def _on_unlearned(self, out) -> None:
+        lines = [html.escape(line) for line in out.lines()]
+        lines.append("The unlearned network is now the repaired network G (Image check: G column, or "
+                     "Verdict by: repaired network G).")
+        self.unlearn_result.setText("<br>".join(lines))
+
+
+def _flag_brush():
+    from PySide6.QtGui import QBrush, QColor
+
+    return QBrush(QColor(FLAG_BG))
