@@ -171,7 +171,8 @@ class ScanPanel(QWidget):
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(20)
         self.epochs_spin.setToolTip("Fine-tuning epochs on the clean data, 20% of each batch stamped with the "
-                                    "flagged classes' reversed triggers, true labels kept")
+                                    "flagged classes' reversed triggers; targets: the true label and the "
+                                    "BadNet's answer on the unstamped face")
         self.unlearn_edit = QLineEdit()
         self.unlearn_edit.setMinimumWidth(260)
         browse = QToolButton()
