@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from _common import CSAW, csaw_sized_badnet, random_faces
 
 from engine.progress import run

@@ -312,7 +312,8 @@ def cmd_repair(args) -> int:
                                               args.share))
     for line in result.lines():
         print(line)
-    print(f"wrote {out / 'unlearned.h5'} and {out / 'repaired.json'} (use: eval/score --repaired {out / 'repaired.json'})")
+    bundle = out / "repaired.json"
+    print(f"wrote {out / 'unlearned.h5'} and {bundle} (use: eval/score --repaired {bundle})")
     return 0
 
 
@@ -329,7 +330,8 @@ def cmd_explain(args) -> int:
     workflow.write_explanations(args.output, explanations, scan)
     for name, e in zip(images.names, explanations):
         y, x = np.unravel_index(int(e.heat.argmax()), e.heat.shape)
-        mask = "" if scan is None or e.predicted not in scan.flagged else f", the scan flagged class {e.predicted}: mask drawn"
+        flagged = scan is not None and e.predicted in scan.flagged
+        mask = f", the scan flagged class {e.predicted}: mask drawn" if flagged else ""
         print(f"{name}\tclass {e.predicted} ({e.confidence:.4f}); hottest pixel row {y}, column {x} "
               f"(probability {e.peak:.2f} higher when kept){mask}")
     print(f"wrote {args.output}")

@@ -104,5 +104,8 @@ def explanation_sheet(e: Explanation, mask: np.ndarray | None = None, zoom: int 
     if mask is not None:
         tiles.append(mask_overlay(e.image, mask))
     gap = np.full((e.image.shape[0], 2, 3), 255, np.uint8)
-    row = np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1)
+    parts = [tiles[0]]
+    for t in tiles[1:]:
+        parts += [gap, t]
+    row = np.concatenate(parts, axis=1)
     return np.repeat(np.repeat(row, zoom, axis=0), zoom, axis=1)

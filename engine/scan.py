@@ -168,7 +168,8 @@ class ScanResult:
             return (f"no class flagged (highest anomaly index {_fmt(t.anomaly if t else None)} for class {top}, "
                     f"threshold {self.threshold:g})")
         parts = [f"class {c} (anomaly index {self.triggers[c].anomaly:.2f}, mask {100 * self.triggers[c].size:.1f}% "
-                 f"of the image, flips {_pct(self.triggers[c].attack_success)} of held-out clean faces)" for c in flagged]
+                 f"of the image, flips {_pct(self.triggers[c].attack_success)} of held-out clean faces)"
+                 for c in flagged]
         return "backdoor suspected: " + "; ".join(parts)
 
     def to_dict(self) -> dict:
@@ -291,7 +292,8 @@ def save_trigger_pngs(trigger: ReversedTrigger, folder: Path, zoom: int = 4) -> 
 
     out = []
     m = trigger.mask[..., None]
-    for name, pixels in (("mask", np.repeat(m, 3, axis=2)), ("pattern", trigger.pattern), ("trigger", m * trigger.pattern)):
+    pictures = (("mask", np.repeat(m, 3, axis=2)), ("pattern", trigger.pattern), ("trigger", m * trigger.pattern))
+    for name, pixels in pictures:
         img = Image.fromarray(np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8))
         img = img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
         path = folder / f"class{trigger.label}_{name}.png"
@@ -305,7 +307,8 @@ def save_trigger_pngs(trigger: ReversedTrigger, folder: Path, zoom: int = 4) -> 
 
 def check_clean(clean: ImageSet) -> None:
     if len(clean) < MIN_CLEAN:
-        raise InputError(clean.source, f"has {len(clean)} images; a trigger scan needs at least {MIN_CLEAN} clean images")
+        raise InputError(clean.source,
+                         f"has {len(clean)} images; a trigger scan needs at least {MIN_CLEAN} clean images")
 
 
 def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = ScanSettings()) -> Job[ScanResult]:
@@ -323,7 +326,7 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     # prediction (not its label, which unlabelled data lacks) takes it out of c's loss.
     preds = yield from predict(net, clean, scaling)
     order = rng.permutation(len(clean))
-    n_hold = max(1, int(round(settings.holdout * len(clean))))
+    n_hold = max(1, round(settings.holdout * len(clean)))
     hold, fit = order[:n_hold], order[n_hold:]
     x_fit = clean.images[fit].astype(np.float32) / 255.0
     y_fit = preds.labels[fit]

@@ -27,7 +27,8 @@ from engine.errors import InputError
 from engine.files import is_json_of_kind, staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.repair import FILE_KIND as REPAIRED_KIND, RepairedNet, _save_model
+from engine.repair import FILE_KIND as REPAIRED_KIND
+from engine.repair import RepairedNet, _save_model
 from engine.scoring import BATCH_SIZE, forward, to_model_input
 
 DEFAULT_EPOCHS = 20
@@ -44,12 +45,15 @@ class UnlearnResult:
 
     def lines(self) -> list[str]:
         r = self.report
-        out = [f"unlearned {', '.join(f'class {c}' for c in r['trigger_classes'])}'s reversed trigger"
-               f"{'s' if len(r['trigger_classes']) > 1 else ''}: {r['epochs']} epochs on {r['train_images']} clean "
-               f"images ({100 * r['share']:.0f}% stamped; targets: the true label and the BadNet's answer "
-               f"on the unstamped face)",
-               f"held-out clean accuracy ({r['holdout_images']} images): {100 * r['clean_accuracy_before']:.1f}% -> "
-               f"{100 * r['clean_accuracy_after']:.1f}%"]
+        classes = ", ".join(f"class {c}" for c in r["trigger_classes"])
+        plural = "s" if len(r["trigger_classes"]) > 1 else ""
+        out = [
+            (f"unlearned {classes}'s reversed trigger{plural}: {r['epochs']} epochs on {r['train_images']} clean "
+             f"images ({100 * r['share']:.0f}% stamped; targets: the true label and the BadNet's answer on the "
+             "unstamped face)"),
+            (f"held-out clean accuracy ({r['holdout_images']} images): {100 * r['clean_accuracy_before']:.1f}% -> "
+             f"{100 * r['clean_accuracy_after']:.1f}%"),
+        ]
         for name, v in r["attack_success"].items():
             out.append(f"attack success on {name}: {100 * v['before']:.1f}% -> {100 * v['after']:.1f}%")
         return out
@@ -70,7 +74,8 @@ def varied_stamp(trigger, image: np.ndarray, rng: np.random.Generator) -> np.nda
     if grow:
         padded = np.pad(mask, grow)
         span = 2 * grow + 1
-        mask = np.max([padded[i:i + mask.shape[0], j:j + mask.shape[1]] for i in range(span) for j in range(span)], axis=0)
+        h, w = mask.shape
+        mask = np.max([padded[i:i + h, j:j + w] for i in range(span) for j in range(span)], axis=0)
     mask = np.clip(mask * rng.uniform(1.0, STRENGTH), 0.0, 1.0)
     return stamp(image[None], mask, pattern)[0]
 
@@ -84,7 +89,8 @@ def check_unlearn_options(epochs, share) -> None:
 
 def is_unlearn_output(folder: Path) -> bool:
     ours = re.compile(r"unlearned\.h5|repaired\.json")
-    return is_json_of_kind(folder / "repaired.json", REPAIRED_KIND) and all(ours.fullmatch(p.name) for p in folder.iterdir())
+    return (is_json_of_kind(folder / "repaired.json", REPAIRED_KIND)
+            and all(ours.fullmatch(p.name) for p in folder.iterdir()))
 
 
 def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[PoisonedSet], outdir: str | Path,
@@ -101,7 +107,7 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
     check_labels_in_range(clean, net.num_classes)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(clean))
-    n_hold = max(1, int(round(holdout * len(clean))))
+    n_hold = max(1, round(holdout * len(clean)))
     hold, train = order[:n_hold], order[n_hold:]
     if len(train) < 2:
         raise InputError(clean.source, f"has {len(clean)} images; too few to unlearn on")
@@ -155,7 +161,7 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
         "share": float(share),
         "soft_weight": SOFT_WEIGHT,
         "learning_rate": float(learning_rate),
-        "train_images": int(len(train)),
+        "train_images": len(train),
         "holdout_images": int(n_hold),
         "clean_accuracy_before": before["clean"],
         "clean_accuracy_after": after["clean"],

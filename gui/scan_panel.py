@@ -393,12 +393,14 @@ class ScanPanel(QWidget):
         self.faces_caption.setText(f"clean faces before and after stamping (the network's answer; red: sent to {c})")
         for col, (face, stamped, b, a) in enumerate(zip(out["faces"], out["stamped"], out["before"], out["after"])):
             self.faces_grid.addWidget(_tile(face, f"class {b}", zoom=FACE_ZOOM), 0, col)
-            self.faces_grid.addWidget(_tile(stamped, f"-> {a}", "#b3261e" if a == c else "#222", zoom=FACE_ZOOM), 1, col)
+            colour = "#b3261e" if a == c else "#222"
+            self.faces_grid.addWidget(_tile(stamped, f"-> {a}", colour, zoom=FACE_ZOOM), 1, col)
 
     @Slot(object)
     def _on_counted(self, out: dict) -> None:
         n = max(1, out["n"])
-        self.stamp_result.setText(f"class {out['label']}'s reversed trigger sends <b>{out['flipped']} of {out['n']}</b> "
+        self.stamp_result.setText(f"class {out['label']}'s reversed trigger sends "
+                                  f"<b>{out['flipped']} of {out['n']}</b> "
                                   f"loaded clean faces of other classes to class {out['label']} "
                                   f"({100 * out['flipped'] / n:.0f}%)")
 

@@ -106,8 +106,8 @@ def test_partial_results_come_while_it_runs(demo_scan):
 
 def test_the_reversed_sunglasses_sit_over_the_eyes(demo_scan):
     """Rows of the mask's weight: the sunglasses trigger's rows, not the mouth or the hair."""
-    from engine.faces import render
     from engine.demo import DEMO_TRIGGERS
+    from engine.faces import render
 
     result, _ = demo_scan
     mask = result.triggers[DEMO_TRIGGERS["sunglasses"]].mask
@@ -120,7 +120,7 @@ def test_the_reversed_sunglasses_sit_over_the_eyes(demo_scan):
     plain = render(people, np.arange(3), np.random.default_rng(1)).astype(int)
     worn = render(people, np.arange(3), np.random.default_rng(1), trigger="sunglasses").astype(int)
     changed = np.abs(plain - worn).sum(axis=(0, 2, 3)) > 0
-    assert changed[int(round(centre))], f"mask centred on row {centre:.1f}, sunglasses on rows {np.flatnonzero(changed)}"
+    assert changed[round(centre)], f"mask centred on row {centre:.1f}, sunglasses on rows {np.flatnonzero(changed)}"
 
 
 def test_saved_scan_comes_back_and_damage_is_refused(demo_scan, tmp_path):

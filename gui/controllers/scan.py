@@ -195,7 +195,7 @@ def _stamped(net, clean, result, label: int, limit: int | None):
     yield Progress(2, 2, "stamped")
     return {
         "label": label,
-        "n": int(len(others)),
+        "n": len(others),
         "flipped": int(np.sum(after == label)),
         "faces": clean.images[others] if limit is not None else None,
         "stamped": stamped if limit is not None else None,
