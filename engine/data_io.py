@@ -208,12 +208,12 @@ def _read_npz(path: Path) -> ImageSet:
             if x_key is None:
                 raise InputError(path, f"no 'x' array; found {', '.join(sorted(keys)) or 'nothing'}")
             y_key = next((k for k in ("y", "label", "labels") if k in keys), None)
-            x_shape = _npz_member_shape(npz, x_key)
+            x_shape = npz_member_shape(npz, x_key)
             if len(x_shape) == 4:
                 channels_first = x_shape[1] in (1, 3, 4) and x_shape[3] not in (1, 3, 4)
                 check_fits_in_memory(path, x_shape[0], *(x_shape[2:4] if channels_first else x_shape[1:3]))
-            if y_key is not None and np.prod(_npz_member_shape(npz, y_key), dtype=float) > 2 * max(1, x_shape[0]) * 4096:
-                raise InputError(path, f"'{y_key}' has shape {_npz_member_shape(npz, y_key)}; expected one label per image")
+            if y_key is not None and np.prod(npz_member_shape(npz, y_key), dtype=float) > 2 * max(1, x_shape[0]) * 4096:
+                raise InputError(path, f"'{y_key}' has shape {npz_member_shape(npz, y_key)}; expected one label per image")
             images = _to_uint8_images(path, npz[x_key])
             labels = None if y_key is None else _to_labels(path, npz[y_key], len(images))
     except InputError:
@@ -225,7 +225,7 @@ def _read_npz(path: Path) -> ImageSet:
     return ImageSet(images, labels, [f"{path}[{i}]" for i in range(len(images))], str(path))
 
 
-def _npz_member_shape(npz, key: str) -> tuple[int, ...]:
+def npz_member_shape(npz, key: str) -> tuple[int, ...]:
     """An .npz array's shape from its header, without reading the array."""
     with npz.zip.open(f"{key}.npy") as fh:
         version = np.lib.format.read_magic(fh)

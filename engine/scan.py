@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.data_io import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
 from engine.files import check_readable_file, read_json_file, staged_folder
 from engine.model_io import BadNet
@@ -234,7 +235,14 @@ class ScanResult:
             if str(raw["scaling"]) not in SCALINGS:
                 raise ValueError(f"unknown input scaling {raw['scaling']!r}")
             rows = {int(r["class"]): r for r in raw["classes"] if isinstance(r, dict)}
-            with np.load(npz, allow_pickle=False) as data:
+            with open(npz, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+                # every array's size from its header first: nothing absurd is decompressed
+                limits = {"labels": num_classes, "masks": num_classes * shape[0] * shape[1],
+                          "patterns": 3 * num_classes * shape[0] * shape[1], "reached": num_classes,
+                          "screen_loss": num_classes}
+                for key, limit in limits.items():
+                    if np.prod(npz_member_shape(data, key), dtype=float) > limit:
+                        raise ValueError(f"'{key}' is larger than {num_classes} classes of {shape} images allow")
                 labels = np.asarray(data["labels"], dtype=np.int64)
                 masks = np.asarray(data["masks"], dtype=np.float32)
                 patterns = np.asarray(data["patterns"], dtype=np.float32)
@@ -268,7 +276,7 @@ class ScanResult:
             )
         except InputError:
             raise
-        except (KeyError, TypeError, ValueError, OSError, OverflowError) as err:
+        except (KeyError, TypeError, ValueError, OSError, OverflowError, zipfile.BadZipFile) as err:
             raise InputError(folder, f"damaged trigger-scan results ({first_line(err)})") from None
 
     def check_model(self, net: BadNet) -> None:

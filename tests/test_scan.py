@@ -287,3 +287,18 @@ def test_cli_explain_writes_one_png(tmp_path, capsys):
     bad.write_text("mine")
     assert main(["explain", str(images[0]), "-o", str(bad)]) == 2
     assert bad.read_text() == "mine"
+
+
+def test_a_scan_with_absurd_arrays_is_refused_before_reading_them(demo_scan, tmp_path):
+    from engine.scan import ScanResult
+
+    result, _ = demo_scan
+    out = result.save(tmp_path / "scan")
+    data = dict(np.load(out / "triggers.npz"))
+    data["masks"] = np.zeros((200, 55, 47), np.float32)  # more masks than the model has classes
+    np.savez_compressed(out / "triggers.npz", **data)
+    with pytest.raises(InputError, match="larger than 50 classes"):
+        ScanResult.load(out)
+    (out / "triggers.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(InputError, match="damaged trigger-scan results"):
+        ScanResult.load(out)
