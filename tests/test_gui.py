@@ -932,3 +932,21 @@ def test_selecting_a_checked_image_shows_where_the_network_looks(demo_window, qt
     w.session.scan.set_result(fake, None)
     assert fake.flagged == [row.predicted]
     assert panel.detail_mask.isVisible() and not panel.detail_mask.pixmap().isNull()
+
+
+def test_a_cancelled_scan_keeps_the_window_and_the_loaded_scan(demo_window, qtbot):
+    from engine.scan import ScanResult
+
+    w = demo_window
+    net = w.session.data.net
+    kept = ScanResult(str(net.path), net.sha256, "1/255", net.num_classes, (55, 47), 60, 20,
+                      np.zeros(net.num_classes), {}, [])
+    w.session.scan.set_result(kept, None)
+    started = []
+    w.session.runner.progress.connect(lambda step: started.append(step.stage))
+    w.session.scan.run(60)
+    qtbot.waitUntil(lambda: any("screening" in s for s in started), timeout=JOB_TIMEOUT)
+    with qtbot.waitSignal(w.session.runner.finished, timeout=JOB_TIMEOUT) as finished:
+        w.session.runner.cancel()
+    assert finished.args == ["Trigger scan", "cancelled"]
+    assert w.session.scan.result is kept

@@ -302,3 +302,29 @@ def test_a_scan_with_absurd_arrays_is_refused_before_reading_them(demo_scan, tmp
     (out / "triggers.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(InputError, match="damaged trigger-scan results"):
         ScanResult.load(out)
+
+
+def test_cli_repair_by_unlearning_writes_a_bundle_eval_takes(demo_scan, tmp_path, capsys):
+    from cli import main
+    from engine.demo import DEMO_IMAGES
+
+    result, _ = demo_scan
+    scan_dir = result.save(tmp_path / "scan")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    assert main(["repair", "--scan", str(scan_dir), "--epochs", "1", "-o", str(mine)]) == 2
+    assert "choose a new folder" in capsys.readouterr().err and (mine / "keep.txt").read_text() == "x"
+    not_refined = next(c for c in range(50) if c not in result.triggers)
+    assert main(["repair", "--scan", str(scan_dir), "--classes", str(not_refined), "--epochs", "1", "-o",
+                 str(tmp_path / "u0")]) == 2
+    assert f"no reversed trigger for class {not_refined}" in capsys.readouterr().err
+    assert not (tmp_path / "u0").exists()
+    out = tmp_path / "u"
+    assert main(["repair", "--scan", str(scan_dir), "--epochs", "2", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "attack success on sunglasses_poisoned.h5 -> 0" in printed and "held-out clean accuracy" in printed
+    assert main(["eval", "--repaired", str(out / "repaired.json"), str(DEMO_IMAGES)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(list(DEMO_IMAGES.glob("*.png")))
+    assert all(0 <= int(line.split("\t")[1]) <= 50 for line in lines)
