@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.controllers.scan import SCAN_TITLE
 from gui.image_check import to_pixmap
 from gui.session import Session
 
@@ -78,6 +79,9 @@ class ScanPanel(QWidget):
         self.run_button.setToolTip("Neural Cleanse on every class (screened, then the promising ones refined): "
                                    "about 2 minutes for 1283 classes")
         self.run_button.clicked.connect(self.start_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(session.runner.cancel)
         self.images_spin = QSpinBox()
         self.images_spin.setRange(4, 10_000)
         self.images_spin.setValue(100)
@@ -89,6 +93,7 @@ class ScanPanel(QWidget):
         self.save_button.clicked.connect(self._save_clicked)
         top = QHBoxLayout()
         top.addWidget(self.run_button)
+        top.addWidget(self.cancel_button)
         top.addWidget(QLabel("clean faces"))
         top.addWidget(self.images_spin)
         top.addSpacing(12)
@@ -206,9 +211,29 @@ class ScanPanel(QWidget):
         s.stampCounted.connect(self._on_counted)
         s.unlearned.connect(self._on_unlearned)
         session.data.modelChanged.connect(self._on_model)
+        session.runner.started.connect(self._on_job_started)
+        session.runner.finished.connect(self._on_job_finished)
         self._on_result(None)
 
     # --- actions ------------------------------------------------------------------------------
+
+    @Slot(str)
+    def _on_job_started(self, title: str) -> None:
+        scanning = title == SCAN_TITLE
+        self.cancel_button.setEnabled(scanning)
+        self.run_button.setEnabled(not scanning)
+
+    @Slot(str, str)
+    def _on_job_finished(self, title: str, outcome: str) -> None:
+        if title == SCAN_TITLE:
+            self.cancel_button.setEnabled(False)
+            self.run_button.setEnabled(True)
+            if outcome != "done":
+                result = self.session.scan.result
+                self._on_result(result)
+                if result is None:
+                    self.verdict.setText(f"The last scan was {outcome}; run it again to ask which class is the "
+                                         "target.")
 
     @Slot()
     def start_clicked(self) -> None:

@@ -946,7 +946,9 @@ def test_a_cancelled_scan_keeps_the_window_and_the_loaded_scan(demo_window, qtbo
     w.session.runner.progress.connect(lambda step: started.append(step.stage))
     w.session.scan.run(60)
     qtbot.waitUntil(lambda: any("screening" in s for s in started), timeout=JOB_TIMEOUT)
+    assert w.scan.cancel_button.isEnabled() and not w.scan.run_button.isEnabled()
     with qtbot.waitSignal(w.session.runner.finished, timeout=JOB_TIMEOUT) as finished:
-        w.session.runner.cancel()
+        qtbot.mouseClick(w.scan.cancel_button, Qt.MouseButton.LeftButton)
     assert finished.args == ["Trigger scan", "cancelled"]
     assert w.session.scan.result is kept
+    assert w.scan.run_button.isEnabled() and not w.scan.cancel_button.isEnabled()

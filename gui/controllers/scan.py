@@ -16,6 +16,7 @@ from engine.progress import Progress
 SCAN_IMAGES = 100
 PREVIEW_FACES = 5
 PARTIAL_EVERY = 0.5  # seconds between partial-result updates
+SCAN_TITLE = "Trigger scan"
 
 
 class ScanController(QObject):
@@ -48,7 +49,7 @@ class ScanController(QObject):
             clean = workflow.sample_images(data.clean, max_images)
             return workflow.scan_job(data.net, clean, data.effective_scaling, settings)
 
-        job = self.session.runner.submit("Trigger scan", factory, self._finished)
+        job = self.session.runner.submit(SCAN_TITLE, factory, self._finished)
         job.yielded.connect(self._on_step)
 
     def _on_step(self, step: Progress) -> None:
