@@ -135,6 +135,7 @@ class ScanPanel(QWidget):
         self.trigger_row = QHBoxLayout()
         self.faces_grid = QGridLayout()
         self.faces_grid.setHorizontalSpacing(4)
+        self.faces_grid.setAlignment(Qt.AlignmentFlag.AlignLeft)  # compact on a wide window
         detail_layout = QVBoxLayout(self.detail)
         detail_layout.addWidget(self.detail_title)
         detail_layout.addLayout(self.trigger_row)
