@@ -185,6 +185,8 @@ class ScanPanel(QWidget):
         browse.setText("…")
         browse.clicked.connect(self._browse_unlearn)
         self.unlearn_button = QPushButton("Repair by unlearning")
+        self.unlearn_button.setToolTip("Unlearn the flagged classes' reversed triggers, and the selected class's "
+                                       "when it is not flagged")
         self.unlearn_button.clicked.connect(self.unlearn_clicked)
         self.unlearn_result = QLabel("")
         self.unlearn_result.setWordWrap(True)
@@ -303,8 +305,12 @@ class ScanPanel(QWidget):
         if not outdir:
             self.session.error.emit("choose an output folder for the unlearned network")
             return
+        result, chosen = self.session.scan.result, self.chosen_class()
+        classes = None
+        if result is not None and chosen is not None and chosen not in result.flagged:
+            classes = sorted(set(result.flagged) | {chosen})  # the flagged ones and the one the user picked
         self.unlearn_result.setText("<i>unlearning…</i>")
-        self.session.scan.unlearn(outdir, epochs=self.epochs_spin.value())
+        self.session.scan.unlearn(outdir, classes, epochs=self.epochs_spin.value())
 
     def _browse_unlearn(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the unlearned network", self.unlearn_edit.text())

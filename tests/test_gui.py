@@ -896,6 +896,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, qtb
     wait_idle(qtbot, w)
     g = w.session.pruning.repaired
     assert g is not None and g.choice["method"] == "unlearning" and (tmp_path / "unlearned" / "repaired.json").exists()
+    assert set(g.choice["trigger_classes"]) == set(result.flagged) | {DEMO_TRIGGERS["sunglasses"]}  # + the selected
     assert "attack success on" in panel.unlearn_result.text()
 
 
