@@ -320,8 +320,8 @@ class ImageCheckPanel(QWidget):
         self.summary.setText(f"{n} image(s)" + (f", {flagged} flagged as poisoned" if ready else ", no verdict yet"))
 
     def _update_detail(self) -> None:
-        index = self.table.currentIndex()
-        if not index.isValid() or self.model.rowCount() == 0:
+        row = self._current_source_row()
+        if row is None:
             self.detail.setText("<span style='color:#555'>Select an image to see every defense's score, "
                                 "threshold and verdict.</span>")
             self.detail_image.clear()
@@ -330,7 +330,6 @@ class ImageCheckPanel(QWidget):
             self._heat_line = ""
             self._explain_key = None
             return
-        row = self.proxy.mapToSource(index).row()
         r = self.model.row(row)
         self.detail_image.setPixmap(to_pixmap(r.image, 2))
         self._show_mask(r)
@@ -340,7 +339,6 @@ class ImageCheckPanel(QWidget):
             self.detail_heat.clear()
             self._heat_line = "finding where the network looks…"
             self._explain_timer.start()
-        label, poisoned = self.model.verdict(row)
         head = (f"<b>{html.escape(r.name)}</b><br>class {r.predicted}, top-1 confidence {r.confidence:.6f}"
                 + ("" if r.label is None else f", label from the file {r.label}"))
         lines = [html.escape(line) for line in self.model.defense_lines(row)] or ["no defense loaded yet"]
@@ -348,11 +346,16 @@ class ImageCheckPanel(QWidget):
             lines.append(f"<span style='color:#555'>{html.escape(self._heat_line)}</span>")
         self.detail.setText(head + "<br>" + "<br>".join(lines))
 
-    def _current_row(self):
+    def _current_source_row(self) -> int | None:
+        """The selected row in the model's own order (the table may be sorted)."""
         index = self.table.currentIndex()
         if not index.isValid() or self.model.rowCount() == 0:
             return None
-        return self.model.row(self.proxy.mapToSource(index).row())
+        return self.proxy.mapToSource(index).row()
+
+    def _current_row(self):
+        row = self._current_source_row()
+        return None if row is None else self.model.row(row)
 
     def _show_mask(self, r) -> None:
         from engine.explain import mask_overlay

@@ -179,21 +179,21 @@ class ScanController(QObject):
 
 
 def _stamped(net, clean, result, label: int, limit: int | None):
-    from engine.scoring import forward, to_model_input
+    from engine.data_io import ImageSet
+    from engine.scoring import predict
 
     trigger = result.triggers[label]
     clean = workflow.fit_to_model(clean, net)
-    yield Progress(0, 2, "stamping the reversed trigger")
-    before = np.concatenate([forward(net, to_model_input(clean.images[i:i + 512], result.scaling)).argmax(axis=1)
-                             for i in range(0, len(clean), 512)])
+    before = (yield from predict(net, clean, result.scaling)).labels  # cached: the clean set was predicted before
     others = np.flatnonzero(before != label)
     if limit is not None:  # a few faces of different classes, for the preview
         _, first = np.unique(before[others], return_index=True)
         others = others[np.sort(first)][:limit] if len(first) >= limit else others[:limit]
     stamped = trigger.stamp(clean.images[others])
-    after = np.concatenate([forward(net, to_model_input(stamped[i:i + 512], result.scaling)).argmax(axis=1)
-                            for i in range(0, len(stamped), 512)]) if len(others) else np.zeros(0, int)
-    yield Progress(2, 2, "stamped")
+    after = np.zeros(0, int)
+    if len(others):
+        stamped_set = ImageSet(stamped, None, [f"stamped[{i}]" for i in others], f"{clean.source} stamped")
+        after = (yield from predict(net, stamped_set, result.scaling)).labels
     return {
         "label": label,
         "n": len(others),
@@ -206,6 +206,6 @@ def _stamped(net, clean, result, label: int, limit: int | None):
 
 
 def _unlearn_and_load(job):
+    """The unlearning result alone (unlearn already loaded B', so G is ready on the GUI thread)."""
     out, _ = yield from job
-    out.bundle.load_repaired()  # off the GUI thread (already loaded by unlearn; cheap)
     return out
