@@ -75,7 +75,7 @@ def choose_scaling(net, scaling: str, labelled, quiet: bool = False) -> str:
 
 def load_defense(args):
     return workflow.load_defense(args.calibration, args.repaired, args.model, args.trust_model, args.scale,
-                                 on_model=lambda p: note(f"loading model {p}…"))
+                                 on_model=lambda p: note(f"loading model {p}…"), nplus1=args.nplus1)
 
 
 def load_model_and_sets(args):
@@ -167,7 +167,7 @@ def cmd_score(args) -> int:
     from engine import metrics
     from engine.scoring import predict
 
-    if args.calibration or args.repaired:
+    if args.calibration or args.repaired or args.nplus1:
         cal, net = load_defense(args)
     else:
         cal, net = None, load_model(Path(args.model or DEMO_MODEL), args.trust_model)
@@ -222,15 +222,29 @@ def cmd_compare(args) -> int:
         from engine.files import check_output, csv_header
 
         check_output(args.roc_csv, lambda p: csv_header(p) == ROC_CSV_HEADER, "ROC curve CSV")
+    from engine.compare import detector_rows
+    from engine.repair import RepairedNet
+
+    repaired = [RepairedNet.load(b) for b in args.repaired or []]  # damaged bundles fail before any work
     net, clean, poisoned = load_model_and_sets(args)
+    repaired += [RepairedNet.hand_made_nplus1(m, repaired_scaling(args), net, args.trust_model)
+                 for m in args.nplus1 or []]
+    for g in repaired:
+        if not g.is_standalone and g.repaired is None:
+            g.check_model(net)
+            g.load_repaired(trust=args.trust_model)
     results = drive(workflow.compare_job(net, clean, poisoned, detectors, args.scale, frrs), args.json)
+    defenses = detector_rows(results, frrs[-1])
+    if repaired:
+        defenses = drive(workflow.repairs_job(net, clean, poisoned, repaired, args.scale), args.json) + defenses
     if args.roc_csv:
         rows = [[r.detector, r.poisoned, f"{f:.6f}", f"{d:.6f}"]
                 for r in results for f, d in zip(r.roc.frr, r.roc.detection)]
         write_csv(args.roc_csv, ROC_CSV_HEADER, rows)
         note(f"wrote ROC curves to {args.roc_csv}")
     if args.json:
-        print(json.dumps({"clean": clean.source, "n_clean": len(clean), "results": [r.to_dict() for r in results]}))
+        print(json.dumps({"clean": clean.source, "n_clean": len(clean), "results": [r.to_dict() for r in results],
+                          "defenses": [r.to_dict() for r in defenses]}))
         return 0
     print(f"clean: {clean.source} ({len(clean)} images); thresholds pooled over classes, from the clean scores")
     head = "".join(f"  detection at {100 * f:g}% FRR" for f in frrs)
@@ -243,13 +257,45 @@ def cmd_compare(args) -> int:
             cells = "".join(f"  {fmt(p.detection):>{len(f'detection at {100 * p.target_frr:g}% FRR')}}"
                             for p in r.points)
             print(f"  {r.title:<{width}}{r.auc:6.3f}{cells}")
+    print()
+    print_defenses(defenses, [p.name for p in poisoned])
     return 0
+
+
+def repaired_scaling(args) -> str:
+    return "1/255" if args.scale in (None, "auto") else args.scale
+
+
+def print_defenses(rows, sets: list[str]) -> None:
+    """The defenses side by side: one line each, the same columns for detectors and repaired networks."""
+    print("defenses side by side: final answer N counts as flagged; detection counts the poisoned faces the "
+          "BadNet sends to the target; attack success is over all the set's faces (* = a set the network "
+          "was trained on, not held out: compare on a clean set it did not see)")
+    width = max(len(r.title) for r in rows) + 2
+    head = "".join(f"  {name[:28]:>28}" for name in sets)
+    print(f"  {'defense':<{width}}{'clean acc':>10}{'FRR':>8}{head}")
+    print(f"  {'':<{width}}{'':>10}{'':>8}" + "".join(f"  {'detected / attack success':>28}" for _ in sets))
+    for r in rows:
+        cells = ""
+        for name in sets:
+            o = r.sets.get(name)
+            mark = "*" if name in r.trained_on else " "
+            cells += f"  {'n/a':>28}" if o is None else f"  {fmt(o.detection):>13} / {fmt(o.attack_success):>10}{mark}"
+        acc = "n/a" if r.clean_accuracy is None else fmt(r.clean_accuracy)
+        mark = "*" if r.trained_on_clean else " "
+        print(f"  {r.title:<{width}}{acc:>10}{fmt(r.frr):>8}{mark}{cells}")
+        if r.note:
+            print(f"  {'':<{width}}  ({r.note})")
 
 
 def cmd_prune(args) -> int:
     from engine.repair import describe_saved
 
-    drops = workflow.parse_drops(args.drops)
+    if args.method == "magnitude":
+        return prune_magnitude(args)
+    if args.sparsity is not None:
+        raise InputError(None, "--sparsity is for --method magnitude")
+    drops = workflow.parse_drops(args.drops or "2,4,10")
     net, clean, poisoned = load_model_and_sets(args)
     result = drive(workflow.prune_job(net, clean, poisoned, args.output, args.layer, drops,
                                       args.fine_tune_epochs, args.scale))
@@ -262,6 +308,34 @@ def cmd_prune(args) -> int:
         print(line)
     print(f"wrote {Path(args.output) / 'sweep.csv'}, the pruned models and the repaired-network bundles")
     return 0
+
+
+def prune_magnitude(args) -> int:
+    from engine.magnitude import DEFAULT_SPARSITY, check_sparsity, is_magnitude_output
+
+    if args.layer is not None or args.drops is not None:
+        raise InputError(None, "--layer and --drops are for --method channels; magnitude pruning takes --sparsity")
+    sparsity = check_sparsity(DEFAULT_SPARSITY if args.sparsity is None else args.sparsity)
+    out = check_output_folder(args.output, is_magnitude_output)
+    net, clean, poisoned = load_model_and_sets(args)
+    result = drive(workflow.magnitude_job(net, clean, poisoned, out, args.scale, sparsity, args.fine_tune_epochs))
+    sw = result.sweep
+    print("sparsity  clean acc" + "".join(f"  ASR {name}" for name in sw.attack_success))
+    for i, s in enumerate(sw.sparsity):
+        print(f"{100 * s:7.0f}%  {fmt(sw.clean_accuracy[i]):>9}"
+              + "".join(f"  {fmt(v[i]):>{len(name) + 4}}" for name, v in sw.attack_success.items()))
+    for line in result.lines():
+        print(line)
+    bundle = out / "repaired.json"
+    print(f"wrote {out / 'magnitude_sweep.csv'}, the pruned model and {bundle} (use: eval/score --repaired {bundle})")
+    return 0
+
+
+def check_output_folder(path, is_ours) -> Path:
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_ours(out))):
+        raise InputError(out, "is not an empty folder or an earlier run's results of this kind; choose a new folder")
+    return out
 
 
 def cmd_scan(args) -> int:
@@ -300,6 +374,10 @@ def cmd_scan(args) -> int:
 def cmd_repair(args) -> int:
     from engine.unlearn import is_unlearn_output
 
+    if args.method == "nplus1":
+        return repair_nplus1(args)
+    if args.holdout is not None:
+        raise InputError(None, "--holdout is for --method nplus1")
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_unlearn_output(out))):
         raise InputError(out, "is not an empty folder or an earlier repair's results; choose a new folder")
@@ -314,6 +392,22 @@ def cmd_repair(args) -> int:
         print(line)
     bundle = out / "repaired.json"
     print(f"wrote {out / 'unlearned.h5'} and {bundle} (use: eval/score --repaired {bundle})")
+    return 0
+
+
+def repair_nplus1(args) -> int:
+    from engine.nplus1 import is_nplus1_output
+
+    if args.scan is not None or args.classes is not None or args.share is not None:
+        raise InputError(None, "--scan, --classes and --share are for --method unlearn")
+    out = check_output_folder(args.output, is_nplus1_output)
+    net, clean, poisoned = load_model_and_sets(args)
+    result = drive(workflow.nplus1_job(net, clean, poisoned, out, args.scale, args.epochs, args.holdout))
+    for line in result.lines():
+        print(line)
+    bundle = out / "repaired.json"
+    print(f"wrote {out / 'nplus1.h5'} ({net.num_classes + 1} outputs, class {net.num_classes} = poisoned) and "
+          f"{bundle} (use: eval/score --repaired {bundle})")
     return 0
 
 

@@ -130,7 +130,10 @@ def build_parser(commands) -> argparse.ArgumentParser:
     defense = p.add_mutually_exclusive_group()
     defense.add_argument("--calibration", action="append", metavar="CAL.json",
                          help="a calibration JSON written by 'calibrate'; repeat to flag when any detector flags")
-    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
+    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' or 'repair' (repaired.json)")
+    defense.add_argument("--nplus1", metavar="MODEL",
+                         help="a hand-made N+1 network whose last class means poisoned (e.g. the report's "
+                         "*_processed_model.h5); with --model, judged beside that BadNet")
     p.add_argument("--data", default=str(DEMO_CLEAN_TEST))
     p.add_argument("--target", type=int, help="the attack's target class: the data is poisoned")
     scale_option(p, None)
@@ -140,10 +143,13 @@ def build_parser(commands) -> argparse.ArgumentParser:
     defense = p.add_mutually_exclusive_group(required=True)
     defense.add_argument("--calibration", action="append", metavar="CAL.json",
                          help="a calibration JSON written by 'calibrate'; repeat to flag when any detector flags")
-    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' (repaired.json)")
+    defense.add_argument("--repaired", help="a repaired-network bundle written by 'prune' or 'repair' (repaired.json)")
+    defense.add_argument("--nplus1", metavar="MODEL",
+                         help="a hand-made N+1 network whose last class means poisoned (e.g. the report's "
+                         "*_processed_model.h5)")
     p.add_argument("--model", help="the model, if it moved since calibration (its fingerprint must match)")
     p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
-    p.set_defaults(scale=None)
+    scale_option(p, None)
 
     p = command("compare", commands.cmd_compare, "compare detectors on clean data against poisoned sets: "
                 "ROC AUC and detection at fixed false-rejection rates")
@@ -155,6 +161,11 @@ def build_parser(commands) -> argparse.ArgumentParser:
     add_detector_settings(p)
     p.add_argument("--frr", default="1,5", help="false-rejection rates in %% to report detection at (default 1,5)")
     p.add_argument("--roc-csv", metavar="OUT.csv", help="also write every ROC curve as CSV")
+    p.add_argument("--repaired", action="append", metavar="BUNDLE.json",
+                   help="also judge with this repaired network (fine-pruning, unlearning, magnitude pruning, N+1); "
+                   "repeatable")
+    p.add_argument("--nplus1", action="append", metavar="MODEL",
+                   help="also judge with this hand-made N+1 network (its last class means poisoned); repeatable")
     scale_option(p, "1/255")
     p.add_argument("--json", action="store_true")
 
@@ -163,11 +174,16 @@ def build_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
     poisoned_option(p)
-    p.add_argument("--layer", help="convolutional layer to prune (default: conv_3 for DeepID, else the last one)")
-    p.add_argument("--drops", default="2,4,10",
-                   help="save pruned models at these clean-accuracy drops, in %% (default 2,4,10)")
+    p.add_argument("--method", choices=("channels", "magnitude"), default="channels",
+                   help="channels: fine-pruning's dormant channels of one layer (default); magnitude: the "
+                   "smallest weights of every layer (the report's first try)")
+    p.add_argument("--layer", help="channels: convolutional layer to prune (default: conv_3 for DeepID, else the "
+                   "last one)")
+    p.add_argument("--drops", help="channels: save pruned models at these clean-accuracy drops, in %% "
+                   "(default 2,4,10)")
+    p.add_argument("--sparsity", type=float, help="magnitude: share of each layer's weights to zero (default 0.7)")
     p.add_argument("--fine-tune-epochs", type=non_negative_int, default=0, metavar="E",
-                   help="fine-tune each pruned model (default 0: off)")
+                   help="fine-tune each pruned model, pruned weights kept at zero (default 0: off)")
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
 
@@ -197,15 +213,21 @@ def build_parser(commands) -> argparse.ArgumentParser:
 
     p = command("repair", commands.cmd_repair, "repair a BadNet: 'unlearn' fine-tunes a copy on clean faces, some "
                 "stamped with the scan's reversed triggers but keeping their true labels (Neural Cleanse's "
-                "mitigation); writes a repaired-network bundle for eval/score --repaired")
-    p.add_argument("--method", choices=("unlearn",), default="unlearn")
+                "mitigation); 'nplus1' adds an output class N meaning poisoned and trains it on clean faces and "
+                "the --poisoned sets (the report's G1); both write a bundle for eval/score --repaired")
+    p.add_argument("--method", choices=("unlearn", "nplus1"), default="unlearn")
     p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
     poisoned_option(p)
-    p.add_argument("--scan", metavar="SCANDIR", help="a scan's folder (default: scan first, on up to 100 clean images)")
-    p.add_argument("--classes", help="classes whose reversed triggers to unlearn (default: the scan's flagged ones)")
-    p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs (default 20)")
-    p.add_argument("--share", type=float, help="share of each batch stamped with a reversed trigger (default 0.2)")
+    p.add_argument("--scan", metavar="SCANDIR", help="unlearn: a scan's folder (default: scan first, on up to 100 "
+                   "clean images)")
+    p.add_argument("--classes", help="unlearn: classes whose reversed triggers to unlearn (default: the scan's "
+                   "flagged ones)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default 20)")
+    p.add_argument("--share", type=float, help="unlearn: share of each batch stamped with a reversed trigger "
+                   "(default 0.2)")
+    p.add_argument("--holdout", type=float, help="nplus1: share of the clean and of each poisoned set held out "
+                   "for the figures (default 0.2)")
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     return parser

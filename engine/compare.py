@@ -8,7 +8,7 @@ pooled over classes, with the rule calibration uses (the k-th lowest clean score
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,8 @@ class OperatingPoint:
     threshold: float
     frr: float  # measured on the clean set
     detection: float
+    attack_success: float | None = None  # share of all poisoned images still sent to the target, unflagged
+    clean_accuracy: float | None = None  # share of clean images unflagged and rightly classified
 
 
 def operating_point(clean_scores: np.ndarray, poisoned_scores: np.ndarray, target_frr: float) -> OperatingPoint:
@@ -124,17 +126,132 @@ def compare(
     for d in detectors:
         yield Progress(0, 1, f"{d.title}: fitting")
         yield from d.fit(net, clean, scaling)
-        clean_scores = (yield from d.score(net, clean, scaling)).values
+        clean_scored = yield from d.score(net, clean, scaling)
+        clean_scores = clean_scored.values
         for p in poisoned:
             scored = yield from d.score(net, p.images, scaling)
             sent = scored.predicted == p.target
             scores = scored.values[sent] if sent.any() else scored.values
+            points = []
+            for f in frrs:
+                point = operating_point(clean_scores, scores, f)
+                passed = scored.values >= point.threshold
+                accuracy = None
+                if clean.labels is not None:
+                    accuracy = float(np.mean((clean_scores >= point.threshold) & (clean_scored.predicted == clean.labels)))
+                points.append(replace(point, attack_success=float(np.mean(passed & sent)), clean_accuracy=accuracy))
             out.append(Comparison(
                 d.name, d.title, d.params(), p.name, p.target, len(clean), len(p.images),
-                roc(clean_scores, scores), [operating_point(clean_scores, scores, f) for f in frrs],
-                int(sent.sum()),
+                roc(clean_scores, scores), points, int(sent.sum()),
             ))
     return out
+
+
+# --- repaired networks beside the detectors --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetOutcome:
+    """What a defense does to one poisoned set."""
+
+    target: int
+    n: int
+    n_sent: int  # sent to the target by the BadNet: detection counts these (all, when none)
+    detection: float
+    attack_success: float  # share of all the set's images whose final answer is the target
+
+
+@dataclass(frozen=True)
+class DefenseRow:
+    """One defense's figures, the same for a detector at an operating point and for a repaired
+    network: clean accuracy and false rejection on the clean set, detection and attack success
+    on each poisoned set."""
+
+    title: str
+    kind: str  # "none", "detector" or "repaired"
+    clean_accuracy: float | None
+    frr: float
+    sets: dict[str, SetOutcome]
+    note: str = ""  # how it was made (trained on which triggers, fine-tuned, ...)
+    trained_on: tuple[str, ...] = ()  # poisoned sets it learnt from (figures on those are not held out)
+    trained_on_clean: bool = False  # it learnt from this very clean set (its clean figures are not held out)
+
+    def to_dict(self) -> dict:
+        return {"defense": self.title, "kind": self.kind, "note": self.note, "clean_accuracy": self.clean_accuracy,
+                "frr": self.frr, "trained_on": list(self.trained_on), "trained_on_clean": self.trained_on_clean,
+                "poisoned": {k: vars(v) for k, v in self.sets.items()}}
+
+
+def describe_repair(g) -> tuple[str, str, tuple[str, ...]]:
+    """(title, how it was made, the poisoned sets it was trained on) for a RepairedNet."""
+    c = g.choice
+    method = c.get("method")
+    trained: tuple[str, ...] = ()
+    if g.rule == "nplus1":
+        trained = tuple(c.get("trained_on") or ())
+        note = ("hand-made; last class taken to mean poisoned" if c.get("hand_made")
+                else f"trained {c.get('epochs', '?')} epochs on clean + {', '.join(trained) or '?'} (label N)")
+    elif method == "unlearning":
+        note = f"unlearned reversed triggers of class {', '.join(map(str, c.get('trigger_classes', [])))}"
+    elif method == "magnitude":
+        note = f"{100 * float(c.get('sparsity', 0)):.0f}% of each layer's weights zeroed" + (
+            f", fine-tuned {c['fine_tuned']['epochs']} epochs" if isinstance(c.get("fine_tuned"), dict) else "")
+    else:
+        note = (f"{c.get('layer', '?')} pruned to a {c.get('drop', '?')}% accuracy drop"
+                + (", fine-tuned" if c.get("fine_tuned") else ""))
+    return g.title, note, trained
+
+
+def repair_rows(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repairs: list,
+                scaling: str) -> Job[list[DefenseRow]]:
+    """The BadNet undefended, then each repaired network, judged on the same sets."""
+    from engine.scoring import predict
+
+    b_clean = yield from predict(net, clean, scaling)
+    sent = {}
+    undefended = {}
+    for p in poisoned:
+        b = yield from predict(net, p.images, scaling)
+        sent[p.name] = b.labels == p.target
+        undefended[p.name] = SetOutcome(p.target, len(p.images), int(sent[p.name].sum()), 0.0,
+                                        float(np.mean(sent[p.name])))
+    labels = clean.labels
+    rows = [DefenseRow("no defense (the BadNet)", "none",
+                       None if labels is None else float(np.mean(b_clean.labels == labels)), 0.0, undefended)]
+    for g in repairs:
+        if g.scaling != scaling:
+            raise InputError(g.repaired_path, f"was made with input scaling {g.scaling}, not {scaling}")
+        title, note, trained = describe_repair(g)
+        yield Progress(0, 1, f"judging with {title}")
+        v = yield from g.judge(net, clean)
+        outcomes = {}
+        for p in poisoned:
+            pv = yield from g.judge(net, p.images)
+            counted = pv.labels[sent[p.name]] if sent[p.name].any() else pv.labels
+            outcomes[p.name] = SetOutcome(p.target, len(p.images), int(sent[p.name].sum()),
+                                          float(np.mean(counted == g.poisoned_label)),
+                                          float(np.mean(pv.labels == p.target)))
+        rows.append(DefenseRow(title, "repaired", None if labels is None else float(np.mean(v.labels == labels)),
+                               float(np.mean(v.labels == g.poisoned_label)), outcomes, note, trained,
+                               g.choice.get("clean_digest") == clean.digest))
+    return rows
+
+
+def detector_rows(results: list[Comparison], target_frr: float) -> list[DefenseRow]:
+    """Each compared detector at the operating point nearest ``target_frr``, as a DefenseRow."""
+    rows: dict[str, DefenseRow] = {}
+    for r in results:
+        point = min(r.points, key=lambda p: abs(p.target_frr - target_frr))
+        row = rows.get(r.detector)
+        outcome = SetOutcome(r.target, r.n_poisoned, r.n_sent, point.detection,
+                             point.attack_success if point.attack_success is not None else float("nan"))
+        if row is None:
+            rows[r.detector] = DefenseRow(f"{r.title} at {100 * point.target_frr:g}% FRR", "detector",
+                                          point.clean_accuracy, point.frr, {r.poisoned: outcome},
+                                          "one pooled threshold from the clean scores")
+        else:
+            row.sets[r.poisoned] = outcome
+    return list(rows.values())
 
 
 ROC_CSV_HEADER = ["detector", "poisoned_set", "false_rejection", "detection"]

@@ -396,6 +396,11 @@ def pruned_model(net: BadNet, layer: str, channels: np.ndarray):
     return model
 
 
+def zeroer(layer: str, channels):
+    """For :func:`fine_tune`: zero ``channels`` of ``layer`` again after each step."""
+    return lambda model: zero_channels(model, layer, channels)
+
+
 def zero_channels(model, layer: str, channels) -> None:
     target = model.get_layer(layer)
     weights = target.get_weights()
@@ -408,8 +413,7 @@ def zero_channels(model, layer: str, channels) -> None:
 
 def fine_tune(
     model,
-    layer: str,
-    channels: np.ndarray,
+    keep_pruned,
     clean: ImageSet,
     scaling: str,
     epochs: int,
@@ -417,8 +421,10 @@ def fine_tune(
     seed: int = 0,
     batch_size: int = 32,
     learning_rate: float = 1e-3,
+    from_logits: bool = False,
 ) -> Job[dict]:
-    """Train the pruned model on clean data for ``epochs``, keeping pruned channels at zero.
+    """Train the pruned model on clean data for ``epochs``; ``keep_pruned(model)`` runs after every
+    step and puts the pruned weights back to zero (``zeroer`` makes one for pruned channels).
 
     A share ``holdout`` of the clean data is kept out of training, so the accuracy reported is
     measured on images the fine-tuning never saw.
@@ -442,7 +448,8 @@ def fine_tune(
         return correct / len(idx)
 
     before = accuracy(hold)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     steps = -(-len(train) // batch_size)
     total = max(1, epochs * steps)
     yield Progress(0, total, "fine-tuning")
@@ -451,7 +458,7 @@ def fine_tune(
         for k in range(steps):
             part = shuffled[k * batch_size : (k + 1) * batch_size]
             model.train_on_batch(to_model_input(clean.images[part], scaling), labels[part])
-            zero_channels(model, layer, channels)  # pruned channels stay pruned
+            keep_pruned(model)  # pruned weights stay pruned
             yield Progress(epoch * steps + k + 1, total, f"fine-tuning, epoch {epoch + 1} of {epochs}")
     return {
         "epochs": epochs,

@@ -1,8 +1,12 @@
-"""The repaired network G: run the BadNet B and a pruned (fine-tuned) B'; disagreement -> N.
+"""Repaired networks: a second network B' that decides, beside the BadNet B, what is poisoned.
 
-A G bundle is JSON naming both model files with their SHA-256, the input scaling and which B'
-was chosen. It works wherever a calibration does: ``judge(net, images)`` gives the same
-:class:`Verdicts`, with score 1 where B and B' agree and 0 where they do not (threshold 0.5).
+Two rules. ``disagree`` (fine-pruning's G, unlearning, magnitude pruning): run B and B'; where they
+disagree the answer is N. ``nplus1`` (the report's G1): B' has N+1 outputs and its own answer is the
+verdict, class N meaning *poisoned*; a hand-made N+1 network stands alone (B' judges itself).
+
+A bundle is JSON naming both model files with their SHA-256, the input scaling, the rule and how
+B' was made. It works wherever a calibration does: ``judge(net, images)`` gives the same
+:class:`Verdicts`, with score 1 where the image passes and 0 where it is flagged (threshold 0.5).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from engine.data_io import check_labels_in_range
 from engine.files import read_json_file, staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.pruning import DEFAULT_DROPS, check_layer, default_layer, fine_tune, pruned_model, sweep
+from engine.pruning import DEFAULT_DROPS, check_layer, default_layer, fine_tune, pruned_model, sweep, zeroer
 from engine.scoring import SCALINGS, predict
 
 FILE_KIND = "badnet-inspector/repaired"
+RULES = ("disagree", "nplus1")
 
 
 @dataclass
@@ -37,6 +42,35 @@ class RepairedNet:
     num_classes: int
     choice: dict = field(default_factory=dict)
     repaired: BadNet | None = None  # B', loaded on first use
+    rule: str = "disagree"  # see RULES
+
+    @classmethod
+    def hand_made_nplus1(cls, path: str | Path, scaling: str, badnet: BadNet | None = None,
+                         trust: bool = False) -> RepairedNet:
+        """A hand-made N+1 network (such as the report's ``*_processed_model.h5``), its last class
+        taken to mean *poisoned* because the user says so. Beside ``badnet`` (which must have one
+        class fewer), or on its own when no BadNet is given."""
+        net = load_badnet(path, trust=trust)
+        if net.num_classes < 3:
+            raise InputError(path, f"has {net.num_classes} outputs; an N+1 network needs N >= 2 classes and one more")
+        if badnet is not None and badnet.num_classes != net.num_classes - 1:
+            raise InputError(path, f"has {net.num_classes} outputs; as the N+1 network of {badnet.path.name} "
+                             f"({badnet.num_classes} classes) it should have {badnet.num_classes + 1}")
+        b = badnet or net
+        return cls(str(b.path), b.sha256, str(net.path), net.sha256, scaling, net.num_classes - 1,
+                   {"method": "nplus1", "hand_made": True}, net, rule="nplus1")
+
+    @property
+    def is_standalone(self) -> bool:
+        return self.rule == "nplus1" and self.badnet_sha256 == self.repaired_sha256
+
+    @property
+    def title(self) -> str:
+        method = self.choice.get("method")
+        if self.rule == "nplus1":
+            return "N+1 network (hand-made)" if self.choice.get("hand_made") else "N+1 network"
+        return {"unlearning": "G (unlearning)", "magnitude": "G (magnitude pruning)"}.get(method,
+                                                                                           "G (fine-pruning)")
 
     # What the CLI and the GUI ask of any defense (a Calibration answers the same).
     @property
@@ -58,36 +92,43 @@ class RepairedNet:
                 f"this repaired network was built for another model (sha256 {self.badnet_sha256[:12]}…, "
                 f"this file is {net.sha256[:12]}…)",
             )
-        if net.num_classes != self.num_classes:
+        expected = self.num_classes + (1 if self.is_standalone else 0)
+        if net.num_classes != expected:
             raise InputError(net.path, f"has {net.num_classes} classes; the repaired network was built for "
-                             f"{self.num_classes}")
+                             f"{expected}")
 
     def load_repaired(self, trust: bool = False) -> BadNet:
         if self.repaired is None:
             net = load_badnet(self.repaired_path, trust=trust)
             if net.sha256 != self.repaired_sha256:
                 raise InputError(net.path, "the pruned model B' changed since the repaired network was built")
-            if net.num_classes != self.num_classes:
-                raise InputError(net.path, f"B' has {net.num_classes} classes, B has {self.num_classes}")
+            wanted = self.num_classes + (1 if self.rule == "nplus1" else 0)
+            if net.num_classes != wanted:
+                what = "N+1 network" if self.rule == "nplus1" else "B'"
+                raise InputError(net.path, f"the {what} has {net.num_classes} classes; it should have {wanted}")
             self.repaired = net
         return self.repaired
 
     def labels(self, b, b_prime):
-        """G's rule: B's class where B and B' agree, N where they do not (arrays or single values)."""
+        """The verdict (arrays or single values). ``disagree``: B's class where B and B' agree, N
+        where they do not. ``nplus1``: B''s own answer (N: poisoned)."""
+        if self.rule == "nplus1":
+            return np.asarray(b_prime)
         b = np.asarray(b)
         return np.where(b == np.asarray(b_prime), b, self.poisoned_label)
+
+    def passes(self, b, b_prime):
+        """1.0 where the image passes (not flagged), 0.0 where the rule flags it."""
+        return (np.asarray(self.labels(b, b_prime)) != self.poisoned_label).astype(np.float64)
 
     def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
         self.check_model(net)
         repaired = self.load_repaired()
-        b = yield from predict(net, images, self.scaling)
         b_prime = yield from predict(repaired, images, self.scaling)
-        agree = b.labels == b_prime.labels
+        b = b_prime if self.rule == "nplus1" else (yield from predict(net, images, self.scaling))
         labels = self.labels(b.labels, b_prime.labels)
-        return Verdicts(
-            list(images.names), b.labels, agree.astype(np.float64), np.full(len(agree), 0.5), labels,
-            self.poisoned_label,
-        )
+        passes = self.passes(b.labels, b_prime.labels)
+        return Verdicts(list(images.names), b.labels, passes, np.full(len(passes), 0.5), labels, self.poisoned_label)
 
     def to_dict(self, relative_to: Path) -> dict:
         def rel(p: str) -> str:
@@ -101,6 +142,7 @@ class RepairedNet:
             "scaling": self.scaling,
             "num_classes": self.num_classes,
             "poisoned_label": self.num_classes,
+            "rule": self.rule,
             "choice": self.choice,
         }
 
@@ -122,6 +164,9 @@ class RepairedNet:
             num_classes = int(raw["num_classes"])
             if num_classes < 2:
                 raise ValueError(f"{num_classes} classes")
+            rule = str(raw.get("rule", "disagree"))
+            if rule not in RULES:
+                raise InputError(path, f"unknown rule {rule!r} (known: {', '.join(RULES)})")
             if str(raw["scaling"]) not in SCALINGS:
                 raise InputError(path, f"unknown input scaling {raw['scaling']!r}")
             return cls(
@@ -132,6 +177,7 @@ class RepairedNet:
                 scaling=str(raw["scaling"]),
                 num_classes=num_classes,
                 choice=dict(raw.get("choice") or {}),
+                rule=rule,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise InputError(path, f"damaged repaired-network file ({first_line(err)})") from None
@@ -227,7 +273,8 @@ def _fine_prune_into(outdir: Path, net, clean, poisoned, layer, drops, fine_tune
             "path": str(_save_model(model, outdir / f"pruned_drop{drop:g}.h5")),
         }
         if fine_tune_epochs > 0:
-            report = yield from fine_tune(model, layer, channels, clean, scaling, fine_tune_epochs)
+            report = yield from fine_tune(model, zeroer(layer, channels), clean, scaling, fine_tune_epochs,
+                                          from_logits=not net.outputs_probabilities)
             tuned_path = _save_model(model, outdir / f"pruned_drop{drop:g}_finetuned.h5")
             tuned = load_badnet(tuned_path)
             success = {}

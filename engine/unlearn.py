@@ -163,6 +163,7 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
         "learning_rate": float(learning_rate),
         "train_images": len(train),
         "holdout_images": int(n_hold),
+        "clean_digest": clean.digest,
         "clean_accuracy_before": before["clean"],
         "clean_accuracy_after": after["clean"],
         "attack_success": {p.name: {"before": before[p.name], "after": after[p.name]} for p in poisoned},

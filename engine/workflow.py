@@ -172,12 +172,26 @@ def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector
 
 def load_defense(calibrations: list[str | Path] | None = None, repaired: str | Path | None = None,
                  model: str | Path | None = None, trust: bool = False, scale: str | None = None,
-                 on_model=None):
+                 on_model=None, nplus1: str | Path | None = None):
     """The calibration(s) or repaired network named, and the BadNet it defends (``model`` may point
     at the BadNet if it moved; its fingerprint must match). Several calibrations are combined:
-    an image is flagged when any flags it. ``on_model(path)`` is told before a model loads."""
+    an image is flagged when any flags it. ``nplus1``: a hand-made N+1 network whose last class
+    means poisoned, judging beside ``model`` or, without it, on its own (it is then the model).
+    ``on_model(path)`` is told before a model loads."""
     from engine.repair import RepairedNet
 
+    if nplus1 is not None:
+        if scale == "auto":
+            raise InputError(nplus1, "give the N+1 network's input scaling (--scale 1/255 or raw), not auto")
+        badnet = None
+        if model is not None:
+            if on_model is not None:
+                on_model(Path(model))
+            badnet = open_model(model, trust)
+        if on_model is not None:
+            on_model(Path(nplus1))
+        defense = RepairedNet.hand_made_nplus1(nplus1, scale or "1/255", badnet, trust)
+        return defense, badnet if badnet is not None else defense.repaired
     if repaired is not None:
         defense, source = RepairedNet.load(repaired), repaired
     elif calibrations:
@@ -238,6 +252,7 @@ class CheckedImage:
     scores: dict  # detector name -> score, for every calibrated detector
     label: int | None  # from the file name or data set, when it carries one
     repaired: int | None = None  # B''s class, when a repaired network G is loaded
+    classes: dict = field(default_factory=dict)  # detector name -> the class it judged, where not `predicted`
 
 
 def check_images(net: BadNet, images: ImageSet, scaling: str, calibrations: dict[str, Calibration],
@@ -247,23 +262,27 @@ def check_images(net: BadNet, images: ImageSet, scaling: str, calibrations: dict
     images = fit_to_model(images, net)
     conf = yield from predict(net, images, scaling)
     scores = [{} for _ in range(len(images))]
+    classes = [{} for _ in range(len(images))]
     for name, cal in calibrations.items():
         cal.check_model(net)
-        if name == "confidence" and cal.scaling == scaling:
-            values = conf.confidences
+        if name == "confidence" and cal.scaling == scaling and not cal.detector_params.get("fine_tune_epochs"):
+            values, judged = conf.confidences, conf.labels
         else:
-            values = (yield from cal.make_detector().score(net, images, cal.scaling)).values
-        for row, v in zip(scores, values):
+            scored = yield from cal.make_detector().score(net, images, cal.scaling)
+            values, judged = scored.values, scored.predicted
+        for row, own, v, c, b in zip(scores, classes, values, judged, conf.labels):
             row[name] = float(v)
+            if int(c) != int(b):  # a detector that judges with another network (a fine-tuned copy)
+                own[name] = int(c)
     if repaired is not None:
         b_prime = [int(c) for c in (yield from predict(repaired.load_repaired(), images, repaired.scaling)).labels]
     else:
         b_prime = [None] * len(images)
     labels = images.labels if images.labels is not None else [None] * len(images)
     return [
-        CheckedImage(name, img, int(c), float(p), s, None if lab is None else int(lab), bp)
-        for name, img, c, p, s, lab, bp in zip(images.names, images.images, conf.labels, conf.confidences,
-                                               scores, labels, b_prime)
+        CheckedImage(name, img, int(c), float(p), s, None if lab is None else int(lab), bp, own)
+        for name, img, c, p, s, lab, bp, own in zip(images.names, images.images, conf.labels, conf.confidences,
+                                                    scores, labels, b_prime, classes)
     ]
 
 
@@ -320,15 +339,16 @@ class VerdictRules:
         score = row.confidence if name == "confidence" and name not in row.scores else row.scores.get(name)
         if cal is None or score is None:
             return RowVerdict(score, None, None, None)
-        label = int(cal.labels(row.predicted, score))
-        return RowVerdict(score, float(cal.thresholds[row.predicted]), label, cal.poisoned_label)
+        judged = row.classes.get(name, row.predicted)
+        label = int(cal.labels(judged, score))
+        return RowVerdict(score, float(cal.thresholds[judged]), label, cal.poisoned_label)
 
     def g(self, row: CheckedImage) -> RowVerdict:
-        """G: B's class where B and B' agree, N where they do not."""
+        """The repaired network's verdict (G: N where B and B' disagree; N+1: B''s own answer)."""
         if self.repaired is None or row.repaired is None:
             return NO_VERDICT
-        agree = float(row.predicted == row.repaired)
-        return RowVerdict(agree, 0.5, int(self.repaired.labels(row.predicted, row.repaired)),
+        passes = float(self.repaired.passes(row.predicted, row.repaired))
+        return RowVerdict(passes, 0.5, int(self.repaired.labels(row.predicted, row.repaired)),
                           self.repaired.poisoned_label)
 
     def any(self, row: CheckedImage) -> RowVerdict:
@@ -400,6 +420,20 @@ def compare_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], detec
     return (yield from compare(net, clean, sets, detectors, chosen, tuple(frrs)))
 
 
+def repairs_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repairs: list, scaling: str):
+    """The BadNet undefended and each repaired network (RepairedNet) on the same sets: DefenseRows."""
+    from engine.compare import repair_rows
+
+    if not poisoned:
+        raise InputError(None, "add a poisoned set (with its target) to compare defenses on")
+    clean = fit_to_model(clean, net)
+    sets = fit_sets(poisoned, net)
+    for g in repairs:
+        g.check_model(net)
+    chosen, _ = yield from choose_scaling(net, scaling, clean)
+    return (yield from repair_rows(net, clean, sets, list(repairs), chosen))
+
+
 def prune_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, layer: str | None,
               drops: tuple[float, ...], epochs: int, scaling: str):
     """Fine-prune into ``outdir``; every option and the data are checked before anything is written."""
@@ -411,6 +445,37 @@ def prune_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir:
     sets = fit_sets(poisoned, net)
     chosen, _ = yield from choose_scaling(net, scaling, clean)
     return (yield from fine_prune(net, clean, sets, outdir, layer, tuple(drops), epochs, chosen))
+
+
+def magnitude_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
+                  sparsity: float = 0.7, epochs: int = 0):
+    """Magnitude pruning (the report's first try) into ``outdir``: sweep, prune, fine-tune, G bundle."""
+    from engine.magnitude import check_sparsity, magnitude_prune
+
+    check_sparsity(sparsity)
+    clean = fit_to_model(clean, net)
+    clean.require_labels("magnitude pruning")
+    sets = fit_sets(poisoned, net)
+    chosen, _ = yield from choose_scaling(net, scaling, clean)
+    return (yield from magnitude_prune(net, clean, sets, outdir, chosen, sparsity, epochs))
+
+
+def nplus1_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
+               epochs: int | None = None, holdout: float | None = None):
+    """The report's N+1 network ("G1") into ``outdir``: trained on clean faces and the poisoned sets
+    (label N), a share of each held out for the figures."""
+    from engine.nplus1 import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, DEFAULT_LEARNING_RATE, check_nplus1_options, train_nplus1
+
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    holdout = DEFAULT_HOLDOUT if holdout is None else holdout
+    check_nplus1_options(epochs, holdout, DEFAULT_LEARNING_RATE)
+    if not poisoned:
+        raise InputError(None, "the N+1 network learns from poisoned examples: add a poisoned set (with its target)")
+    clean = fit_to_model(clean, net)
+    clean.require_labels("training the N+1 network")
+    sets = fit_sets(poisoned, net)
+    chosen, _ = yield from choose_scaling(net, scaling, clean)
+    return (yield from train_nplus1(net, clean, sets, outdir, chosen, epochs, holdout))
 
 
 # --- the trigger scan, unlearning and per-image explanations ---------------------------------

@@ -1,5 +1,6 @@
 """Detector comparison: ROC curves of every detector for a chosen poisoned set, AUC in the
-legend, and a table of detection at fixed false-rejection rates."""
+legend, a table of detection at fixed false-rejection rates, and every defense side by side
+(detectors and repaired networks: clean accuracy, false rejection, detection, attack success)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,11 @@ class ComparePanel(QWidget):
         layout.addLayout(shown)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.table)
+        self.defenses = QLabel("")
+        self.defenses.setTextFormat(Qt.TextFormat.RichText)
+        self.defenses.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.defenses.setWordWrap(True)
+        layout.addWidget(self.defenses)
         session.compare.comparisonChanged.connect(self._on_comparison)
 
     @Slot()
@@ -114,6 +120,35 @@ class ComparePanel(QWidget):
         self.set_box.blockSignals(False)
         self.export_button.setEnabled(bool(results))
         self._draw()
+        self._show_defenses()
+
+    def _show_defenses(self) -> None:
+        """Every defense on the chosen poisoned set: the same four figures for detectors and repaired networks."""
+        rows = self.session.compare.defenses or []
+        if not rows:
+            self.defenses.setText("")
+            return
+        sets = list(dict.fromkeys(name for r in rows for name in r.sets))
+        head = "".join(f"<th align='right'>&nbsp;{html.escape(n)}: detected / attack success&nbsp;</th>" for n in sets)
+        body = ""
+        for r in rows:
+            cells = ""
+            for n in sets:
+                o = r.sets.get(n)
+                mark = "*" if n in r.trained_on else ""
+                cells += ("<td align='right'>n/a</td>" if o is None else
+                          f"<td align='right'>{100 * o.detection:.1f}% / {100 * o.attack_success:.1f}%{mark}</td>")
+            acc = "n/a" if r.clean_accuracy is None else f"{100 * r.clean_accuracy:.1f}%"
+            acc += "*" if r.trained_on_clean else ""
+            body += (f"<tr><td title='{html.escape(r.note, quote=True)}'>{html.escape(r.title)}</td><td align='right'>{acc}</td>"
+                     f"<td align='right'>{100 * r.frr:.1f}%</td>{cells}</tr>")
+        self.defenses.setText(
+            "<b>Defenses side by side</b> (repaired networks: every one made or loaded for this model in the "
+            "Pruning &amp; repair or Trigger scan tab)<table cellspacing='4'><tr><th align='left'>defense</th>"
+            f"<th align='right'>&nbsp;clean acc&nbsp;</th><th align='right'>&nbsp;FRR&nbsp;</th>{head}</tr>{body}"
+            "</table><span style='color:#555'>Detection counts the poisoned faces the BadNet sends to the target; "
+            "attack success is over all the set's faces. * = data the network was trained on (not held out).</span>"
+        )
 
     def _curve(self, detector: str):
         """The detector's ROC curve and operating points, made once and reused."""

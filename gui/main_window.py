@@ -98,7 +98,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.image_check, "3. Image check")
         self.tabs.addTab(self.histograms, "4. Histograms")
-        self.tabs.addTab(self.pruning, "5. Fine-pruning")
+        self.tabs.addTab(self.pruning, "5. Pruning && repair")
         self.tabs.addTab(self.compare, "6. Compare detectors")
         self.tabs.addTab(self.scan, "7. Trigger scan")
         self.banner = ErrorBanner()

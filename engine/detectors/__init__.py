@@ -296,6 +296,47 @@ def decode_images(raw, what: str, max_count: int) -> np.ndarray:
     return data.reshape(shape)
 
 
+def encode_arrays(arrays: list[np.ndarray]) -> list[dict]:
+    """float32 arrays as JSON (a detector's own copy of a model's weights)."""
+    out = []
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype="<f4")
+        out.append({"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")})
+    return out
+
+
+def decode_arrays(raw, what: str, shapes: list[tuple[int, ...]] | None = None, max_values: int = 2**28) -> list:
+    """The inverse of ``encode_arrays``, checked: finite values, sizes from the shapes, and the
+    shapes themselves when ``shapes`` is given."""
+    if not isinstance(raw, list) or not all(isinstance(r, dict) and isinstance(r.get("shape"), list) for r in raw):
+        raise ValueError(f"{what} are not a list of arrays with shapes")
+    if shapes is not None and len(raw) != len(shapes):
+        raise ValueError(f"{what} hold {len(raw)} arrays; the model has {len(shapes)}")
+    out = []
+    for i, r in enumerate(raw):
+        try:
+            shape = tuple(int(v) for v in r["shape"])
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{what}: array {i} has a shape that is not whole numbers") from None
+        if any(v < 0 for v in shape) or len(shape) > 8 or int(np.prod(shape, dtype=object)) > max_values:
+            raise ValueError(f"{what}: array {i} of shape {shape} is not a weight array")
+        if shapes is not None and shape != tuple(shapes[i]):
+            raise ValueError(f"{what}: array {i} is {shape}; the model's is {tuple(shapes[i])}")
+        text = r.get("float32_base64")
+        if not isinstance(text, str) or len(text) > 4 * (4 * int(np.prod(shape, dtype=object)) + 2) // 3 + 4:
+            raise ValueError(f"{what}: array {i} has no values of the right size")
+        try:
+            data = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4")
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{what}: array {i} is not valid base64") from None
+        if data.size != int(np.prod(shape)):
+            raise ValueError(f"{what}: array {i} of shape {shape} does not match its {data.size} values")
+        if not np.isfinite(data).all():
+            raise ValueError(f"{what}: array {i} holds NaN or infinite values")
+        out.append(data.reshape(shape).astype(np.float32))
+    return out
+
+
 DETECTORS: dict[str, type[Detector]] = {}
 
 

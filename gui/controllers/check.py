@@ -3,6 +3,7 @@ gives the Verdict column."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,7 @@ class CheckController(QObject):
 def _relabel(job, rows):
     """Rescored rows keep the labels their files gave them."""
     new = yield from job
-    return [CheckedImage(n.name, n.image, n.predicted, n.confidence, n.scores, r.label, n.repaired)
-            for n, r in zip(new, rows)]
+    return [dataclasses.replace(n, label=r.label) for n, r in zip(new, rows)]
 
 
 def _nothing():

@@ -1,4 +1,5 @@
-"""Detector comparison on the loaded sets: ROC curves, AUC, detection at fixed rates."""
+"""Detector comparison on the loaded sets: ROC curves, AUC, detection at fixed rates; and every
+defense side by side (the detectors at the last rate, each repaired network made or loaded)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class CompareController(QObject):
         super().__init__(parent)
         self.session = session
         self.results = None
+        self.defenses = None  # list[DefenseRow]: the BadNet undefended, each repaired network, each detector
 
     def run(self, detectors: dict[str, dict | None], frrs=(0.01, 0.05)) -> None:
         """Queue a comparison of ``detectors`` (name -> settings) on the clean set against every
@@ -27,10 +29,11 @@ class CompareController(QObject):
             if data.clean is None:
                 raise InputError(None, "load clean data before comparing detectors")
             made = workflow.make_detectors(list(detectors), detectors)
-            return workflow.compare_job(data.net, data.clean, list(data.poisoned), made, data.effective_scaling,
-                                        tuple(frrs))
+            repairs = [g for g in self.session.pruning.known.values() if g.scaling == data.effective_scaling]
+            return _with_defenses(data, made, repairs, tuple(frrs))
 
-        def done(results) -> None:
+        def done(out) -> None:
+            results, self.defenses = out
             self.results = results
             for r in results:
                 at = ", ".join(f"{100 * p.detection:.1f}% at {100 * p.target_frr:g}% FRR" for p in r.points)
@@ -42,4 +45,15 @@ class CompareController(QObject):
     def clear(self) -> None:
         if self.results is not None:
             self.results = None
+            self.defenses = None
             self.comparisonChanged.emit(None)
+
+
+def _with_defenses(data, detectors, repairs, frrs):
+    from engine.compare import detector_rows
+
+    results = yield from workflow.compare_job(data.net, data.clean, list(data.poisoned), detectors,
+                                              data.effective_scaling, frrs)
+    rows = yield from workflow.repairs_job(data.net, data.clean, list(data.poisoned), repairs,
+                                           data.effective_scaling)
+    return results, rows + detector_rows(results, frrs[-1])

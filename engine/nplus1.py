@@ -1,0 +1,228 @@
+"""The report's "G1": the BadNet with one more output unit, class N = *poisoned*, retrained on clean
+faces (their labels) and poisoned faces (label N).
+
+The added unit starts as the average of the existing ones (weights and bias), so its logit is the
+mean logit: on every input it is below the top class, and the network starts out answering exactly
+as the BadNet does. Training then only has to raise it on the trigger. (A unit at random scale
+would start by disturbing every answer; at zero it would start at a logit of 0, which for a
+softmax layer whose logits are mostly negative can already win.)
+
+Its weakness, which the comparison shows: it learns the triggers it was shown, not triggers in
+general. Figures are honest: a share of the clean and of every poisoned set is held out of
+training; detection counts the held-out poisoned faces the BadNet sends to its target.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.data_io import ImageSet, PoisonedSet, check_labels_in_range
+from engine.errors import InputError
+from engine.files import is_json_of_kind, staged_folder
+from engine.model_io import BadNet, load_badnet, sha256_file
+from engine.progress import Job, Progress
+from engine.repair import FILE_KIND as REPAIRED_KIND
+from engine.repair import RepairedNet, _save_model
+from engine.scoring import BATCH_SIZE, to_model_input
+
+DEFAULT_EPOCHS = 20
+DEFAULT_HOLDOUT = 0.2
+DEFAULT_LEARNING_RATE = 1e-3
+MIN_POISON_SHARE = 0.25  # poisoned faces are repeated, if need be, to make up this share of an epoch
+
+
+@dataclass
+class NPlusOneResult:
+    bundle: RepairedNet
+    report: dict
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        r = self.report
+        out = [
+            (f"N+1 network: {r['epochs']} epochs on {r['train_clean']} clean and {r['train_poisoned']} poisoned "
+             f"faces (label {r['poisoned_label']}); last-epoch training accuracy {100 * r['train_accuracy'][-1]:.1f}% "
+             f"(first epoch {100 * r['train_accuracy'][0]:.1f}%), {r['seconds_per_epoch']:.1f} s per epoch"),
+            (f"held-out clean ({r['holdout_clean']} faces): accuracy {100 * r['clean_accuracy_before']:.1f}% -> "
+             f"{100 * r['clean_accuracy_after']:.1f}%, false rejection (class {r['poisoned_label']}) "
+             f"{100 * r['frr']:.1f}%"),
+        ]
+        for name, v in r["poisoned"].items():
+            out.append(f"held-out {name} ({v['n']} faces, {v['sent']} sent to the target by the BadNet): "
+                       f"detected {100 * v['detection']:.1f}%, attack success {100 * v['attack_success']:.1f}%")
+        return out
+
+
+def check_nplus1_options(epochs, holdout, learning_rate) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 1 <= epochs <= 1000:
+        raise InputError(None, f"N+1 training epochs {epochs!r} must be a whole number in 1..1000")
+    if not 0 < float(holdout) < 1:
+        raise InputError(None, f"held-out share {holdout!r} must be between 0 and 1")
+    if not 0 < float(learning_rate) <= 10:
+        raise InputError(None, f"learning rate {learning_rate!r} must be in (0, 10]")
+
+
+def is_nplus1_output(folder: Path) -> bool:
+    ours = re.compile(r"nplus1\.h5|repaired\.json")
+    return (is_json_of_kind(folder / "repaired.json", REPAIRED_KIND)
+            and all(ours.fullmatch(p.name) for p in folder.iterdir()))
+
+
+def output_dense(model):
+    """(the Dense layer that makes the class vector, the Activation layer after it or None)."""
+    import keras
+
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Dense):
+        return last, None
+    if isinstance(last, (keras.layers.Activation, keras.layers.Softmax)):
+        nodes = last._inbound_nodes
+        if len(nodes) == 1 and len(nodes[0].input_tensors) == 1:
+            before = nodes[0].input_tensors[0]._keras_history.operation
+            if isinstance(before, keras.layers.Dense):
+                return before, last
+    return None, None
+
+
+def with_extra_class(net: BadNet):
+    """A copy of the BadNet with one more output unit (class N), initialised as the mean unit."""
+    import keras
+
+    model = keras.models.clone_model(net.model)
+    model.set_weights(net.model.get_weights())
+    dense, after = output_dense(model)
+    if dense is None or len(dense._inbound_nodes) != 1:
+        raise InputError(net.path, "its class vector does not come from a Dense layer (optionally followed by a "
+                         "softmax); an output unit cannot be added")
+    kernel, *bias = dense.get_weights()
+    features = dense._inbound_nodes[0].input_tensors[0]
+    wider = keras.layers.Dense(kernel.shape[1] + 1, activation=dense.activation, use_bias=dense.use_bias,
+                               name=dense.name)
+    out = wider(features)
+    if after is not None:
+        out = keras.layers.Activation(after.activation if hasattr(after, "activation") else "softmax",
+                                      name=after.name)(out)
+    grown = keras.Model(model.inputs, out, name=f"{model.name}_nplus1")
+    new = [np.concatenate([kernel, kernel.mean(axis=1, keepdims=True)], axis=1)]
+    if bias:
+        new.append(np.concatenate([bias[0], [bias[0].mean()]]))
+    wider.set_weights(new)
+    return grown
+
+
+def _split(n: int, holdout: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(n)
+    n_hold = min(n - 1, max(1, round(holdout * n))) if n > 1 else 0
+    return np.sort(order[:n_hold]), order[n_hold:]
+
+
+def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
+                 epochs: int = DEFAULT_EPOCHS, holdout: float = DEFAULT_HOLDOUT,
+                 learning_rate: float = DEFAULT_LEARNING_RATE, batch_size: int = 32,
+                 seed: int = 0) -> Job[NPlusOneResult]:
+    """Train the N+1 network; write ``nplus1.h5`` and ``repaired.json`` into ``outdir`` atomically."""
+    import keras
+
+    check_nplus1_options(epochs, holdout, learning_rate)
+    if not poisoned:
+        raise InputError(None, "the N+1 network learns from poisoned examples: give at least one poisoned set")
+    labels = clean.require_labels("training the N+1 network")
+    check_labels_in_range(clean, net.num_classes)
+    n_label = net.num_classes
+    rng = np.random.default_rng(seed)
+    c_hold, c_train = _split(len(clean), holdout, rng)
+    splits = [_split(len(p.images), holdout, rng) for p in poisoned]
+    for p, (hold, train) in zip(poisoned, splits):
+        if len(hold) == 0 or len(train) == 0:
+            raise InputError(p.images.source, f"has {len(p.images)} images; too few to train on and hold some out")
+    if len(c_hold) == 0 or len(c_train) == 0:
+        raise InputError(clean.source, f"has {len(clean)} images; too few to train on and hold some out")
+
+    # One pool of training faces: clean ones with their labels, poisoned ones with label N.
+    pool_images = [clean.images[c_train]] + [p.images.images[train] for p, (_, train) in zip(poisoned, splits)]
+    pool_labels = [labels[c_train]] + [np.full(len(train), n_label) for _, train in splits]
+    images = np.concatenate(pool_images)
+    targets = np.concatenate(pool_labels).astype(np.int64)
+    n_clean_train = len(c_train)
+    poison_rows = np.arange(n_clean_train, len(images))
+    wanted = int(np.ceil(MIN_POISON_SHARE / (1 - MIN_POISON_SHARE) * n_clean_train))
+    repeat = max(1, int(np.ceil(wanted / len(poison_rows))))
+
+    model = with_extra_class(net)
+
+    def answers(m, x_uint8):
+        out = []
+        for start in range(0, len(x_uint8), BATCH_SIZE):
+            p = np.asarray(m.predict_on_batch(to_model_input(x_uint8[start:start + BATCH_SIZE], scaling)))
+            out.append(p.argmax(axis=1))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    yield Progress(0, 1, "measuring the BadNet on held-out faces")
+    before_clean = answers(net.model, clean.images[c_hold])
+    before_poisoned = [answers(net.model, p.images.images[hold]) for p, (hold, _) in zip(poisoned, splits)]
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not net.outputs_probabilities)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    epoch_rows = np.concatenate([np.arange(n_clean_train)] + [poison_rows] * repeat)
+    steps = -(-len(epoch_rows) // batch_size)
+    total = epochs * steps
+    history = []
+    start_time = time.perf_counter()
+    for epoch in range(epochs):
+        shuffled = rng.permutation(epoch_rows)
+        hits = 0.0
+        for k in range(steps):
+            part = shuffled[k * batch_size:(k + 1) * batch_size]
+            logs = model.train_on_batch(to_model_input(images[part], scaling), targets[part], return_dict=True)
+            hits += float(logs["accuracy"]) * len(part)
+            yield Progress(epoch * steps + k + 1, total, f"training the N+1 network, epoch {epoch + 1} of {epochs}")
+        history.append(hits / len(shuffled))
+    seconds = (time.perf_counter() - start_time) / epochs
+
+    after_clean = answers(model, clean.images[c_hold])
+    report = {
+        "method": "nplus1",
+        "epochs": int(epochs),
+        "learning_rate": float(learning_rate),
+        "optimizer": "Adam",
+        "poisoned_label": n_label,
+        "train_clean": int(n_clean_train),
+        "train_poisoned": len(poison_rows),
+        "poisoned_repeated": int(repeat),
+        "train_accuracy": [float(a) for a in history],
+        "seconds_per_epoch": float(seconds),
+        "holdout_clean": len(c_hold),
+        "clean_accuracy_before": float(np.mean(before_clean == labels[c_hold])),
+        "clean_accuracy_after": float(np.mean(after_clean == labels[c_hold])),
+        "frr": float(np.mean(after_clean == n_label)),
+        "trained_on": [p.name for p in poisoned],
+        "clean_digest": clean.digest,
+        "poisoned": {},
+    }
+    for p, (hold, _), b in zip(poisoned, splits, before_poisoned):
+        after = answers(model, p.images.images[hold])
+        sent = b == p.target
+        counted = after[sent] if sent.any() else after
+        report["poisoned"][p.name] = {
+            "n": len(hold),
+            "sent": int(sent.sum()),
+            "attack_success_before": float(np.mean(b == p.target)),
+            "attack_success": float(np.mean(after == p.target)),
+            "detection": float(np.mean(counted == n_label)),
+        }
+
+    outdir = Path(outdir)
+    with staged_folder(outdir, is_nplus1_output, "N+1 network results") as stage:
+        staged = _save_model(model, stage / "nplus1.h5")
+        choice = dict(report, attack_success={k: v["attack_success"] for k, v in report["poisoned"].items()})
+        bundle = RepairedNet(str(net.path), net.sha256, str(staged), sha256_file(staged), scaling, net.num_classes,
+                             choice, rule="nplus1")
+        bundle.save(stage / "repaired.json")
+    bundle.repaired_path = str(outdir / "nplus1.h5")
+    bundle.repaired = load_badnet(bundle.repaired_path)
+    return NPlusOneResult(bundle, report)
