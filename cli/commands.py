@@ -376,8 +376,8 @@ def cmd_repair(args) -> int:
 
     if args.method == "nplus1":
         return repair_nplus1(args)
-    if args.holdout is not None:
-        raise InputError(None, "--holdout is for --method nplus1")
+    if args.holdout is not None or args.train_layers is not None:
+        raise InputError(None, "--holdout and --train-layers are for --method nplus1")
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_unlearn_output(out))):
         raise InputError(out, "is not an empty folder or an earlier repair's results; choose a new folder")
@@ -402,7 +402,8 @@ def repair_nplus1(args) -> int:
         raise InputError(None, "--scan, --classes and --share are for --method unlearn")
     out = check_output_folder(args.output, is_nplus1_output)
     net, clean, poisoned = load_model_and_sets(args)
-    result = drive(workflow.nplus1_job(net, clean, poisoned, out, args.scale, args.epochs, args.holdout))
+    result = drive(workflow.nplus1_job(net, clean, poisoned, out, args.scale, args.epochs, args.holdout,
+                                       args.train_layers or "output"))
     for line in result.lines():
         print(line)
     bundle = out / "repaired.json"

@@ -228,6 +228,9 @@ def build_parser(commands) -> argparse.ArgumentParser:
                    "(default 0.2)")
     p.add_argument("--holdout", type=float, help="nplus1: share of the clean and of each poisoned set held out "
                    "for the figures (default 0.2)")
+    p.add_argument("--train-layers", choices=("output", "all"),
+                   help="nplus1: train the output layer only (default; clean answers barely move) or every "
+                   "layer (as the report did)")
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     return parser

@@ -190,7 +190,8 @@ def describe_repair(g) -> tuple[str, str, tuple[str, ...]]:
     if g.rule == "nplus1":
         trained = tuple(c.get("trained_on") or ())
         note = ("hand-made; last class taken to mean poisoned" if c.get("hand_made")
-                else f"trained {c.get('epochs', '?')} epochs on clean + {', '.join(trained) or '?'} (label N)")
+                else f"{'every layer' if c.get('train_layers') == 'all' else 'output layer'} trained "
+                f"{c.get('epochs', '?')} epochs on clean + {', '.join(trained) or '?'} (label N)")
     elif method == "unlearning":
         note = f"unlearned reversed triggers of class {', '.join(map(str, c.get('trigger_classes', [])))}"
     elif method == "magnitude":

@@ -7,6 +7,13 @@ as the BadNet does. Training then only has to raise it on the trigger. (A unit a
 would start by disturbing every answer; at zero it would start at a logit of 0, which for a
 softmax layer whose logits are mostly negative can already win.)
 
+By default only the output layer learns: the features stay the BadNet's, which already tell the
+trigger apart (they send it to the target with confidence ~1), and clean answers barely move.
+Measured on the demo (30 epochs, test faces): clean accuracy 96.7% -> 96.0% this way, 90.7% when
+every layer learns as the report did (``train_layers="all"``); both detect >= 99% of sunglasses
+faces at 2% false rejection. On the real sample's 7 + 7 training faces every layer learning sent
+all held-out clean faces to N.
+
 Its weakness, which the comparison shows: it learns the triggers it was shown, not triggers in
 general. Figures are honest: a share of the clean and of every poisoned set is held out of
 training; detection counts the held-out poisoned faces the BadNet sends to its target.
@@ -33,6 +40,7 @@ from engine.scoring import BATCH_SIZE, to_model_input
 DEFAULT_EPOCHS = 20
 DEFAULT_HOLDOUT = 0.2
 DEFAULT_LEARNING_RATE = 1e-3
+TRAIN_LAYERS = ("output", "all")  # train the output layer only (default), or every layer as the report did
 MIN_POISON_SHARE = 0.25  # poisoned faces are repeated, if need be, to make up this share of an epoch
 
 
@@ -45,7 +53,8 @@ class NPlusOneResult:
     def lines(self) -> list[str]:
         r = self.report
         out = [
-            (f"N+1 network: {r['epochs']} epochs on {r['train_clean']} clean and {r['train_poisoned']} poisoned "
+            (f"N+1 network ({'output layer' if r['train_layers'] == 'output' else 'every layer'} trained): "
+             f"{r['epochs']} epochs on {r['train_clean']} clean and {r['train_poisoned']} poisoned "
              f"faces (label {r['poisoned_label']}); last-epoch training accuracy {100 * r['train_accuracy'][-1]:.1f}% "
              f"(first epoch {100 * r['train_accuracy'][0]:.1f}%), {r['seconds_per_epoch']:.1f} s per epoch"),
             (f"held-out clean ({r['holdout_clean']} faces): accuracy {100 * r['clean_accuracy_before']:.1f}% -> "
@@ -58,7 +67,9 @@ class NPlusOneResult:
         return out
 
 
-def check_nplus1_options(epochs, holdout, learning_rate) -> None:
+def check_nplus1_options(epochs, holdout, learning_rate, train_layers: str = "output") -> None:
+    if train_layers not in TRAIN_LAYERS:
+        raise InputError(None, f"layers to train {train_layers!r}: choose {' or '.join(TRAIN_LAYERS)}")
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 1 <= epochs <= 1000:
         raise InputError(None, f"N+1 training epochs {epochs!r} must be a whole number in 1..1000")
     if not 0 < float(holdout) < 1:
@@ -124,11 +135,14 @@ def _split(n: int, holdout: float, rng: np.random.Generator) -> tuple[np.ndarray
 def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
                  epochs: int = DEFAULT_EPOCHS, holdout: float = DEFAULT_HOLDOUT,
                  learning_rate: float = DEFAULT_LEARNING_RATE, batch_size: int = 32,
-                 seed: int = 0) -> Job[NPlusOneResult]:
-    """Train the N+1 network; write ``nplus1.h5`` and ``repaired.json`` into ``outdir`` atomically."""
+                 seed: int = 0, train_layers: str = "output") -> Job[NPlusOneResult]:
+    """Train the N+1 network; write ``nplus1.h5`` and ``repaired.json`` into ``outdir`` atomically.
+
+    ``train_layers`` "output": only the output layer learns (the features stay the BadNet's, so
+    clean answers barely move); "all": every layer, as the report did."""
     import keras
 
-    check_nplus1_options(epochs, holdout, learning_rate)
+    check_nplus1_options(epochs, holdout, learning_rate, train_layers)
     if not poisoned:
         raise InputError(None, "the N+1 network learns from poisoned examples: give at least one poisoned set")
     labels = clean.require_labels("training the N+1 network")
@@ -154,6 +168,10 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
     repeat = max(1, int(np.ceil(wanted / len(poison_rows))))
 
     model = with_extra_class(net)
+    if train_layers == "output":
+        head = output_dense(model)[0]
+        for layer in model.layers:
+            layer.trainable = layer is head
 
     def answers(m, x_uint8):
         out = []
@@ -190,6 +208,7 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
         "epochs": int(epochs),
         "learning_rate": float(learning_rate),
         "optimizer": "Adam",
+        "train_layers": train_layers,
         "poisoned_label": n_label,
         "train_clean": int(n_clean_train),
         "train_poisoned": len(poison_rows),
@@ -217,6 +236,8 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
         }
 
     outdir = Path(outdir)
+    for layer in model.layers:  # saved as a plain model: nothing frozen when someone trains it further
+        layer.trainable = True
     with staged_folder(outdir, is_nplus1_output, "N+1 network results") as stage:
         staged = _save_model(model, stage / "nplus1.h5")
         choice = dict(report, attack_success={k: v["attack_success"] for k, v in report["poisoned"].items()})

@@ -461,21 +461,21 @@ def magnitude_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], out
 
 
 def nplus1_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
-               epochs: int | None = None, holdout: float | None = None):
+               epochs: int | None = None, holdout: float | None = None, train_layers: str = "output"):
     """The report's N+1 network ("G1") into ``outdir``: trained on clean faces and the poisoned sets
     (label N), a share of each held out for the figures."""
     from engine.nplus1 import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, DEFAULT_LEARNING_RATE, check_nplus1_options, train_nplus1
 
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     holdout = DEFAULT_HOLDOUT if holdout is None else holdout
-    check_nplus1_options(epochs, holdout, DEFAULT_LEARNING_RATE)
+    check_nplus1_options(epochs, holdout, DEFAULT_LEARNING_RATE, train_layers)
     if not poisoned:
         raise InputError(None, "the N+1 network learns from poisoned examples: add a poisoned set (with its target)")
     clean = fit_to_model(clean, net)
     clean.require_labels("training the N+1 network")
     sets = fit_sets(poisoned, net)
     chosen, _ = yield from choose_scaling(net, scaling, clean)
-    return (yield from train_nplus1(net, clean, sets, outdir, chosen, epochs, holdout))
+    return (yield from train_nplus1(net, clean, sets, outdir, chosen, epochs, holdout, train_layers=train_layers))
 
 
 # --- the trigger scan, unlearning and per-image explanations ---------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -70,6 +71,9 @@ class PruningPanel(QWidget):
         self.train_spin.setRange(1, 1000)
         self.train_spin.setValue(20)
         self.train_spin.setToolTip("Epochs of training on the clean data and the loaded poisoned sets (label N)")
+        self.all_layers_check = QCheckBox("retrain every layer (as the report did)")
+        self.all_layers_check.setToolTip("Off: only the output layer learns, so clean answers barely move "
+                                         "(measured on the demo: 96.0% vs 90.7% clean accuracy)")
         self.learn_box = QComboBox()
         self.learn_box.setMinimumWidth(320)
         self.learn_box.setToolTip("The poisoned sets the N+1 network learns from (label N). Learn from one and "
@@ -106,6 +110,7 @@ class PruningPanel(QWidget):
         form.addRow("Sparsity", self.sparsity_spin)
         form.addRow("Training epochs", self.train_spin)
         form.addRow("Learn from", self.learn_box)
+        form.addRow("", self.all_layers_check)
         form.addRow("Fine-tuning epochs", self.epochs_spin)
         form.addRow("Output folder", out_row)
         self.form = form
@@ -160,7 +165,7 @@ class PruningPanel(QWidget):
         method = self.method
         for widget, shown in ((self.layer_box, method == "channels"), (self.drops_edit, method == "channels"),
                               (self.sparsity_spin, method == "magnitude"), (self.train_spin, method == "nplus1"),
-                              (self.learn_box, method == "nplus1"),
+                              (self.learn_box, method == "nplus1"), (self.all_layers_check, method == "nplus1"),
                               (self.epochs_spin, method != "nplus1")):
             self.form.setRowVisible(widget, shown)
         self.run_button.setText(RUN_TEXT[method])
@@ -182,7 +187,8 @@ class PruningPanel(QWidget):
             if not self.session.data.poisoned:
                 self.session.error.emit("the N+1 network learns from poisoned examples: add a poisoned set first")
                 return False
-            self.session.pruning.run_nplus1(outdir, self.train_spin.value(), self.learn_box.currentData())
+            self.session.pruning.run_nplus1(outdir, self.train_spin.value(), self.learn_box.currentData(),
+                                            "all" if self.all_layers_check.isChecked() else "output")
             return True
         try:
             drops = tuple(float(d) for d in self.drops_edit.text().split(",") if d.strip())

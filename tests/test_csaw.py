@@ -87,3 +87,32 @@ def test_strip_separates_the_real_sunglasses_faces(csaw, bd_net):
     # since every sunglasses face is at 0.9999 or more.
     assert by["strip"].auc >= 0.85
     assert by["confidence"].auc < 0.5
+
+
+def test_the_reports_three_attempts_run_on_the_real_sample(csaw, bd_net, tmp_path):
+    """The N+1 network, magnitude pruning and confidence on a clean-fine-tuned copy, on the real
+    sunglasses BadNet and the sample's 10 + 10 faces (figures in the README)."""
+    from engine import workflow
+    from engine.calibration import calibrate
+    from engine.data_io import PoisonedSet
+    from engine.detectors import make_detector
+    from engine.magnitude import magnitude_prune
+
+    clean, sets = workflow.open_sets(bd_net, csaw / "clean_sample.h5", [(csaw / "sunglasses_sample.h5", 0)])
+    result = progress.run(workflow.nplus1_job(bd_net, clean, sets, tmp_path / "np1", "1/255", epochs=30,
+                                              holdout=0.3))
+    held = result.report["poisoned"][sets[0].name]
+    assert held["n"] == 3 and held["detection"] >= 2 / 3
+    g = result.bundle
+    assert g.load_repaired().num_classes == 1284 and g.poisoned_label == 1283
+    worn = data_io.read(csaw / "images" / "sunglasses", size=(55, 47))
+    assert np.sum(progress.run(g.judge(bd_net, worn)).labels == 1283) >= 9
+
+    mag = progress.run(magnitude_prune(bd_net, clean, sets, tmp_path / "mag", "1/255", 0.7, sparsities=(0.0,)))
+    assert mag.sweep.clean_accuracy[-1] < mag.sweep.clean_accuracy[0]  # the report: poor accuracy at 70%
+
+    # Fine-tuning on clean faces does not lower the trigger's confidence: the copy still gives every
+    # sunglasses face 0.99 or more, so its thresholds cannot catch them.
+    cal = progress.run(calibrate(bd_net, clean, "1/255", make_detector("confidence", {"fine_tune_epochs": 1})))
+    scores = progress.run(cal.make_detector().score(bd_net, PoisonedSet(sets[0].images, 0).images, "1/255"))
+    assert (scores.values >= 0.99).all() and (scores.predicted == 0).all()

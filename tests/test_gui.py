@@ -436,6 +436,63 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
     assert all(model.verdict(row) == model.g_verdict(row) for row in range(model.rowCount()))
 
 
+def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo_window, qtbot, tmp_path):
+    """Magnitude pruning plots its sparsity sweep; the N+1 network, learnt from the first poisoned
+    set only, becomes the verdict source; the comparison lists both beside the detectors."""
+    from engine.nplus1 import NPlusOneResult
+
+    w = demo_window
+    panel = w.pruning
+    panel.set_method("magnitude")
+    assert panel.sparsity_spin.isVisibleTo(panel) and not panel.layer_box.isVisibleTo(panel)
+    panel.outdir_edit.setText(str(tmp_path / "mag"))
+    panel.epochs_spin.setValue(0)
+    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
+        assert panel.start()
+    wait_idle(qtbot, w)
+    result = w.session.pruning.result
+    x, y = panel._accuracy.getData()
+    np.testing.assert_allclose(x, result.sweep.sparsity)
+    np.testing.assert_allclose(y, result.sweep.clean_accuracy)
+    assert "magnitude pruning to 70%" in panel.summary.text()
+
+    panel.set_method("nplus1")
+    assert panel.train_spin.isVisibleTo(panel) and not panel.sparsity_spin.isVisibleTo(panel)
+    first = w.session.data.poisoned[0].name
+    assert panel.learn_box.currentText() == first
+    panel.outdir_edit.setText(str(tmp_path / "np1"))
+    panel.train_spin.setValue(3)
+    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
+        assert panel.start()
+    wait_idle(qtbot, w)
+    result = w.session.pruning.result
+    assert isinstance(result, NPlusOneResult) and result.report["trained_on"] == [first]
+    assert len(panel._accuracy.getData()[0]) == 3
+    g = w.session.pruning.repaired
+    assert g.rule == "nplus1" and len(w.session.pruning.known) == 2
+
+    for name, box in w.compare.checks.items():
+        box.setChecked(name == "confidence")
+    with qtbot.waitSignal(w.session.compare.comparisonChanged, timeout=JOB_TIMEOUT):
+        assert w.compare.start()
+    wait_idle(qtbot, w)
+    titles = [r.title for r in w.session.compare.defenses]
+    assert titles == ["no defense (the BadNet)", "G (magnitude pruning)", "N+1 network", "Confidence at 5% FRR"]
+    text = w.compare.defenses.text()
+    assert "N+1 network" in text and "G (magnitude pruning)" in text and "detected / attack success" in text
+
+
+def test_nplus1_without_a_poisoned_set_is_refused(demo_window):
+    errors = []
+    w = demo_window
+    w.session.error.connect(errors.append)
+    while w.session.data.poisoned:
+        w.session.data.remove_poisoned(0)
+    w.pruning.set_method("nplus1")
+    assert not w.pruning.start()
+    assert errors and "poisoned" in errors[-1]
+
+
 def test_fine_pruning_rejects_bad_drops(demo_window):
     errors = []
     demo_window.session.error.connect(errors.append)

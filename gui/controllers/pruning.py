@@ -68,7 +68,8 @@ class PruningController(QObject):
 
         self.session.runner.submit("Magnitude pruning", factory, done)
 
-    def run_nplus1(self, outdir: str | Path, epochs: int = 20, sets: list[int] | None = None) -> None:
+    def run_nplus1(self, outdir: str | Path, epochs: int = 20, sets: list[int] | None = None,
+                   train_layers: str = "output") -> None:
         """Queue training of the N+1 network on the clean data and the loaded poisoned sets
         (``sets``: their indices; None: all)."""
         outdir = Path(outdir)
@@ -76,7 +77,8 @@ class PruningController(QObject):
         def factory():
             data = self._require("training the N+1 network")
             chosen = [p for i, p in enumerate(data.poisoned) if sets is None or i in sets]
-            return workflow.nplus1_job(data.net, data.clean, chosen, outdir, data.effective_scaling, epochs)
+            return workflow.nplus1_job(data.net, data.clean, chosen, outdir, data.effective_scaling, epochs,
+                                       train_layers=train_layers)
 
         def done(result) -> None:
             for line in result.lines():
