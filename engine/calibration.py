@@ -189,8 +189,8 @@ class Calibration:
         def shown(v) -> str:
             return "/".join(f"{x:.3g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else f"{v}"
 
-        params = ", ".join(f"{k} {shown(v)}" for k, v in self.detector_params.items()
-                           if k != "seed" and not isinstance(v, dict))
+        params = ", ".join(f"{k.replace('_', ' ')} {shown(v)}" for k, v in self.detector_params.items()
+                           if k != "seed" and not isinstance(v, dict) and v != 0)  # 0: a step that is off
         how = self.method + (f", target false rejection {self.frr:g}" if self.method == "quantile" else "")
         n = self.data.get("n")
         text = (f"{self.detector_title}{f' ({params})' if params else ''}"
