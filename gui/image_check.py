@@ -273,7 +273,8 @@ class ImageCheckPanel(QWidget):
         self.source_box.addItem("any detector flags", "any")
         self.source_box.addItem("repaired network G", "repaired")
         self.source_box.setToolTip("Which defense gives the Verdict column: the detector chosen in the Calibrate "
-                                   "panel, any calibrated detector, or the repaired network G from fine-pruning")
+                                   "panel, any calibrated detector, or the repaired network G (fine-pruning, "
+                                   "magnitude pruning, unlearning or the N+1 network)")
         self.source_box.currentIndexChanged.connect(
             lambda i: session.check.set_verdict_source(self.source_box.itemData(i)))
         buttons = QHBoxLayout()

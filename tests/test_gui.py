@@ -481,6 +481,18 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
     text = w.compare.defenses.text()
     assert "N+1 network" in text and "G (magnitude pruning)" in text and "detected / attack success" in text
 
+    # The same file as a hand-made N+1 network (the user says its last class means poisoned); the
+    # BadNet itself is refused with a banner, and the loaded one stays.
+    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
+        w.session.pruning.load_nplus1(tmp_path / "np1" / "nplus1.h5")
+    wait_idle(qtbot, w)
+    assert w.session.pruning.repaired.choice.get("hand_made") and len(w.session.pruning.known) == 2
+    errors = []
+    w.session.error.connect(errors.append)
+    w.session.pruning.load_nplus1(w.session.data.net.path)
+    wait_idle(qtbot, w)
+    assert errors and "should have 51" in errors[-1] and w.session.pruning.repaired.choice.get("hand_made")
+
 
 def test_nplus1_without_a_poisoned_set_is_refused(demo_window):
     errors = []
