@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.repair import describe_saved
+from gui.folders import default_folder, make_output_home
 from gui.histograms import CLEAN_COLOUR, POISON_COLOURS
 from gui.session import Session
 
@@ -41,7 +42,7 @@ RUN_TEXT = {"channels": "Run fine-pruning", "magnitude": "Run magnitude pruning"
 
 
 def default_outdir(model_path: Path, method: str = "channels") -> Path:
-    return Path.home() / "BadNetInspector" / f"{model_path.stem}_{OUTDIR_SUFFIX[method]}"
+    return default_folder(model_path, OUTDIR_SUFFIX[method])
 
 
 class PruningPanel(QWidget):
@@ -180,6 +181,7 @@ class PruningPanel(QWidget):
         if not outdir:
             self.session.error.emit("choose an output folder for the results")
             return False
+        make_output_home(outdir)
         if self.method == "magnitude":
             self.session.pruning.run_magnitude(outdir, self.sparsity_spin.value(), self.epochs_spin.value())
             return True
@@ -274,6 +276,7 @@ class PruningPanel(QWidget):
         self._update_summary()
 
     def _curves(self, x, accuracy, attack_success: dict, accuracy_name: str = "clean accuracy") -> None:
+        self.plot.setYRange(0, 1.02, padding=0)  # rates: the same scale for every method
         self._accuracy.setData(x, accuracy)
         self.legend.addItem(self._accuracy, accuracy_name)
         for name, rate in attack_success.items():

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.controllers.scan import SCAN_TITLE
+from gui.folders import default_folder, make_output_home
 from gui.image_check import to_pixmap
 from gui.session import Session
 
@@ -39,10 +40,6 @@ COLUMNS = ("Rank", "Class", "Mask %", "Anomaly", "Flips", "")
 ZOOM = 2
 FACE_ZOOM = 1.5
 FLAG_BG = "#f6d5d3"
-
-
-def default_folder(model_path: Path, what: str) -> Path:
-    return Path.home() / "BadNetInspector" / f"{model_path.stem}_{what}"
 
 
 def _tile(image: np.ndarray, caption: str, colour: str = "#222", zoom: float = ZOOM) -> QWidget:
@@ -305,6 +302,7 @@ class ScanPanel(QWidget):
         if not outdir:
             self.session.error.emit("choose an output folder for the unlearned network")
             return
+        make_output_home(outdir)
         result, chosen = self.session.scan.result, self.chosen_class()
         classes = None
         if result is not None and chosen is not None and chosen not in result.flagged:

@@ -1022,3 +1022,15 @@ def test_a_cancelled_scan_keeps_the_window_and_the_loaded_scan(demo_window, qtbo
     assert finished.args == ["Trigger scan", "cancelled"]
     assert w.session.scan.result is kept
     assert w.scan.run_button.isEnabled() and not w.scan.cancel_button.isEnabled()
+
+
+def test_the_default_output_home_is_created_and_nothing_else(monkeypatch, tmp_path):
+    from gui.folders import default_folder, make_output_home
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = default_folder(DEMO_MODEL, "nplus1")
+    assert out == tmp_path / "BadNetInspector" / "demo_badnet_nplus1"
+    make_output_home(out)
+    assert out.parent.is_dir() and not out.exists()  # the run itself makes the folder, atomically
+    make_output_home(tmp_path / "elsewhere" / "results")
+    assert not (tmp_path / "elsewhere").exists()
