@@ -223,7 +223,7 @@ def build_parser(commands) -> argparse.ArgumentParser:
                    "clean images)")
     p.add_argument("--classes", help="unlearn: classes whose reversed triggers to unlearn (default: the scan's "
                    "flagged ones)")
-    p.add_argument("--epochs", type=positive_int, help="training epochs (default 20)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default: unlearn 20, nplus1 40)")
     p.add_argument("--share", type=float, help="unlearn: share of each batch stamped with a reversed trigger "
                    "(default 0.2)")
     p.add_argument("--holdout", type=float, help="nplus1: share of the clean and of each poisoned set held out "

@@ -70,7 +70,7 @@ class PruningPanel(QWidget):
         self.sparsity_spin.setToolTip("Share of every layer's weights zeroed, smallest magnitude first (the report: 0.7)")
         self.train_spin = QSpinBox()
         self.train_spin.setRange(1, 1000)
-        self.train_spin.setValue(20)
+        self.train_spin.setValue(40)
         self.train_spin.setToolTip("Epochs of training on the clean data and the loaded poisoned sets (label N)")
         self.all_layers_check = QCheckBox("retrain every layer (as the report did)")
         self.all_layers_check.setToolTip("Off: only the output layer learns, so clean answers barely move "

@@ -68,7 +68,7 @@ class PruningController(QObject):
 
         self.session.runner.submit("Magnitude pruning", factory, done)
 
-    def run_nplus1(self, outdir: str | Path, epochs: int = 20, sets: list[int] | None = None,
+    def run_nplus1(self, outdir: str | Path, epochs: int = 40, sets: list[int] | None = None,
                    train_layers: str = "output") -> None:
         """Queue training of the N+1 network on the clean data and the loaded poisoned sets
         (``sets``: their indices; None: all)."""
