@@ -29,7 +29,12 @@ class CompareController(QObject):
             if data.clean is None:
                 raise InputError(None, "load clean data before comparing detectors")
             made = workflow.make_detectors(list(detectors), detectors)
-            repairs = [g for g in self.session.pruning.known.values() if g.scaling == data.effective_scaling]
+            known = list(self.session.pruning.known.values())
+            repairs = [g for g in known if g.scaling == data.effective_scaling]
+            for g in known:
+                if g not in repairs:
+                    self.session.message.emit(f"left out of the comparison: {g.title} ({g.repaired_path}) was made "
+                                              f"with input scaling {g.scaling}, the window uses {data.effective_scaling}")
             return _with_defenses(data, made, repairs, tuple(frrs))
 
         def done(out) -> None:
