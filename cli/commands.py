@@ -316,7 +316,7 @@ def prune_magnitude(args) -> int:
     if args.layer is not None or args.drops is not None:
         raise InputError(None, "--layer and --drops are for --method channels; magnitude pruning takes --sparsity")
     sparsity = check_sparsity(DEFAULT_SPARSITY if args.sparsity is None else args.sparsity)
-    out = check_output_folder(args.output, is_magnitude_output)
+    out = check_output_folder(args.output, is_magnitude_output, "an earlier magnitude-pruning run's results")
     net, clean, poisoned = load_model_and_sets(args)
     result = drive(workflow.magnitude_job(net, clean, poisoned, out, args.scale, sparsity, args.fine_tune_epochs))
     sw = result.sweep
@@ -331,10 +331,11 @@ def prune_magnitude(args) -> int:
     return 0
 
 
-def check_output_folder(path, is_ours) -> Path:
+def check_output_folder(path, is_ours, what: str) -> Path:
+    """Before any long work: ``path`` may be new, empty, or ``what`` (an earlier run's folder)."""
     out = Path(path)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_ours(out))):
-        raise InputError(out, "is not an empty folder or an earlier run's results of this kind; choose a new folder")
+        raise InputError(out, f"is not an empty folder or {what}; choose a new folder")
     return out
 
 
@@ -342,9 +343,7 @@ def cmd_scan(args) -> int:
     from engine.scan import ScanSettings, is_scan_output
 
     if args.output is not None:
-        out = Path(args.output)
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_scan_output(out))):
-            raise InputError(out, "is not an empty folder or an earlier scan's results; choose a new folder")
+        check_output_folder(args.output, is_scan_output, "an earlier scan's results")
     net = load_model(Path(args.model), args.trust_model)
     clean = workflow.read_set(args.clean, net)
     warn_about(clean)
@@ -378,9 +377,7 @@ def cmd_repair(args) -> int:
         return repair_nplus1(args)
     if args.holdout is not None or args.train_layers is not None:
         raise InputError(None, "--holdout and --train-layers are for --method nplus1")
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_unlearn_output(out))):
-        raise InputError(out, "is not an empty folder or an earlier repair's results; choose a new folder")
+    out = check_output_folder(args.output, is_unlearn_output, "an earlier repair's results")
     net, clean, poisoned = load_model_and_sets(args)
     scan = workflow.load_scan(args.scan, net) if args.scan else None
     classes = workflow.parse_classes(args.classes, net)
@@ -400,7 +397,7 @@ def repair_nplus1(args) -> int:
 
     if args.scan is not None or args.classes is not None or args.share is not None:
         raise InputError(None, "--scan, --classes and --share are for --method unlearn")
-    out = check_output_folder(args.output, is_nplus1_output)
+    out = check_output_folder(args.output, is_nplus1_output, "an earlier N+1 network's results")
     net, clean, poisoned = load_model_and_sets(args)
     result = drive(workflow.nplus1_job(net, clean, poisoned, out, args.scale, args.epochs, args.holdout,
                                        args.train_layers or "output"))
