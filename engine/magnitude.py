@@ -23,7 +23,7 @@ from engine.files import csv_header, staged_folder, write_csv
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.repair import RepairedNet, _save_model
-from engine.scoring import BATCH_SIZE, predict, to_model_input
+from engine.scoring import model_accuracy, predict
 
 DEFAULT_SPARSITY = 0.7
 SWEEP_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -143,13 +143,7 @@ def sweep(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling: st
             kernel[order[layer.name][:int(np.floor(s * kernel.size))]] = 0.0
             w[0] = kernel.reshape(w[0].shape)
             layer.set_weights(w)
-        rates = []
-        for images, keys in sets:
-            hits = 0
-            for start in range(0, len(images), BATCH_SIZE):
-                p = np.asarray(model.predict_on_batch(to_model_input(images[start:start + BATCH_SIZE], scaling)))
-                hits += int(np.sum(p.argmax(axis=1) == keys[start:start + BATCH_SIZE]))
-            rates.append(hits / max(1, len(images)))
+        rates = [model_accuracy(model, images, keys, scaling) for images, keys in sets]
         accuracy[i] = rates[0]
         for p, r in zip(poisoned, rates[1:]):
             success[p.name][i] = r

@@ -35,7 +35,7 @@ from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.repair import FILE_KIND as REPAIRED_KIND
 from engine.repair import RepairedNet, _save_model
-from engine.scoring import BATCH_SIZE, to_model_input
+from engine.scoring import model_labels, to_model_input
 
 DEFAULT_EPOCHS = 40
 DEFAULT_HOLDOUT = 0.2
@@ -174,11 +174,7 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
             layer.trainable = layer is head
 
     def answers(m, x_uint8):
-        out = []
-        for start in range(0, len(x_uint8), BATCH_SIZE):
-            p = np.asarray(m.predict_on_batch(to_model_input(x_uint8[start:start + BATCH_SIZE], scaling)))
-            out.append(p.argmax(axis=1))
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
+        return model_labels(m, x_uint8, scaling)
 
     yield Progress(0, 1, "measuring the BadNet on held-out faces")
     before_clean = answers(net.model, clean.images[c_hold])

@@ -26,7 +26,7 @@ from engine.data_io import ImageSet, PoisonedSet
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import BATCH_SIZE, to_model_input
+from engine.scoring import model_accuracy, to_model_input
 
 DEFAULT_DROPS = (2.0, 4.0, 10.0)
 TRUNK_BATCH = 128  # measured: the convolutions run ~5% faster in batches of 128 than 256 or 512 here
@@ -440,12 +440,7 @@ def fine_tune(
         raise InputError(clean.source, "too few clean images to fine-tune on")
 
     def accuracy(idx):
-        correct = 0
-        for start in range(0, len(idx), BATCH_SIZE):
-            part = idx[start : start + BATCH_SIZE]
-            p = np.asarray(model.predict_on_batch(to_model_input(clean.images[part], scaling)))
-            correct += int(np.sum(p.argmax(axis=1) == labels[part]))
-        return correct / len(idx)
+        return model_accuracy(model, clean.images[idx], labels[idx], scaling)
 
     before = accuracy(hold)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)

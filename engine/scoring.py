@@ -106,6 +106,19 @@ def predict(net: BadNet, images: ImageSet, scaling: str, batch_size: int = BATCH
     return result
 
 
+def model_labels(model, images: np.ndarray, scaling: str, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """The top class per uint8 image from a bare Keras model (one being trained or pruned, not a
+    loaded BadNet, so nothing is cached)."""
+    out = [np.asarray(model.predict_on_batch(to_model_input(images[start:start + batch_size], scaling))).argmax(axis=1)
+           for start in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def model_accuracy(model, images: np.ndarray, wanted: np.ndarray, scaling: str) -> float:
+    """Share of ``images`` a bare Keras model puts in class ``wanted`` (labels, or a target)."""
+    return float(np.mean(model_labels(model, images, scaling) == wanted)) if len(images) else 0.0
+
+
 def forward(net: BadNet, x: np.ndarray) -> np.ndarray:
     """One batch through the network, as probabilities."""
     p = np.asarray(net.model.predict_on_batch(x), dtype=np.float32)

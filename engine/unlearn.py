@@ -29,7 +29,7 @@ from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.repair import FILE_KIND as REPAIRED_KIND
 from engine.repair import RepairedNet, _save_model
-from engine.scoring import BATCH_SIZE, forward, to_model_input
+from engine.scoring import BATCH_SIZE, forward, model_accuracy, to_model_input
 
 DEFAULT_EPOCHS = 20
 DEFAULT_SHARE = 0.2
@@ -115,17 +115,10 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
     model = keras.models.clone_model(net.model)
     model.set_weights(net.model.get_weights())
 
-    def accuracy(m, images, wanted):
-        hits = 0
-        for start in range(0, len(images), BATCH_SIZE):
-            p = np.asarray(m.predict_on_batch(to_model_input(images[start:start + BATCH_SIZE], scaling)))
-            hits += int(np.sum(p.argmax(axis=1) == wanted[start:start + BATCH_SIZE]))
-        return hits / max(1, len(images))
-
     def figures(m):
-        out = {"clean": accuracy(m, clean.images[hold], labels[hold])}
+        out = {"clean": model_accuracy(m, clean.images[hold], labels[hold], scaling)}
         for p in poisoned:
-            out[p.name] = accuracy(m, p.images.images, np.full(len(p.images), p.target))
+            out[p.name] = model_accuracy(m, p.images.images, p.target, scaling)
         return out
 
     yield Progress(0, 1, "measuring the BadNet")
