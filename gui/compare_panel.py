@@ -12,9 +12,13 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QPushButton,
+    QScrollArea,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -75,18 +79,38 @@ class ComparePanel(QWidget):
         self.table = QLabel("")
         self.table.setTextFormat(Qt.TextFormat.RichText)
         self.table.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table.setWordWrap(True)
+        self.table.setWordWrap(False)
+
+        self.defenses = QLabel("")
+        self.defenses.setTextFormat(Qt.TextFormat.RichText)
+        self.defenses.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.defenses.setWordWrap(False)
+        # The tables scroll under the plot, so a long list of defenses never squeezes the curves;
+        # the splitter lets the user trade one for the other.
+        tables = QWidget()
+        column = QVBoxLayout(tables)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)  # grows with the tables, so the area scrolls
+        column.addWidget(self.table)
+        column.addWidget(self.defenses)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(tables)
+        self.plot.setMinimumHeight(220)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.plot)
+        split.addWidget(scroll)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([500, 400])  # scaled to the space there is: about half each
+        split.setChildrenCollapsible(False)
 
         layout = QVBoxLayout(self)
         layout.addLayout(choose)
         layout.addLayout(shown)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.table)
-        self.defenses = QLabel("")
-        self.defenses.setTextFormat(Qt.TextFormat.RichText)
-        self.defenses.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.defenses.setWordWrap(True)
-        layout.addWidget(self.defenses)
+        layout.addWidget(split, 1)
         session.compare.comparisonChanged.connect(self._on_comparison)
 
     @Slot()
@@ -129,7 +153,7 @@ class ComparePanel(QWidget):
             self.defenses.setText("")
             return
         sets = list(dict.fromkeys(name for r in rows for name in r.sets))
-        head = "".join(f"<th align='right'>&nbsp;{html.escape(n)}: detected / attack success&nbsp;</th>" for n in sets)
+        head = "".join(f"<th align='right'>&nbsp;{html.escape(n)}<br>detected / attack success&nbsp;</th>" for n in sets)
         body = ""
         for r in rows:
             cells = ""
@@ -143,11 +167,12 @@ class ComparePanel(QWidget):
             body += (f"<tr><td title='{html.escape(r.note, quote=True)}'>{html.escape(r.title)}</td><td align='right'>{acc}</td>"
                      f"<td align='right'>{100 * r.frr:.1f}%</td>{cells}</tr>")
         self.defenses.setText(
-            "<b>Defenses side by side</b> (repaired networks: every one made or loaded for this model in the "
-            "Pruning &amp; repair or Trigger scan tab)<table cellspacing='4'><tr><th align='left'>defense</th>"
+            "<b>Defenses side by side</b> <span style='color:#555'>(repaired networks: every one made or loaded "
+            "for this model in the Pruning &amp; repair or Trigger scan tab)</span><table cellspacing='4'><tr><th align='left'>defense</th>"
             f"<th align='right'>&nbsp;clean acc&nbsp;</th><th align='right'>&nbsp;FRR&nbsp;</th>{head}</tr>{body}"
             "</table><span style='color:#555'>Detection counts the poisoned faces the BadNet sends to the target; "
-            "attack success is over all the set's faces. * = data the network was trained on (not held out).</span>"
+            "attack success is over all the set's faces.<br>* = data the network was trained on (not held out). "
+            "Hover a name to see how it was made.</span>"
         )
 
     def _curve(self, detector: str):
