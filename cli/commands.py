@@ -229,10 +229,9 @@ def cmd_compare(args) -> int:
     net, clean, poisoned = load_model_and_sets(args)
     repaired += [RepairedNet.hand_made_nplus1(m, repaired_scaling(args), net, args.trust_model)
                  for m in args.nplus1 or []]
-    for g in repaired:
-        if not g.is_standalone and g.repaired is None:
-            g.check_model(net)
-            g.load_repaired(trust=args.trust_model)
+    for g in repaired:  # before the long comparison: a bundle for another model fails now
+        g.check_model(net)
+        g.load_repaired(trust=args.trust_model)
     results = drive(workflow.compare_job(net, clean, poisoned, detectors, args.scale, frrs), args.json)
     defenses = detector_rows(results, frrs[-1])
     if repaired:

@@ -138,7 +138,8 @@ def compare(
                 passed = scored.values >= point.threshold
                 accuracy = None
                 if clean.labels is not None:
-                    accuracy = float(np.mean((clean_scores >= point.threshold) & (clean_scored.predicted == clean.labels)))
+                    kept = clean_scores >= point.threshold
+                    accuracy = float(np.mean(kept & (clean_scored.predicted == clean.labels)))
                 points.append(replace(point, attack_success=float(np.mean(passed & sent)), clean_accuracy=accuracy))
             out.append(Comparison(
                 d.name, d.title, d.params(), p.name, p.target, len(clean), len(p.images),

@@ -22,7 +22,7 @@ from engine.errors import InputError
 from engine.files import csv_header, staged_folder, write_csv
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.repair import RepairedNet, _save_model
+from engine.repair import RepairedNet, _save_model, check_epochs
 from engine.scoring import model_accuracy, predict
 
 DEFAULT_SPARSITY = 0.7
@@ -88,35 +88,34 @@ def kernel_layers(model) -> list:
     return [layer for layer in model.layers if isinstance(layer, kinds) and layer.get_weights()]
 
 
-def keep_masks(model, sparsity: float) -> dict[str, np.ndarray]:
+def keep_masks(kernels: dict[str, np.ndarray], sparsity: float) -> dict[str, np.ndarray]:
     """Per layer, True for the weights kept: all but the ``sparsity`` share with the smallest magnitude."""
     masks = {}
-    for layer in kernel_layers(model):
-        kernel = layer.get_weights()[0]
+    for name, kernel in kernels.items():
         flat = np.abs(kernel).ravel()
-        k = int(np.floor(sparsity * flat.size))
         keep = np.ones(flat.size, bool)
-        keep[np.argsort(flat, kind="stable")[:k]] = False
-        masks[layer.name] = keep.reshape(kernel.shape)
+        keep[np.argsort(flat, kind="stable")[:int(np.floor(sparsity * flat.size))]] = False
+        masks[name] = keep.reshape(kernel.shape)
     return masks
 
 
-def apply_masks(model, masks: dict[str, np.ndarray], originals: dict[str, list] | None = None) -> None:
-    """Zero the pruned weights (from ``originals``, the unpruned weights by layer, when given)."""
+def apply_masks(model, masks: dict[str, np.ndarray]) -> None:
+    """Zero the pruned weights of each masked layer."""
     for name, keep in masks.items():
         layer = model.get_layer(name)
-        weights = list(originals[name]) if originals is not None else layer.get_weights()
+        weights = layer.get_weights()
         weights[0] = np.where(keep, weights[0], 0.0).astype(weights[0].dtype)
         layer.set_weights(weights)
 
 
+def kernels_of(model) -> dict[str, np.ndarray]:
+    return {layer.name: layer.get_weights()[0] for layer in kernel_layers(model)}
+
+
 def pruned_copy(net: BadNet, sparsity: float):
     """A copy of the BadNet with ``sparsity`` of each kernel layer's weights zeroed, and its masks."""
-    import keras
-
-    model = keras.models.clone_model(net.model)
-    model.set_weights(net.model.get_weights())
-    masks = keep_masks(model, sparsity)
+    model = net.copy_model()
+    masks = keep_masks(kernels_of(model), sparsity)
     apply_masks(model, masks)
     return model, masks
 
@@ -124,25 +123,17 @@ def pruned_copy(net: BadNet, sparsity: float):
 def sweep(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling: str,
           sparsities=SWEEP_SPARSITIES) -> Job[MagnitudeSweep]:
     """Clean accuracy and every poisoned set's attack success at each sparsity."""
-    import keras
-
     labels = clean.require_labels("a magnitude-pruning sweep")
-    model = keras.models.clone_model(net.model)
-    model.set_weights(net.model.get_weights())
-    layers = kernel_layers(model)
-    originals = {layer.name: layer.get_weights() for layer in layers}
-    order = {name: np.argsort(np.abs(w[0]).ravel(), kind="stable") for name, w in originals.items()}
+    model = net.copy_model()
+    original = model.get_weights()
+    kernels = kernels_of(model)
     sets = [(clean.images, labels)] + [(p.images.images, np.full(len(p.images), p.target)) for p in poisoned]
     sparsities = np.asarray(sorted({float(s) for s in sparsities}))
     accuracy = np.empty(len(sparsities))
     success = {p.name: np.empty(len(sparsities)) for p in poisoned}
     for i, s in enumerate(sparsities):
-        for layer in layers:
-            w = list(originals[layer.name])
-            kernel = w[0].copy().ravel()
-            kernel[order[layer.name][:int(np.floor(s * kernel.size))]] = 0.0
-            w[0] = kernel.reshape(w[0].shape)
-            layer.set_weights(w)
+        model.set_weights(original)
+        apply_masks(model, keep_masks(kernels, s))
         rates = [model_accuracy(model, images, keys, scaling) for images, keys in sets]
         accuracy[i] = rates[0]
         for p, r in zip(poisoned, rates[1:]):
@@ -165,9 +156,7 @@ def magnitude_prune(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], o
     from engine.pruning import fine_tune
 
     sparsity = check_sparsity(sparsity)
-    if isinstance(fine_tune_epochs, bool) or not isinstance(fine_tune_epochs, (int, np.integer)) \
-            or fine_tune_epochs < 0:
-        raise InputError(None, f"fine-tuning epochs {fine_tune_epochs!r} must be a whole number >= 0")
+    check_epochs(fine_tune_epochs, "fine-tuning epochs")
     clean.require_labels("magnitude pruning")
     check_labels_in_range(clean, net.num_classes)
     result = yield from sweep(net, clean, poisoned, scaling, tuple(sparsities) + (sparsity,))

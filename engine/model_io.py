@@ -59,6 +59,15 @@ class BadNet:
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.model.layers]
 
+    def copy_model(self, weights: list | None = None):
+        """A separate Keras model of the same architecture, with this network's weights (or ``weights``),
+        to prune, fine-tune or cut into without touching the BadNet."""
+        import keras
+
+        model = keras.models.clone_model(self.model)
+        model.set_weights(self.model.get_weights() if weights is None else weights)
+        return model
+
     def report(self) -> dict:
         return {
             "path": str(self.path),

@@ -21,7 +21,6 @@ training; detection counts the held-out poisoned faces the BadNet sends to its t
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,10 @@ import numpy as np
 
 from engine.data_io import ImageSet, PoisonedSet, check_labels_in_range
 from engine.errors import InputError
-from engine.files import is_json_of_kind, staged_folder
+from engine.files import staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.repair import FILE_KIND as REPAIRED_KIND
-from engine.repair import RepairedNet, _save_model
+from engine.repair import RepairedNet, _save_model, check_epochs, is_bundle_output
 from engine.scoring import model_labels, to_model_input
 
 DEFAULT_EPOCHS = 40
@@ -70,8 +68,7 @@ class NPlusOneResult:
 def check_nplus1_options(epochs, holdout, learning_rate, train_layers: str = "output") -> None:
     if train_layers not in TRAIN_LAYERS:
         raise InputError(None, f"layers to train {train_layers!r}: choose {' or '.join(TRAIN_LAYERS)}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 1 <= epochs <= 1000:
-        raise InputError(None, f"N+1 training epochs {epochs!r} must be a whole number in 1..1000")
+    check_epochs(epochs, "N+1 training epochs", 1, 1000)
     if not 0 < float(holdout) < 1:
         raise InputError(None, f"held-out share {holdout!r} must be between 0 and 1")
     if not 0 < float(learning_rate) <= 10:
@@ -79,9 +76,7 @@ def check_nplus1_options(epochs, holdout, learning_rate, train_layers: str = "ou
 
 
 def is_nplus1_output(folder: Path) -> bool:
-    ours = re.compile(r"nplus1\.h5|repaired\.json")
-    return (is_json_of_kind(folder / "repaired.json", REPAIRED_KIND)
-            and all(ours.fullmatch(p.name) for p in folder.iterdir()))
+    return is_bundle_output(folder, "nplus1.h5")
 
 
 def output_dense(model):
@@ -104,8 +99,7 @@ def with_extra_class(net: BadNet):
     """A copy of the BadNet with one more output unit (class N), initialised as the mean unit."""
     import keras
 
-    model = keras.models.clone_model(net.model)
-    model.set_weights(net.model.get_weights())
+    model = net.copy_model()
     dense, after = output_dense(model)
     if dense is None or len(dense._inbound_nodes) != 1:
         raise InputError(net.path, "its class vector does not come from a Dense layer (optionally followed by a "
@@ -173,12 +167,10 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
         for layer in model.layers:
             layer.trainable = layer is head
 
-    def answers(m, x_uint8):
-        return model_labels(m, x_uint8, scaling)
-
     yield Progress(0, 1, "measuring the BadNet on held-out faces")
-    before_clean = answers(net.model, clean.images[c_hold])
-    before_poisoned = [answers(net.model, p.images.images[hold]) for p, (hold, _) in zip(poisoned, splits)]
+    before_clean = model_labels(net.model, clean.images[c_hold], scaling)
+    before_poisoned = [model_labels(net.model, p.images.images[hold], scaling)
+                       for p, (hold, _) in zip(poisoned, splits)]
 
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not net.outputs_probabilities)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
@@ -199,7 +191,7 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
         epoch_seconds.append(time.perf_counter() - start_time)
     seconds = float(np.median(epoch_seconds[1:] if epochs > 1 else epoch_seconds))  # the first one compiles
 
-    after_clean = answers(model, clean.images[c_hold])
+    after_clean = model_labels(model, clean.images[c_hold], scaling)
     report = {
         "method": "nplus1",
         "epochs": int(epochs),
@@ -222,7 +214,7 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
         "poisoned": {},
     }
     for p, (hold, _), b in zip(poisoned, splits, before_poisoned):
-        after = answers(model, p.images.images[hold])
+        after = model_labels(model, p.images.images[hold], scaling)
         sent = b == p.target
         counted = after[sent] if sent.any() else after
         report["poisoned"][p.name] = {

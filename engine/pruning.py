@@ -361,8 +361,7 @@ class _HeadSteps:
         import keras
 
         # From a private copy: a model cut at an inner tensor rewires the graph it is cut from.
-        m = keras.models.clone_model(net.model)
-        m.set_weights(net.model.get_weights())
+        m = net.copy_model()
         self.head = keras.Model(m.get_layer(layer).output, m.outputs)
         self.sets = [c[0] for c in cached]
         self.keys = keys
@@ -388,10 +387,7 @@ class _HeadSteps:
 
 def pruned_model(net: BadNet, layer: str, channels: np.ndarray):
     """A copy of the network with ``channels`` of ``layer`` zeroed (kernel and bias)."""
-    import keras
-
-    model = keras.models.clone_model(net.model)
-    model.set_weights(net.model.get_weights())
+    model = net.copy_model()
     zero_channels(model, layer, channels)
     return model
 

@@ -22,7 +22,7 @@ from engine.calibration import Verdicts, write_json_atomic
 from engine.data_io import ImageSet, PoisonedSet
 from engine.errors import InputError, first_line
 from engine.data_io import check_labels_in_range
-from engine.files import read_json_file, staged_folder
+from engine.files import is_json_of_kind, read_json_file, staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.pruning import DEFAULT_DROPS, check_layer, default_layer, fine_tune, pruned_model, sweep, zeroer
@@ -216,11 +216,24 @@ def fine_prune(
     return result
 
 
+def check_epochs(epochs, what: str, low: int = 0, high: int | None = None) -> None:
+    """A number of training epochs: a whole number in ``low``..``high`` (no upper bound when None)."""
+    if (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < low
+            or (high is not None and epochs > high)):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise InputError(None, f"{what} {epochs!r} must be a whole number {bound}")
+
+
+def is_bundle_output(folder: Path, model_name: str) -> bool:
+    """A folder an earlier repair wrote: its ``repaired.json`` and ``model_name``, nothing else."""
+    return (is_json_of_kind(folder / "repaired.json", FILE_KIND)
+            and all(p.name in (model_name, "repaired.json") for p in folder.iterdir()))
+
+
 def check_fine_prune_options(net: BadNet, layer: str | None, epochs) -> str:
     """The layer to prune (the model's default when None), after checking it and the number of
     fine-tuning epochs; cheap, so callers may check before reading any data."""
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise InputError(None, f"fine-tuning epochs {epochs!r} must be a whole number >= 0")
+    check_epochs(epochs, "fine-tuning epochs")
     layer = layer or default_layer(net)
     check_layer(net, layer)
     return layer

@@ -16,7 +16,6 @@ data the fine-tuning never saw, attack success on every given poisoned set, befo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +23,10 @@ import numpy as np
 
 from engine.data_io import ImageSet, PoisonedSet, check_labels_in_range
 from engine.errors import InputError
-from engine.files import is_json_of_kind, staged_folder
+from engine.files import staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.repair import FILE_KIND as REPAIRED_KIND
-from engine.repair import RepairedNet, _save_model
+from engine.repair import RepairedNet, _save_model, check_epochs, is_bundle_output
 from engine.scoring import BATCH_SIZE, forward, model_accuracy, to_model_input
 
 DEFAULT_EPOCHS = 20
@@ -81,16 +79,13 @@ def varied_stamp(trigger, image: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def check_unlearn_options(epochs, share) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 1 <= epochs <= 1000:
-        raise InputError(None, f"unlearning epochs {epochs!r} must be a whole number in 1..1000")
+    check_epochs(epochs, "unlearning epochs", 1, 1000)
     if not 0 < float(share) <= 1:
         raise InputError(None, f"stamped share {share!r} must be in (0, 1]")
 
 
 def is_unlearn_output(folder: Path) -> bool:
-    ours = re.compile(r"unlearned\.h5|repaired\.json")
-    return (is_json_of_kind(folder / "repaired.json", REPAIRED_KIND)
-            and all(ours.fullmatch(p.name) for p in folder.iterdir()))
+    return is_bundle_output(folder, "unlearned.h5")
 
 
 def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[PoisonedSet], outdir: str | Path,
@@ -112,8 +107,7 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
     if len(train) < 2:
         raise InputError(clean.source, f"has {len(clean)} images; too few to unlearn on")
 
-    model = keras.models.clone_model(net.model)
-    model.set_weights(net.model.get_weights())
+    model = net.copy_model()
 
     def figures(m):
         out = {"clean": model_accuracy(m, clean.images[hold], labels[hold], scaling)}

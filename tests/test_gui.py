@@ -405,6 +405,14 @@ def test_poisoned_sets_are_listed_and_removable(demo_window, qtbot):
     assert w.left.model_data.poisoned_list.count() == 2
 
 
+def run_repair(qtbot, w):
+    """Press the Pruning & repair tab's run button; wait for the repaired network and the job."""
+    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
+        assert w.pruning.start()
+    wait_idle(qtbot, w)
+    return w.session.pruning.result
+
+
 def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qtbot, tmp_path):
     from engine.repair import RepairedNet
 
@@ -413,10 +421,7 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
     assert panel.layer_box.currentText() == "conv_3"
     panel.outdir_edit.setText(str(tmp_path / "pruned"))
     panel.epochs_spin.setValue(0)
-    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
-        assert panel.start()
-    wait_idle(qtbot, w)
-    result = w.session.pruning.result
+    result = run_repair(qtbot, w)
     x, y = panel._accuracy.getData()
     assert len(x) == 61 and x[-1] == pytest.approx(1.0)
     np.testing.assert_allclose(y, result.sweep.clean_accuracy)
@@ -447,10 +452,7 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
     assert panel.sparsity_spin.isVisibleTo(panel) and not panel.layer_box.isVisibleTo(panel)
     panel.outdir_edit.setText(str(tmp_path / "mag"))
     panel.epochs_spin.setValue(0)
-    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
-        assert panel.start()
-    wait_idle(qtbot, w)
-    result = w.session.pruning.result
+    result = run_repair(qtbot, w)
     x, y = panel._accuracy.getData()
     np.testing.assert_allclose(x, result.sweep.sparsity)
     np.testing.assert_allclose(y, result.sweep.clean_accuracy)
@@ -462,10 +464,7 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
     assert panel.learn_box.currentText() == first
     panel.outdir_edit.setText(str(tmp_path / "np1"))
     panel.train_spin.setValue(3)
-    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
-        assert panel.start()
-    wait_idle(qtbot, w)
-    result = w.session.pruning.result
+    result = run_repair(qtbot, w)
     assert isinstance(result, NPlusOneResult) and result.report["trained_on"] == [first]
     assert len(panel._accuracy.getData()[0]) == 3
     g = w.session.pruning.repaired

@@ -67,12 +67,9 @@ class ConfidenceDetector(Detector):
     def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
         if self.fine_tune_epochs == 0:
             return None
-        import keras
-
         from engine.pruning import fine_tune
 
-        model = keras.models.clone_model(net.model)
-        model.set_weights(net.model.get_weights())
+        model = net.copy_model()
         yield from fine_tune(model, lambda m: None, clean, scaling, self.fine_tune_epochs,
                              learning_rate=FINE_TUNE_LEARNING_RATE, from_logits=not net.outputs_probabilities)
         self.weights = [np.asarray(w, np.float32) for w in model.get_weights()]
@@ -85,10 +82,7 @@ class ConfidenceDetector(Detector):
             return net
         self.check_model(net)
         if self._copy is None or self._copy[0] != net.sha256:
-            import keras
-
-            model = keras.models.clone_model(net.model)
-            model.set_weights(self.weights)
+            model = net.copy_model(self.weights)
             digest = hashlib.sha256(b"".join(w.tobytes() for w in self.weights)).hexdigest()
             copy = BadNet(model, net.path, net.format, f"{net.sha256}+finetuned:{digest}", net.trusted,
                           net.outputs_probabilities)
