@@ -347,7 +347,7 @@ def cmd_scan(args) -> int:
     clean = workflow.read_set(args.clean, net)
     warn_about(clean)
     clean = workflow.sample_images(clean, args.max_images)
-    settings = ScanSettings(candidates=args.candidates, refine_steps=args.steps)
+    settings = ScanSettings(margin_candidates=args.candidates, refine_steps=args.steps, alpha=args.alpha)
     result = drive(workflow.scan_job(net, clean, args.scale, settings), args.json)
     if args.output is not None:
         result.save(args.output)
@@ -358,14 +358,19 @@ def cmd_scan(args) -> int:
     print(f"{net.path}: scanned {net.num_classes} classes with {result.n_clean} clean images "
           f"({result.n_holdout} held out) in {result.seconds:.0f} s")
     print(result.summary())
-    print(f"\n{'rank':>4} {'class':>6} {'mask L1':>8} {'share':>7} {'anomaly':>8} {'held-out ASR':>13}")
+    print(f"\n{'rank':>4} {'class':>6} {'margin':>8} {'mask':>7} {'index':>6} {'p':>8} {'held-out ASR':>13}")
     for row in result.rows()[: max(10, len(result.flagged))]:
         if not row["refined"]:
             break
         asr = "n/a" if row["attack_success"] is None else f"{100 * row['attack_success']:.0f}%"
-        mark = "  flagged" if row["flagged"] else ("" if row["reached"] else "  (never reached 99%)")
-        print(f"{row['rank']:>4} {row['class']:>6} {row['mask_l1']:>8.1f} {100 * row['mask_share']:>6.2f}% "
-              f"{row['anomaly_index']:>8.2f} {asr:>13}{mark}")
+        index = "n/a" if row["anomaly_index"] is None else f"{row['anomaly_index']:.2f}"
+        p = "n/a" if row["p"] is None else f"{row['p']:.2g}"
+        if row["flagged"]:
+            mark = "  flagged (" + " + ".join(row["support"]) + ")"
+        else:
+            mark = "" if row["reached"] else "  (never reached 99%)"
+        print(f"{row['rank']:>4} {row['class']:>6} {row['margin']:>8.1f} {100 * row['mask_share']:>6.2f}% "
+              f"{index:>6} {p:>8} {asr:>13}{mark}")
     return 0
 
 

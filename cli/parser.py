@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
 from engine.detectors import DETECTORS
+from engine.scan import ScanSettings
 from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR
 
 
@@ -187,17 +188,23 @@ def build_parser(commands) -> argparse.ArgumentParser:
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
 
-    p = command("scan", commands.cmd_scan, "trigger scan (Neural Cleanse, screened like K-Arm): reverse-engineer "
-                "the smallest trigger for each class, flag classes whose trigger is anomalously small, "
-                "and save masks, patterns and PNGs")
+    p = command("scan", commands.cmd_scan, "trigger scan: is this network backdoored, and which classes are "
+                "targets? The largest logit margin of every class (MM-BD) and the smallest reversed trigger of "
+                "the candidates (Neural Cleanse), combined under one false-alarm budget; saves masks, patterns "
+                "and PNGs")
     p.add_argument("--model", default=str(DEMO_MODEL))
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION),
                    help="clean data (labels not needed; 45-100 faces are enough)")
     p.add_argument("--max-images", type=non_negative_int, default=100, metavar="N",
                    help="use at most N clean images, drawn at random (default 100; 0: all)")
-    p.add_argument("--candidates", type=positive_int, default=16,
-                   help="classes refined after screening, besides the reference sample (default 16)")
-    p.add_argument("--steps", type=positive_int, default=200, help="refinement steps at most (default 200)")
+    p.add_argument("--candidates", type=positive_int, default=ScanSettings.margin_candidates,
+                   help="classes with the largest margins refined, besides those the clean faces lean to most "
+                        f"(default {ScanSettings.margin_candidates})")
+    p.add_argument("--steps", type=positive_int, default=ScanSettings.refine_steps,
+                   help=f"refinement steps at most (default {ScanSettings.refine_steps})")
+    p.add_argument("--alpha", type=float, default=ScanSettings.alpha,
+                   help="family-wise false-alarm budget: the chance of flagging any class of a clean network "
+                        f"(default {ScanSettings.alpha:g})")
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", metavar="OUTDIR",
                    help="write scan.json, triggers.npz and PNGs of the flagged classes here")

@@ -1,31 +1,33 @@
-"""The trigger scan: is this network backdoored, which class is the target, what is the trigger?
+"""The trigger scan: is this network backdoored, which classes are targets, what is the trigger?
 
-Neural Cleanse (Wang et al., IEEE S&P 2019) reverse-engineers, for every class, the smallest
-mask and pattern that send clean images to it, and flags a class whose mask is anomalously small
-(anomaly index = (median - size) / (1.4826 MAD) over the classes; above 2 is flagged). It
-optimises one class at a time, which for 1283 classes takes hours. This scan does the same work
-in two stages, the way K-Arm (Shen et al., ICML 2021) spends its effort:
+Two statistics per class, independent in what they rest on, combined under one false-alarm
+budget (:mod:`engine.evidence`):
 
-1. **Screen** every class for a few Adam steps, 64 classes per network call (see
-   :mod:`engine.trigger_opt`). A backdoor's target is reached almost at once (its cross-entropy
-   falls to ~0 within a handful of steps while other classes' stays high), so the mean log
-   cross-entropy over the second half of these steps ranks it near the top.
-2. **Refine** the ``candidates`` best-screened classes *and* a random ``reference`` sample of all
-   classes with the full Neural Cleanse schedule (no size penalty until the attack works, then
-   the penalty weight raised while the reversed trigger flips >= 99% of the batch and lowered
-   while it does not; the smallest mask that worked is kept; a class stops when its best mask
-   stops shrinking). The median and MAD come from the reference sample, refined exactly like
-   the candidates, so every anomaly index compares like with like. With at most
-   ``candidates + reference`` classes, every class is refined (plain Neural Cleanse).
+1. **Largest margin** (MM-BD, Wang et al., IEEE S&P 2024; :mod:`engine.margin`), data-free: for
+   every class, the largest ``z_c - max_{j != c} z_j`` a gradient ascent from a random image
+   reaches in a fixed number of steps. A backdoor's shortcut makes its target's margin an
+   outlier among all classes. Every class is measured the same way, so the other classes are
+   the null.
+2. **Smallest reversed trigger** (Neural Cleanse, Wang et al., IEEE S&P 2019), on the user's
+   clean faces: for the candidates (the classes with the largest margins, and those the clean
+   faces already lean to, K-Arm's logit pre-selection, Shen et al., ICML 2021), the smallest mask
+   and pattern that send the faces to the class, by Neural Cleanse's schedule (no size penalty
+   until the reversed trigger flips 99% of its batch, then the penalty raised while it does and
+   lowered while it does not; the smallest mask that worked is kept). All candidates are
+   optimised in one batch (:mod:`engine.trigger_opt`). A target's mask is anomalously small
+   among the other candidates, chosen the same way.
 
-The reversed triggers are tested on held-out clean images the optimisation never saw. Results
-are written atomically into a folder: ``scan.json`` (the ranked table), ``triggers.npz`` (masks
-and patterns, what unlearning and the window use) and PNGs of each flagged class's mask,
-pattern and mask x pattern.
+The verdict is one of *backdoor: classes ...*, *no evidence of a backdoor*, or *inconclusive*
+(why: a null that cannot be estimated, evidence near the threshold, too few clean faces). The
+reversed triggers are tested on held-out clean faces the optimisation never saw. Results are
+written atomically into a folder: ``scan.json`` (verdict and ranked table), ``triggers.npz``
+(masks, patterns and the statistics, what unlearning and the window use) and PNGs of each
+flagged class's mask, pattern and mask x pattern.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import zipfile
@@ -34,45 +36,56 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import evidence as ev
 from engine.data_io import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
 from engine.files import check_readable_file, read_json_file, staged_folder
+from engine.margin import MAX_BATCH as MARGIN_BATCH
+from engine.margin import max_margins
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import SCALINGS, forward, predict, to_model_input
+from engine.scoring import SCALINGS, forward, probabilities, to_model_input
 from engine.trigger_opt import ChunkOptimizer, new_chunk, stamp
 
 FILE_KIND = "badnet-inspector/scan"
-ANOMALY_THRESHOLD = 2.0  # Neural Cleanse's
+FILE_VERSION = 2
 MIN_CLEAN = 4
-MAD_CONSISTENCY = 1.4826
 MAX_CLASSES = 100_000
+MAX_SHAPES = 8  # flagged classes whose trigger shape is drawn
+PRUNED = -6.0  # tanh-space value of a switched-off mask pixel (mask 6e-6)
+STAGES = ("margins", "refining", "testing", "done")
 
 
 @dataclass(frozen=True)
 class ScanSettings:
-    screen_steps: int = 8
-    screen_images: int = 4  # clean images per class per screening step
-    screen_slots: int = 64  # classes per network call while screening
-    candidates: int = 16
-    reference: int = 16
-    refine_steps: int = 200
+    margin_steps: int = 20  # Adam steps of the margin ascent, the same for every class
+    margin_restarts: int = 2  # random starts per class, their margins averaged
+    margin_candidates: int = 24  # classes with the largest margins refined
+    prior_candidates: int = 12  # classes the clean faces lean to most, refined too
+    refine_steps: int = 150
     refine_min_steps: int = 60
-    refine_images: int = 8
+    refine_images: int = 10  # clean images per class per refinement step
     patience: int = 40  # refinement stops when no best mask shrank by 1% for this many steps
-    size_weight: float = 3.0  # lambda, on the mask's mean (its share of the image)
+    size_weight: float = 10.0  # lambda once the attack works, on the mask's mean (its share of the image)
     success: float = 0.99  # the attack success a reversed trigger must reach in its batch
     holdout: float = 1 / 3
     learning_rate: float = 0.1
+    shape_steps: int = 150  # flagged classes: steps of the smooth inversion that shows the trigger's shape
+    shape_budget: float = 0.08  # share of the image the shape's mask may cover unpenalised
+    prune_below: float = 0.02  # every 10 steps, mask pixels below this are switched off (0: never)
+    alpha: float = ev.ALPHA  # family-wise false-alarm budget
     seed: int = 0
 
     def check(self) -> None:
-        for name in ("screen_steps", "screen_images", "screen_slots", "candidates", "refine_steps",
-                     "refine_images", "patience"):
+        for name in ("margin_steps", "margin_restarts", "shape_steps", "refine_steps", "refine_images", "patience"):
             if getattr(self, name) < 1:
                 raise InputError(None, f"scan setting {name} must be at least 1")
-        if self.reference < 3:
-            raise InputError(None, "scan setting reference must be at least 3 (a median and a MAD)")
+        if self.margin_candidates + self.prior_candidates < 1:
+            raise InputError(None, "scan settings: at least one candidate class must be refined")
+        if not 0 < self.alpha < 1:
+            raise InputError(None, f"scan setting alpha must be between 0 and 1, not {self.alpha:g}")
+        if not 0 < self.holdout < 1:
+            raise InputError(None, f"scan setting holdout must be between 0 and 1, not {self.holdout:g}")
 
 
 @dataclass
@@ -84,7 +97,9 @@ class ReversedTrigger:
     pattern: np.ndarray
     reached: bool  # did it ever flip >= success of a batch (else: the last mask, for show)
     attack_success: float | None = None  # on held-out clean images, other classes only
-    anomaly: float | None = None
+    anomaly: float | None = None  # Neural Cleanse's anomaly index among the other candidates
+    shape_mask: np.ndarray | None = None  # flagged classes: the trigger's shape (smooth inversion)
+    shape_pattern: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -94,6 +109,11 @@ class ReversedTrigger:
     @property
     def l1(self) -> float:
         return float(np.sum(self.mask))
+
+    @property
+    def log_size(self) -> float:
+        """The statistic: log of the mask's share; inf for a class no mask reached."""
+        return math.log(max(self.size, 1e-12)) if self.reached else math.inf
 
     def stamp(self, images: np.ndarray) -> np.ndarray:
         return stamp(images, self.mask, self.pattern)
@@ -108,85 +128,112 @@ class ScanResult:
     image_shape: tuple[int, int]
     n_clean: int
     n_holdout: int
-    screen_loss: np.ndarray  # (C,) mean log cross-entropy late in screening; low = easy to reach
+    margins: np.ndarray  # (C,) largest margin reached per class; NaN until measured
+    prior: np.ndarray  # (C,) mean log probability of the class over clean faces of other classes
     triggers: dict[int, ReversedTrigger]  # refined classes
-    reference: list[int]  # classes whose refined sizes give the median and MAD
-    median: float = float("nan")
-    mad: float = float("nan")
-    threshold: float = ANOMALY_THRESHOLD
+    alpha: float = ev.ALPHA
+    evidence: dict[int, ev.ClassEvidence] = field(default_factory=dict)
+    verdict: ev.Verdict | None = None
     seconds: float = 0.0
-    stage: str = "done"  # "screening", "refining", "done"
+    stage: str = "done"  # one of STAGES
     notes: list[str] = field(default_factory=list)
 
     def snapshot(self) -> ScanResult:
         """A copy for another thread to read while the scan goes on (arrays and dicts copied)."""
-        import dataclasses
+        return dataclasses.replace(self, margins=self.margins.copy(), prior=self.prior.copy(),
+                                   triggers=dict(self.triggers), evidence=dict(self.evidence),
+                                   notes=list(self.notes))
 
-        return dataclasses.replace(self, screen_loss=self.screen_loss.copy(), triggers=dict(self.triggers),
-                                   reference=list(self.reference), notes=list(self.notes))
+    def judge(self) -> None:
+        """Evidence per class and the verdict, from the margins and the refined masks."""
+        log_masks = {c: t.log_size for c, t in self.triggers.items()}
+        self.evidence, self.verdict = ev.judge(self.margins, log_masks, self.n_clean, self.alpha)
+        for c, t in self.triggers.items():
+            t.anomaly = self.evidence[c].mask_z
 
     @property
     def flagged(self) -> list[int]:
-        """Classes whose anomaly index is above the threshold, most anomalous first."""
-        return [c for c in self.ranking() if c in self.triggers and (self.triggers[c].anomaly or 0) > self.threshold]
+        """Classes the verdict names as backdoor targets, strongest evidence first."""
+        return list(self.verdict.classes) if self.verdict is not None else []
 
     @property
     def backdoored(self) -> bool:
         return bool(self.flagged)
 
+    @property
+    def outcome(self) -> str | None:
+        """"backdoor", "clean", "inconclusive", or None while the scan runs."""
+        return self.verdict.outcome if self.verdict is not None else None
+
     def ranking(self) -> list[int]:
-        """Refined classes by anomaly index (highest first), then the rest by screening objective."""
-        refined = sorted(self.triggers, key=lambda c: (-_finite(self.triggers[c].anomaly, -math.inf),
-                                                       self.triggers[c].size, c))
-        rest = [int(c) for c in np.argsort(self.screen_loss, kind="stable") if int(c) not in self.triggers]
-        return refined + rest
+        """Flagged classes, then the rest by combined p-value, then by margin (largest first)."""
+        flagged = self.flagged
+        margins = np.where(np.isfinite(self.margins), self.margins, -np.inf)
+
+        def key(c):
+            e = self.evidence.get(c)
+            return (e.combined if e is not None else 1.0, -margins[c], c)
+
+        rest = sorted((c for c in self.evidence if c not in flagged), key=key)
+        seen = set(flagged) | set(rest)
+        tail = [int(c) for c in np.argsort(-margins, kind="stable") if int(c) not in seen]
+        return flagged + rest + tail
 
     def rows(self) -> list[dict]:
-        """The ranked table: one dict per class (refined ones carry size, anomaly, attack success)."""
+        """The ranked table: one dict per class (refined ones carry the mask and its index)."""
         out = []
+        flagged = set(self.flagged)
         for rank, c in enumerate(self.ranking(), 1):
             t = self.triggers.get(c)
+            e = self.evidence.get(c)
             out.append({
                 "rank": rank,
                 "class": c,
-                "screen_loss": _round(self.screen_loss[c]),
+                "margin": _round(self.margins[c], 2),
+                "margin_p": None if e is None else _round(e.margin_p, 8),
+                "prior": _round(self.prior[c], 3),
                 "refined": t is not None,
-                "reference": c in self.reference,
                 "mask_l1": None if t is None else round(t.l1, 3),
                 "mask_share": None if t is None else round(t.size, 5),
                 "reached": None if t is None else t.reached,
-                "anomaly_index": None if t is None else _round(t.anomaly),
+                "anomaly_index": None if e is None else _round(e.mask_z),
+                "mask_p": None if e is None else _round(e.mask_p, 8),
+                "p": None if e is None else _round(e.combined, 8),
+                "support": [] if e is None else list(e.support),
                 "attack_success": None if t is None else _round(t.attack_success),
-                "flagged": t is not None and (t.anomaly or 0) > self.threshold,
+                "flagged": c in flagged,
             })
         return out
 
     def summary(self) -> str:
-        flagged = self.flagged
-        if not flagged:
-            top = self.ranking()[0]
-            t = self.triggers.get(top)
-            return (f"no class flagged (highest anomaly index {_fmt(t.anomaly if t else None)} for class {top}, "
-                    f"threshold {self.threshold:g})")
-        parts = [f"class {c} (anomaly index {self.triggers[c].anomaly:.2f}, mask {100 * self.triggers[c].size:.1f}% "
-                 f"of the image, flips {_pct(self.triggers[c].attack_success)} of held-out clean faces)"
-                 for c in flagged]
-        return "backdoor suspected: " + "; ".join(parts)
+        if self.verdict is None:
+            return f"scan not finished ({self.stage})"
+        line = self.verdict.line(self.evidence)
+        if self.verdict.outcome == "backdoor":
+            parts = []
+            for c in self.flagged:
+                t = self.triggers.get(c)
+                if t is not None:
+                    parts.append(f"class {c}: mask {100 * t.size:.1f}% of the image, flips "
+                                 f"{_pct(t.attack_success)} of held-out clean faces")
+            if parts:
+                line += " — " + "; ".join(parts)
+        return line
 
     def to_dict(self) -> dict:
         return {
             "kind": FILE_KIND,
-            "version": 1,
+            "version": FILE_VERSION,
             "model": {"path": self.model_path, "sha256": self.model_sha256},
             "scaling": self.scaling,
             "num_classes": self.num_classes,
             "image_shape": list(self.image_shape),
             "n_clean": self.n_clean,
             "n_holdout": self.n_holdout,
-            "threshold": self.threshold,
-            "median_mask_l1": _round(self.median * self.pixels),
-            "mad_mask_l1": _round(self.mad * self.pixels),
-            "reference_classes": self.reference,
+            "alpha": self.alpha,
+            "verdict": None if self.verdict is None else {
+                "outcome": self.verdict.outcome, "classes": self.flagged, "reasons": self.verdict.reasons,
+                "line": self.summary()},
             "flagged": self.flagged,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
@@ -207,26 +254,41 @@ class ScanResult:
         with staged_folder(outdir, is_scan_output, "trigger-scan results") as stage:
             write_json_atomic(stage / "scan.json", self.to_dict())
             labels = sorted(self.triggers)
+            h, w = self.image_shape
             np.savez_compressed(
                 stage / "triggers.npz",
                 labels=np.asarray(labels, dtype=np.int64),
-                masks=np.stack([self.triggers[c].mask for c in labels]).astype(np.float32),
-                patterns=np.stack([self.triggers[c].pattern for c in labels]).astype(np.float32),
-                reached=np.asarray([self.triggers[c].reached for c in labels]),
-                screen_loss=self.screen_loss.astype(np.float32),
+                masks=_stack([self.triggers[c].mask for c in labels], (h, w)),
+                patterns=_stack([self.triggers[c].pattern for c in labels], (h, w, 3)),
+                reached=np.asarray([self.triggers[c].reached for c in labels], dtype=bool),
+                attack_success=np.asarray([_nan(self.triggers[c].attack_success) for c in labels], np.float64),
+                margins=self.margins.astype(np.float64),
+                prior=self.prior.astype(np.float64),
             )
-            for c in self.flagged or self.ranking()[:1]:
+            shaped = [c for c in labels if self.triggers[c].shape_mask is not None]
+            np.savez_compressed(
+                stage / "shapes.npz",
+                labels=np.asarray(shaped, dtype=np.int64),
+                masks=_stack([self.triggers[c].shape_mask for c in shaped], (h, w)),
+                patterns=_stack([self.triggers[c].shape_pattern for c in shaped], (h, w, 3)),
+            )
+            for c in self.flagged or [c for c in self.ranking() if c in self.triggers][:1]:
                 save_trigger_pngs(self.triggers[c], stage)
         return outdir
 
     @classmethod
     def load(cls, folder: str | Path) -> ScanResult:
-        """A scan folder (or its scan.json) written by :meth:`save`, checked."""
+        """A scan folder (or its scan.json) written by :meth:`save`, checked; the verdict is
+        worked out again from the stored statistics, not taken from the file."""
         folder = Path(folder)
         if folder.name == "scan.json":
             folder = folder.parent
         raw = read_json_file(folder / "scan.json", FILE_KIND, "trigger-scan")
         npz = check_readable_file(folder / "triggers.npz", "trigger-scan data file")
+        shapes_npz = check_readable_file(folder / "shapes.npz", "trigger-scan data file")
+        if raw.get("version") != FILE_VERSION:
+            raise InputError(folder, f"was written by another version of the scan (version {raw.get('version')}, "
+                                     f"this one reads {FILE_VERSION}); run the scan again")
         try:
             shape = tuple(int(v) for v in raw["image_shape"])
             num_classes = int(raw["num_classes"])
@@ -234,12 +296,15 @@ class ScanResult:
                 raise ValueError("image shape or number of classes out of range")
             if str(raw["scaling"]) not in SCALINGS:
                 raise ValueError(f"unknown input scaling {raw['scaling']!r}")
-            rows = {int(r["class"]): r for r in raw["classes"] if isinstance(r, dict)}
+            alpha = float(raw["alpha"])
+            n_clean, n_holdout = int(raw["n_clean"]), int(raw["n_holdout"])
+            if not 0 < alpha < 1 or not 0 <= n_holdout <= n_clean:
+                raise ValueError("alpha or image counts out of range")
             with open(npz, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 # every array's size from its header first: nothing absurd is decompressed
                 limits = {"labels": num_classes, "masks": num_classes * shape[0] * shape[1],
                           "patterns": 3 * num_classes * shape[0] * shape[1], "reached": num_classes,
-                          "screen_loss": num_classes}
+                          "attack_success": num_classes, "margins": num_classes, "prior": num_classes}
                 for key, limit in limits.items():
                     if np.prod(npz_member_shape(data, key), dtype=float) > limit:
                         raise ValueError(f"'{key}' is larger than {num_classes} classes of {shape} images allow")
@@ -247,37 +312,54 @@ class ScanResult:
                 masks = np.asarray(data["masks"], dtype=np.float32)
                 patterns = np.asarray(data["patterns"], dtype=np.float32)
                 reached = np.asarray(data["reached"], dtype=bool)
-                screen = np.asarray(data["screen_loss"], dtype=np.float64)
+                success = np.asarray(data["attack_success"], dtype=np.float64)
+                margins = np.asarray(data["margins"], dtype=np.float64)
+                prior = np.asarray(data["prior"], dtype=np.float64)
             n = len(labels)
             if (masks.shape != (n, *shape) or patterns.shape != (n, *shape, 3) or reached.shape != (n,)
-                    or screen.shape != (num_classes,)):
+                    or success.shape != (n,) or margins.shape != (num_classes,) or prior.shape != (num_classes,)):
                 raise ValueError("arrays of the wrong shape")
-            if n and (labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError("a class out of range")
+            if n and (labels.min() < 0 or labels.max() >= num_classes or len(np.unique(labels)) != n):
+                raise ValueError("a class out of range or repeated")
             for a in (masks, patterns):
-                if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+                if not np.all(np.isfinite(a)) or a.min(initial=0) < 0 or a.max(initial=0) > 1:
                     raise ValueError("masks and patterns must be finite, in [0, 1]")
-            screen = np.where(np.isfinite(screen), screen, np.inf)
-            triggers = {}
-            for i, c in enumerate(labels.tolist()):
-                row = rows.get(c, {})
-                triggers[c] = ReversedTrigger(c, masks[i], patterns[i], bool(reached[i]),
-                                              _float_or_none(row.get("attack_success")),
-                                              _float_or_none(row.get("anomaly_index")))
-            pixels = shape[0] * shape[1]
-            return cls(
+            if not np.all(np.isfinite(margins)) or np.any(np.abs(margins) > 1e12):
+                raise ValueError("margins must be finite")
+            if np.any(np.isfinite(success) & ((success < 0) | (success > 1))):
+                raise ValueError("attack success out of [0, 1]")
+            prior = np.where(np.isfinite(prior), prior, -np.inf)
+            triggers = {c: ReversedTrigger(c, masks[i], patterns[i], bool(reached[i]), _float_or_none(success[i]))
+                        for i, c in enumerate(labels.tolist())}
+            with open(shapes_npz, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+                for key, limit in (("labels", n), ("masks", n * shape[0] * shape[1]),
+                                   ("patterns", 3 * n * shape[0] * shape[1])):
+                    if np.prod(npz_member_shape(data, key), dtype=float) > limit:
+                        raise ValueError(f"shapes '{key}' is larger than {n} classes of {shape} images allow")
+                shaped = np.asarray(data["labels"], dtype=np.int64)
+                shape_masks = np.asarray(data["masks"], dtype=np.float32)
+                shape_patterns = np.asarray(data["patterns"], dtype=np.float32)
+            if shape_masks.shape != (len(shaped), *shape) or shape_patterns.shape != (len(shaped), *shape, 3):
+                raise ValueError("shape arrays of the wrong shape")
+            if not set(shaped.tolist()) <= set(triggers):
+                raise ValueError("a trigger shape for a class that was not refined")
+            for a in (shape_masks, shape_patterns):
+                if not np.all(np.isfinite(a)) or a.min(initial=0) < 0 or a.max(initial=0) > 1:
+                    raise ValueError("trigger shapes must be finite, in [0, 1]")
+            for i, c in enumerate(shaped.tolist()):
+                triggers[c].shape_mask, triggers[c].shape_pattern = shape_masks[i], shape_patterns[i]
+            result = cls(
                 model_path=str(raw["model"]["path"]), model_sha256=str(raw["model"]["sha256"]),
                 scaling=str(raw["scaling"]), num_classes=num_classes, image_shape=shape,
-                n_clean=int(raw["n_clean"]), n_holdout=int(raw["n_holdout"]), screen_loss=screen,
-                triggers=triggers, reference=[int(c) for c in raw["reference_classes"]],
-                median=float(raw["median_mask_l1"] or "nan") / pixels, mad=float(raw["mad_mask_l1"] or "nan") / pixels,
-                threshold=float(raw["threshold"]), seconds=float(raw["seconds"]),
-                notes=[str(v) for v in raw.get("notes", [])],
+                n_clean=n_clean, n_holdout=n_holdout, margins=margins, prior=prior, triggers=triggers,
+                alpha=alpha, seconds=float(raw["seconds"]), notes=[str(v) for v in raw.get("notes", [])],
             )
         except InputError:
             raise
         except (KeyError, TypeError, ValueError, OSError, OverflowError, zipfile.BadZipFile) as err:
             raise InputError(folder, f"damaged trigger-scan results ({first_line(err)})") from None
+        result.judge()
+        return result
 
     def check_model(self, net: BadNet) -> None:
         if net.sha256 != self.model_sha256:
@@ -290,17 +372,20 @@ def is_scan_output(folder: Path) -> bool:
 
     from engine.files import is_json_of_kind
 
-    ours = re.compile(r"scan\.json|triggers\.npz|class\d+_(mask|pattern|trigger)\.png")
+    ours = re.compile(r"scan\.json|(triggers|shapes)\.npz|class\d+_(mask|pattern|trigger|shape)\.png")
     return is_json_of_kind(folder / "scan.json", FILE_KIND) and all(ours.fullmatch(p.name) for p in folder.iterdir())
 
 
 def save_trigger_pngs(trigger: ReversedTrigger, folder: Path, zoom: int = 4) -> list[Path]:
-    """class<c>_mask.png (grey), _pattern.png, _trigger.png (mask x pattern), enlarged ``zoom`` x."""
+    """class<c>_mask.png (grey), _pattern.png, _trigger.png (mask x pattern) and, when drawn,
+    _shape.png (the smooth inversion's mask x pattern), enlarged ``zoom`` x."""
     from PIL import Image
 
     out = []
     m = trigger.mask[..., None]
-    pictures = (("mask", np.repeat(m, 3, axis=2)), ("pattern", trigger.pattern), ("trigger", m * trigger.pattern))
+    pictures = [("mask", np.repeat(m, 3, axis=2)), ("pattern", trigger.pattern), ("trigger", m * trigger.pattern)]
+    if trigger.shape_mask is not None:
+        pictures.append(("shape", trigger.shape_mask[..., None] * trigger.shape_pattern))
     for name, pixels in pictures:
         img = Image.fromarray(np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8))
         img = img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
@@ -320,10 +405,10 @@ def check_clean(clean: ImageSet) -> None:
 
 
 def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = ScanSettings()) -> Job[ScanResult]:
-    """Screen every class, refine the promising ones and a reference sample, test the triggers.
+    """Margins of every class, the candidates' reversed triggers, the held-out test, the verdict.
 
-    Yields :class:`Progress` whose ``partial`` is the :class:`ScanResult` so far (screening
-    objectives first, then refined classes as they settle)."""
+    Yields :class:`Progress` whose ``partial`` is the :class:`ScanResult` so far (margins first,
+    then refined classes as they settle)."""
     settings.check()
     check_clean(clean)
     started = time.perf_counter()
@@ -332,67 +417,108 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     h, w, _ = net.input_shape
     # An image the network already puts in class c says nothing about reaching c: its own
     # prediction (not its label, which unlabelled data lacks) takes it out of c's loss.
-    preds = yield from predict(net, clean, scaling)
+    probs = yield from probabilities(net, clean.images, scaling)
+    predicted = probs.argmax(axis=1)
     order = rng.permutation(len(clean))
-    n_hold = max(1, round(settings.holdout * len(clean)))
+    n_hold = min(len(clean) - 2, max(1, round(settings.holdout * len(clean))))
     hold, fit = order[:n_hold], order[n_hold:]
     x_fit = clean.images[fit].astype(np.float32) / 255.0
-    y_fit = preds.labels[fit]
+    y_fit = predicted[fit]
 
     result = ScanResult(str(net.path), net.sha256, scaling, num_classes, (h, w), len(clean), int(n_hold),
-                        np.full(num_classes, np.inf), {}, [], stage="screening")
-    everything = num_classes <= settings.candidates + settings.reference
-    refine_steps_total = settings.refine_steps
-    screen_total = 0 if everything else -(-num_classes // settings.screen_slots) * settings.screen_steps
-    total = screen_total + refine_steps_total + 1
-    done = 0
+                        np.full(num_classes, np.nan), _prior(probs, predicted), {}, settings.alpha,
+                        stage="margins")
+    margin_total = settings.margin_steps * max(1, -(-num_classes * settings.margin_restarts // MARGIN_BATCH))
+    total = margin_total + settings.refine_steps + settings.shape_steps + 2
 
-    if everything:
-        result.notes.append(f"{num_classes} classes: every class refined (plain Neural Cleanse)")
-        chosen = list(range(num_classes))
-        result.reference = list(chosen)
-    else:
-        chunks = -(-num_classes // settings.screen_slots)
-        slots = -(-num_classes // chunks)  # balanced chunks: 1283 classes -> 21 x 62, not 20 x 64 + 3
-        opt = ChunkOptimizer(net.model, scaling, slots, settings.screen_images, net.input_shape,
-                             net.outputs_probabilities, settings.learning_rate)
-        late = settings.screen_steps // 2
-        for c0 in range(0, num_classes, slots):
-            classes = np.arange(c0, min(num_classes, c0 + slots))
-            state = new_chunk(classes, slots, (h, w), rng, settings.size_weight, mask_start=0.5)
-            opt.load(state)
-            objective = np.zeros(slots)
-            for s in range(settings.screen_steps):
-                idx = _draw(rng, len(fit), slots, settings.screen_images)
-                ce, _, _ = opt.step(state, x_fit[idx], (y_fit[idx] != state.classes[:, None]).astype(np.float32))
-                if s >= late:
-                    objective += np.log(ce + 1e-6)
-                done += 1
-                yield Progress(done, total, f"screening {num_classes} classes")
-            result.screen_loss[classes] = objective[: len(classes)] / (settings.screen_steps - late)
-            yield Progress(done, total, f"screening {num_classes} classes", partial=result.snapshot())
-        ranked = np.argsort(result.screen_loss, kind="stable")
-        candidates = [int(c) for c in ranked[: settings.candidates]]
-        result.reference = sorted(int(c) for c in rng.choice(num_classes, settings.reference, replace=False))
-        chosen = sorted(set(candidates) | set(result.reference))
-        result.notes.append(
-            f"screened {num_classes} classes ({settings.screen_steps} steps each); refined the "
-            f"{settings.candidates} most reachable and a random reference sample of {settings.reference}")
+    def margin_step(step: Progress) -> Progress:
+        return Progress(step.done, total, "largest margins (every class)")
 
+    job = max_margins(net, scaling, settings.margin_steps, settings.margin_restarts, seed=settings.seed)
+    while True:
+        try:
+            step = next(job)
+        except StopIteration as stop:
+            result.margins = np.asarray(stop.value, dtype=np.float64)
+            break
+        yield margin_step(step)
+    yield Progress(margin_total, total, "largest margins (every class)", partial=result.snapshot())
+
+    chosen = _candidates(result.margins, result.prior, settings)
     result.stage = "refining"
+    result.notes.append(
+        f"margins of all {num_classes} classes ({settings.margin_restarts} x {settings.margin_steps} steps "
+        f"each); refined "
+        f"{len(chosen)} candidates: the {settings.margin_candidates} largest margins and the "
+        f"{settings.prior_candidates} classes the clean faces lean to most")
     triggers = yield from _refine(net, scaling, x_fit, y_fit, np.asarray(chosen), settings, rng,
-                                  lambda k, label, fresh: Progress(done + k, total, label,
-                                                                   partial=result.snapshot() if fresh else None),
+                                  lambda k, label, fresh: Progress(margin_total + k, total, label,
+                                                                   partial=_provisional(result) if fresh else None),
                                   result)
-    done = screen_total + refine_steps_total
-    yield Progress(done, total, "testing the reversed triggers")
-    _test_on_holdout(net, clean, preds.labels, hold, scaling, triggers)
+    result.stage = "testing"
+    yield Progress(margin_total + settings.refine_steps, total, "testing the reversed triggers")
+    _test_on_holdout(net, clean, predicted, hold, scaling, triggers)
     result.triggers = triggers
-    _anomaly(result)
+    result.judge()
+    yield from _draw_shapes(net, scaling, clean, predicted, result, settings,
+                            lambda k, label: Progress(margin_total + settings.refine_steps + 1 + k, total, label))
     result.stage = "done"
     result.seconds = time.perf_counter() - started
     yield Progress(total, total, "scan done", partial=result.snapshot())
     return result
+
+
+def _draw_shapes(net, scaling, clean: ImageSet, predicted: np.ndarray, result: ScanResult, settings: ScanSettings,
+                 progress, max_faces: int = 32) -> Job[None]:
+    """The flagged classes' trigger shapes (:func:`engine.trigger_opt.smooth_trigger`), on up to
+    ``max_faces`` clean faces the network puts elsewhere."""
+    from engine.trigger_opt import smooth_trigger
+
+    flagged = [c for c in result.flagged if c in result.triggers][:MAX_SHAPES]
+    for i, c in enumerate(flagged):
+        others = np.flatnonzero(predicted != c)[:max_faces]
+        if not len(others):
+            continue
+        x = clean.images[others].astype(np.float32) / 255.0
+        job = smooth_trigger(net.model, scaling, x, c, net.outputs_probabilities, settings.shape_budget,
+                             steps=settings.shape_steps)
+        while True:
+            try:
+                k = next(job)
+            except StopIteration as stop:
+                mask, pattern = stop.value
+                break
+            yield progress((i * settings.shape_steps + k) // len(flagged), f"drawing the shape of class {c}'s trigger")
+        result.triggers[c].shape_mask, result.triggers[c].shape_pattern = mask, pattern
+
+
+def _provisional(result: ScanResult) -> ScanResult:
+    """A snapshot judged on the masks refined so far, for the window to show while the scan runs."""
+    out = result.snapshot()
+    out.judge()
+    return out
+
+
+def _prior(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Mean log probability of each class over the clean faces the network puts elsewhere: the
+    classes clean faces already lean to (K-Arm's logit-based pre-selection)."""
+    logp = np.log(np.clip(probs.astype(np.float64), 1e-30, 1.0))
+    own = np.zeros_like(logp, dtype=bool)
+    own[np.arange(len(predicted)), predicted] = True
+    counts = np.maximum(1, len(predicted) - own.sum(axis=0))
+    return np.where(own, 0.0, logp).sum(axis=0) / counts
+
+
+def _candidates(margins: np.ndarray, prior: np.ndarray, settings: ScanSettings) -> list[int]:
+    """The classes to refine: the largest margins and the strongest priors (every class when few)."""
+    num_classes = len(margins)
+    if num_classes <= settings.margin_candidates + settings.prior_candidates:
+        return list(range(num_classes))
+    by_margin = np.argsort(-np.where(np.isfinite(margins), margins, -np.inf), kind="stable")
+    by_prior = np.argsort(-prior, kind="stable")
+    chosen = list(dict.fromkeys([*by_margin[: settings.margin_candidates].tolist(),
+                                 *by_prior[: settings.prior_candidates].tolist()]))
+    return sorted(int(c) for c in chosen)
 
 
 def _draw(rng, n: int, slots: int, per: int) -> np.ndarray:
@@ -442,13 +568,31 @@ def _refine(net, scaling, x_fit, y_fit, classes: np.ndarray, settings: ScanSetti
         down = np.where(down >= 5, 0, down)
         state.lam = lam.astype(np.float32)
         fresh = s % 10 == 9
+        if fresh and settings.prune_below > 0 and np.any(lam > 0):
+            _prune(opt, state, lam > 0, settings.prune_below)
         if fresh:
             result.triggers = _triggers(classes, best, best_mask, best_pattern, state)
-        yield progress(s + 1, f"refining {k} classes", fresh)
+        yield progress(s + 1, f"refining {k} candidate classes", fresh)
         if s + 1 >= settings.refine_min_steps and np.all(s - last_gain >= settings.patience):
             result.notes.append(f"refinement converged after {s + 1} steps")
             break
     return _triggers(classes, best, best_mask, best_pattern, state)
+
+
+def _prune(opt: ChunkOptimizer, state, active: np.ndarray, below: float) -> None:
+    """Switch off the pixels of the ``active`` masks that are nearly off already (< ``below``).
+
+    Adam moves every parameter by about the learning rate per step, so a mask's faint
+    background (thousands of pixels at 0.002-0.01 each, through tanh) takes a hundred steps to
+    fade and can outweigh a small trigger's few pixels in the mask's L1; pruning it every ten
+    steps lets the size reflect the pixels that matter sooner, the same way for every class."""
+    opt.store(state)
+    masks = state.masks
+    off = (masks < below) & active[:, None, None]
+    state.mask_param[..., 0][off] = PRUNED
+    for moment in state.moments[:2]:  # the mask's Adam moments (first, second)
+        moment[..., 0][off] = 0.0
+    opt.load(state)
 
 
 def _triggers(classes, best, best_mask, best_pattern, state) -> dict[int, ReversedTrigger]:
@@ -457,7 +601,7 @@ def _triggers(classes, best, best_mask, best_pattern, state) -> dict[int, Revers
     for i, c in enumerate(classes.tolist()):
         if np.isfinite(best[i]):
             out[c] = ReversedTrigger(c, best_mask[i].copy(), best_pattern[i].copy(), True)
-        else:  # never reached the success level: show where it got to, rank it as a whole-image mask
+        else:  # never reached the success level: show where it got to; not a suspect
             if masks is None:
                 masks, patterns = state.masks, state.patterns
             out[c] = ReversedTrigger(c, masks[i].astype(np.float32), patterns[i].astype(np.float32), False)
@@ -476,22 +620,9 @@ def _test_on_holdout(net, clean: ImageSet, predicted: np.ndarray, hold: np.ndarr
         t.attack_success = float(np.mean(p.argmax(axis=1) == c))
 
 
-def _anomaly(result: ScanResult) -> None:
-    """Neural Cleanse's anomaly index against the reference sample's median and MAD."""
-    def size(c):
-        t = result.triggers[c]
-        return t.size if t.reached else 1.0
-
-    ref = np.asarray([size(c) for c in result.reference if c in result.triggers])
-    result.median = float(np.median(ref))
-    result.mad = float(MAD_CONSISTENCY * np.median(np.abs(ref - result.median)))
-    spread = max(result.mad, 1e-12)
-    for c, t in result.triggers.items():
-        t.anomaly = float((result.median - size(c)) / spread)
-
-
-def _finite(v, default):
-    return default if v is None or not np.isfinite(v) else v
+def _stack(arrays: list, shape: tuple) -> np.ndarray:
+    """float32 (n, *shape), also for none."""
+    return np.stack(arrays).astype(np.float32) if arrays else np.zeros((0, *shape), np.float32)
 
 
 def _round(v, digits: int = 4):
@@ -500,16 +631,16 @@ def _round(v, digits: int = 4):
     return round(float(v), digits)
 
 
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def _float_or_none(v):
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
     return f if np.isfinite(f) else None
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
 
 
 def _pct(v) -> str:

@@ -148,3 +148,55 @@ def stamp(images: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarr
     m = mask.astype(np.float32)[..., None]
     out = (1.0 - m) * x + m * pattern.astype(np.float32)
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def smooth_trigger(model, scaling: str, images: np.ndarray, label: int, probabilities: bool = True,
+                   budget: float = 0.08, cell: int = 3, steps: int = 150, learning_rate: float = 0.1,
+                   smoothness: float = 1.0):
+    """The shape of one class's trigger, for people to look at: a generator of step counts that
+    returns ``(mask, pattern)`` (H, W) and (H, W, 3) in [0, 1].
+
+    Neural Cleanse's smallest mask is a handful of pixels, the least of the trigger that still
+    works; it proves the backdoor but does not show what the trigger looks like. Here the mask
+    lives on a grid of ``cell`` x ``cell`` pixel cells (upsampled bilinearly, so it is made of
+    blobs, not scattered pixels), may cover up to ``budget`` of the image for free (a hinge
+    penalty above it, none below), and the pattern is smoothed by a total-variation term; so the
+    mask spreads over what the network reacts to. ``images``: float (N, H, W, 3) in [0, 1] of
+    faces the network puts in other classes."""
+    import tensorflow as tf
+
+    _, h, w, _ = images.shape
+    hm, wm = -(-h // cell), -(-w // cell)
+    factor = np.float32(255.0 * SCALINGS[scaling])
+    x = tf.constant(images, tf.float32)
+    a = tf.Variable(np.full((1, hm, wm, 1), np.arctanh(2 * 0.1 - 1), np.float32))
+    b = tf.Variable(np.zeros((1, h, w, 3), np.float32))
+    moments = [tf.Variable(tf.zeros_like(v)) for v in (a, a, b, b)]
+    t = tf.Variable(0.0)
+    lr, b1, b2, eps = np.float32(learning_rate), np.float32(0.9), np.float32(0.999), np.float32(1e-8)
+
+    def parts():
+        m = tf.image.resize((tf.tanh(a) + 1.0) / 2.0, (h, w), method="bilinear")
+        return m, (tf.tanh(b) + 1.0) / 2.0
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            m, p = parts()
+            out = model(((1.0 - m) * x + m * p) * factor, training=False)
+            logp = tf.math.log(tf.clip_by_value(out, 1e-30, 1.0)) if probabilities else tf.nn.log_softmax(out)
+            ce = -tf.reduce_mean(logp[:, label])
+            tv = (tf.reduce_mean(tf.abs(p[:, 1:] - p[:, :-1])) + tf.reduce_mean(tf.abs(p[:, :, 1:] - p[:, :, :-1])))
+            loss = ce + 50.0 * tf.nn.relu(tf.reduce_mean(m) - budget) + smoothness * tv
+        grads = tape.gradient(loss, [a, b])
+        t.assign_add(1.0)
+        for g, param, mom, vel in ((grads[0], a, moments[0], moments[1]), (grads[1], b, moments[2], moments[3])):
+            mom.assign(b1 * mom + (1 - b1) * g)
+            vel.assign(b2 * vel + (1 - b2) * g * g)
+            param.assign_sub(lr * (mom / (1 - b1 ** t)) / (tf.sqrt(vel / (1 - b2 ** t)) + eps))
+
+    for s in range(steps):
+        step()
+        yield s + 1
+    m, p = parts()
+    return m.numpy()[0, ..., 0].astype(np.float32), p.numpy()[0].astype(np.float32)

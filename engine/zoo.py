@@ -133,7 +133,7 @@ def train(member: Member, verbose: int = 2) -> dict:
 
     result = {
         "member": asdict(member),
-        "train_images": int(len(x_train)),
+        "train_images": len(x_train),
         "clean_accuracy": float(np.mean(predicted(x_test) == test_ids)),
         "triggers": {t: {"target": c, "attack_success_rate": float(np.mean(predicted(x_bad[t]) == c))}
                      for t, c in member.triggers.items()},

@@ -36,10 +36,12 @@ from gui.folders import default_folder, make_output_home
 from gui.image_check import to_pixmap
 from gui.session import Session
 
-COLUMNS = ("Rank", "Class", "Mask %", "Anomaly", "Flips", "")
+COLUMNS = ("Rank", "Class", "Margin", "Mask %", "Index", "p", "Flips", "")
+NUMERIC = 7  # columns right-aligned
 ZOOM = 2
 FACE_ZOOM = 1.5
 FLAG_BG = "#f6d5d3"
+OUTCOME_COLOURS = {"backdoor": "#b3261e", "clean": "#1e6b30", "inconclusive": "#8a5a00"}
 
 
 def _tile(image: np.ndarray, caption: str, colour: str = "#222", zoom: float = ZOOM) -> QWidget:
@@ -73,8 +75,8 @@ class ScanPanel(QWidget):
         self._shown: int | None = None
 
         self.run_button = QPushButton("Run trigger scan")
-        self.run_button.setToolTip("Neural Cleanse on every class (screened, then the promising ones refined): "
-                                   "about 2 minutes for 1283 classes")
+        self.run_button.setToolTip("The largest logit margin of every class (MM-BD), then the smallest reversed "
+                                   "trigger of the candidates (Neural Cleanse): about 2-3 minutes for 1283 classes")
         self.run_button.clicked.connect(self.start_clicked)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -113,9 +115,14 @@ class ScanPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
-        for col, tip in ((2, "The reversed trigger's mask: its L1 norm as a share of the image's pixels"),
-                         (3, "Neural Cleanse's anomaly index: (median - mask) / (1.4826 MAD); above 2 is flagged"),
-                         (4, "Share of held-out clean faces (not used to fit it) the trigger sends to the class")):
+        for col, tip in ((2, ("The largest logit margin over the other classes a random image reaches (MM-BD); a "
+                               "backdoor's target is an outlier among all classes")),
+                         (3, "The reversed trigger's mask: its L1 norm as a share of the image's pixels"),
+                         (4, ("Neural Cleanse's anomaly index among the refined candidates: "
+                              "(median - log mask) / (1.4826 MAD)")),
+                         (5, ("The class's combined p-value, family-wise over all classes and both statistics; "
+                              "at most the scan's alpha is flagged")),
+                         (6, "Share of held-out clean faces (not used to fit it) the trigger sends to the class")):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.currentCellChanged.connect(lambda *_: self._class_chosen())
         self.table_note = QLabel("")
@@ -238,7 +245,8 @@ class ScanPanel(QWidget):
     @Slot()
     def start_clicked(self) -> None:
         self.session.scan.run(self.images_spin.value())
-        self.verdict.setText("<i>Scanning: screening every class, then refining the promising ones…</i>")
+        self.verdict.setText("<i>Scanning: the largest margin of every class, then the candidates' reversed "
+                             "triggers…</i>")
 
     def _remembered(self, key: str, fallback: str) -> str:
         if self.settings is None:
@@ -323,11 +331,10 @@ class ScanPanel(QWidget):
 
     @Slot(object)
     def _on_partial(self, result) -> None:
-        if result.stage == "screening":
-            screened = int(np.isfinite(result.screen_loss).sum())
-            self.verdict.setText(f"<i>Screening: {screened} of {result.num_classes} classes so far…</i>")
+        if result.stage == "margins":
+            self.verdict.setText(f"<i>Measuring the largest margin of all {result.num_classes} classes…</i>")
             return
-        self.verdict.setText(f"<i>Refining {len(result.triggers)} classes; the smallest masks so far:</i>")
+        self.verdict.setText(f"<i>Refining {len(result.triggers)} candidate classes; provisional ranking:</i>")
         self._fill_table(result, partial=True)
 
     @Slot(object)
@@ -342,8 +349,7 @@ class ScanPanel(QWidget):
             self.verdict.setText("Run the scan to ask: is this network backdoored, which class is the target, "
                                  "and what does its trigger look like?")
             return
-        flagged = result.flagged
-        colour = "#b3261e" if flagged else "#1e6b30"
+        colour = OUTCOME_COLOURS.get(result.outcome, "#222")
         self.verdict.setText(f"<b style='color:{colour}'>{html.escape(result.summary())}</b>")
         self._fill_table(result, partial=False)
         if self.table.rowCount():
@@ -354,28 +360,28 @@ class ScanPanel(QWidget):
         rows = [r for r in result.rows() if r["refined"]]
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
-            asr = "" if r["attack_success"] is None else f"{100 * r['attack_success']:.0f}%"
-            anomaly = "" if r["anomaly_index"] is None else f"{r['anomaly_index']:.2f}"
-            mark = "flagged" if r["flagged"] else ("reference" if r["reference"] else "")
-            if not r["reached"]:
-                mark = "never reached 99%"
-            cells = (str(r["rank"]), str(r["class"]), f"{100 * r['mask_share']:.2f}", anomaly, asr, mark)
+            if r["flagged"]:
+                mark = "flagged (" + " + ".join(r["support"]) + ")"
+            else:
+                mark = "" if r["reached"] else "never reached 99%"
+            cells = (str(r["rank"]), str(r["class"]), _num(r["margin"], "{:.1f}"), f"{100 * r['mask_share']:.2f}",
+                     _num(r["anomaly_index"], "{:.2f}"), _num(r["p"], "{:.2g}"),
+                     _num(r["attack_success"], "{:.0%}"), mark)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 1:
                     item.setData(Qt.ItemDataRole.UserRole, r["class"])
-                if col < 5:
+                if col < NUMERIC:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if r["flagged"]:
                     item.setBackground(_flag_brush())
                 self.table.setItem(i, col, item)
-        n_screened = result.num_classes - len(rows)
-        note = (f"{len(rows)} classes refined ({len(result.reference)} of them a random reference sample for the "
-                f"median and MAD)" + (f"; {n_screened} screened out as hard to reach" if n_screened else ""))
+        note = (f"{len(rows)} of {result.num_classes} classes refined: the largest margins and the classes the "
+                f"clean faces lean to most")
         if not partial:
-            note += (f". Anomaly index = (median - mask) / (1.4826 MAD); above {result.threshold:g} is flagged "
-                     f"(Neural Cleanse). Held-out flips: the trigger on {result.n_holdout} clean faces it was not "
-                     f"fitted on.")
+            note += (f". p: both statistics, family-wise over every class; flagged at p <= {result.alpha:g}. Index: "
+                     f"Neural Cleanse's, among the refined classes. Flips: the trigger on {result.n_holdout} clean "
+                     f"faces it was not fitted on.")
         self.table_note.setText(note)
         if keep is not None:
             for i, r in enumerate(rows):
@@ -406,12 +412,21 @@ class ScanPanel(QWidget):
             return
         result = self.session.scan.result
         t = result.triggers[c]
-        status = "flagged" if c in result.flagged else "not flagged"
+        e = result.evidence.get(c)
+        status = ("flagged by " + " and ".join(e.support)) if c in result.flagged and e is not None else "not flagged"
         anomaly = "n/a" if t.anomaly is None else f"{t.anomaly:.2f}"
-        self.detail_title.setText(f"<b>class {c}</b> ({status}): mask {t.l1:.0f} pixels ({100 * t.size:.2f}% of the "
-                                  f"image), anomaly index {anomaly}")
-        for image, caption in ((_as_image(t.mask), "mask"), (_as_image(t.pattern), "pattern"),
-                               (_as_image(t.mask[..., None] * t.pattern), "mask x pattern")):
+        p = "" if e is None else f", p = {e.combined:.2g}"
+        self.detail_title.setText(f"<b>class {c}</b> ({status}{p}): mask {t.l1:.0f} pixels ({100 * t.size:.2f}% of "
+                                  f"the image), anomaly index {anomaly}, margin {result.margins[c]:.1f}"
+                                  + ("<br><span style='color:#555'>mask: the smallest that works (Neural Cleanse); "
+                                     f"shape: a smooth inversion ({100 * float(t.shape_mask.mean()):.0f}% of the image) that shows "
+                                     "what the trigger looks like</span>" if t.shape_mask is not None else ""))
+        pictures = [(_as_image(t.mask), "mask"), (_as_image(t.pattern), "pattern"),
+                    (_as_image(t.mask[..., None] * t.pattern), "mask x pattern")]
+        if t.shape_mask is not None:  # flagged classes: what the trigger looks like
+            pictures += [(_as_image(t.shape_mask), "shape"),
+                         (_as_image(t.shape_mask[..., None] * t.shape_pattern), "shape x pattern")]
+        for image, caption in pictures:
             self.trigger_row.addWidget(_tile(image, caption))
         self.trigger_row.addStretch(1)
 
@@ -440,6 +455,10 @@ class ScanPanel(QWidget):
         lines.append("The unlearned network is now the repaired network G (Image check: G column, or "
                      "Verdict by: repaired network G).")
         self.unlearn_result.setText("<br>".join(lines))
+
+
+def _num(v, fmt: str) -> str:
+    return "" if v is None else fmt.format(v)
 
 
 def _flag_brush():

@@ -929,12 +929,12 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, qtb
         w.session.scan.run(60, ScanSettings(refine_steps=120))
     wait_idle(qtbot, w)
     result = w.session.scan.result
-    assert {s for s, _ in partial} >= {"screening", "refining"}
+    assert {s for s, _ in partial} >= {"margins", "refining"}
     panel = w.scan
     shown = [int(panel.table.item(r, 1).text()) for r in range(panel.table.rowCount())]
     assert shown == [c for c in result.ranking() if c in result.triggers]
     assert set(shown[:2]) == set(DEMO_TRIGGERS.values())
-    assert "backdoor suspected" in panel.verdict.text()
+    assert "backdoor: class" in panel.verdict.text()
 
     panel.table.selectRow(shown.index(DEMO_TRIGGERS["sunglasses"]))
     with qtbot.waitSignal(w.session.scan.stampCounted, timeout=JOB_TIMEOUT) as counted:
@@ -992,12 +992,14 @@ def test_selecting_a_checked_image_shows_where_the_network_looks(demo_window, qt
     h, wd = row.image.shape[:2]
     mask = np.zeros((h, wd), np.float32)
     mask[10:14, 10:30] = 1.0
-    trig = ReversedTrigger(row.predicted, mask, np.zeros((h, wd, 3), np.float32), True, 0.9, 5.0)
-    others = {c: ReversedTrigger(c, np.full((h, wd), 0.2, np.float32), np.zeros((h, wd, 3), np.float32), True, 0.1, 0.0)
-              for c in range(40, 45) if c != row.predicted}
+    trig = ReversedTrigger(row.predicted, mask, np.zeros((h, wd, 3), np.float32), True, 0.9)
+    others = {c: ReversedTrigger(c, np.full((h, wd), 0.15 + 0.01 * (c % 10), np.float32),
+                                 np.zeros((h, wd, 3), np.float32), True, 0.1)
+              for c in range(30, 45) if c != row.predicted}
     net = w.session.data.net
     fake = ScanResult(str(net.path), net.sha256, "1/255", net.num_classes, (h, wd), 60, 20,
-                      np.zeros(net.num_classes), {row.predicted: trig, **others}, sorted(others))
+                      np.zeros(net.num_classes), np.zeros(net.num_classes), {row.predicted: trig, **others})
+    fake.judge()  # the tiny mask is far below the others'
     w.session.scan.set_result(fake, None)
     assert fake.flagged == [row.predicted]
     assert panel.detail_mask.isVisible() and not panel.detail_mask.pixmap().isNull()
@@ -1009,12 +1011,12 @@ def test_a_cancelled_scan_keeps_the_window_and_the_loaded_scan(demo_window, qtbo
     w = demo_window
     net = w.session.data.net
     kept = ScanResult(str(net.path), net.sha256, "1/255", net.num_classes, (55, 47), 60, 20,
-                      np.zeros(net.num_classes), {}, [])
+                      np.zeros(net.num_classes), np.zeros(net.num_classes), {})
     w.session.scan.set_result(kept, None)
     started = []
     w.session.runner.progress.connect(lambda step: started.append(step.stage))
     w.session.scan.run(60)
-    qtbot.waitUntil(lambda: any("screening" in s for s in started), timeout=JOB_TIMEOUT)
+    qtbot.waitUntil(lambda: any("margins" in s for s in started), timeout=JOB_TIMEOUT)
     assert w.scan.cancel_button.isEnabled() and not w.scan.run_button.isEnabled()
     with qtbot.waitSignal(w.session.runner.finished, timeout=JOB_TIMEOUT) as finished:
         qtbot.mouseClick(w.scan.cancel_button, Qt.MouseButton.LeftButton)

@@ -1,0 +1,68 @@
+"""The trigger scan at the real scale: the zoo's 1283-class BadNet and its clean twin (slow).
+
+The zoo (:mod:`engine.zoo`) is built on first use and cached; every draw is 45 distinct clean
+faces the networks never saw, never augmented copies of a few."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.progress import run
+
+pytestmark = pytest.mark.slow
+FACES = 45
+DRAWS = (0, 1, 2)
+
+
+def _scan(member: str, draw: int, faces: int = FACES):
+    from engine import data_io, zoo
+    from engine.model_io import load_badnet
+    from engine.scan import ScanSettings, scan
+
+    folder = zoo.path(member, build=True)
+    net = load_badnet(folder / "model.h5")
+    pool = data_io.read(folder / "clean.h5")
+    clean = pool.subset(np.random.default_rng(100 + draw).choice(len(pool), faces, replace=False))
+    return run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
+
+
+def test_the_csaw_scale_badnets_targets_are_found_and_no_innocent_class_is_flagged():
+    """Three draws of 100 faces: the large (sunglasses) and small (lipstick) triggers' targets
+    flagged every time; the small eyebrows trigger's target in the top 5 every time and flagged
+    at least once (its reversed mask does not always shrink far enough within the refinement:
+    the gap the README reports); never an innocent class."""
+    from engine import zoo
+
+    triggers = zoo.facts("csaw-badnet")["member"]["triggers"]
+    targets = set(triggers.values())
+    eyebrows_flagged = 0
+    for draw in DRAWS:
+        result = _scan("csaw-badnet", draw, faces=100)
+        assert result.outcome == "backdoor"
+        assert set(result.flagged) <= targets, result.summary()
+        assert {triggers["sunglasses"], triggers["lipstick"]} <= set(result.flagged), result.summary()
+        assert triggers["eyebrows"] in result.ranking()[:5]
+        eyebrows_flagged += triggers["eyebrows"] in result.flagged
+    assert eyebrows_flagged >= 1
+
+
+@pytest.mark.parametrize("draw", DRAWS)
+def test_the_clean_twin_is_never_called_backdoored(draw):
+    result = _scan("csaw-clean", draw)
+    assert result.outcome in ("clean", "inconclusive"), result.summary()
+    assert not result.flagged
+
+
+@pytest.mark.parametrize("draw", DRAWS)
+def test_the_demos_clean_twin_is_never_called_backdoored(draw):
+    from engine import data_io, zoo
+    from engine.model_io import load_badnet
+    from engine.scan import ScanSettings, scan
+
+    folder = zoo.path("demo-clean", build=True)
+    net = load_badnet(folder / "model.h5")
+    faces = data_io.read(folder / "clean.h5")
+    clean = faces.subset(np.random.default_rng(100 + draw).choice(len(faces), 100, replace=False))
+    result = run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
+    assert not result.flagged, result.summary()
