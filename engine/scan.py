@@ -71,7 +71,7 @@ class ScanSettings:
     holdout: float = 1 / 3
     learning_rate: float = 0.1
     shape_steps: int = 150  # flagged classes: steps of the smooth inversion that shows the trigger's shape
-    shape_budget: float = 0.08  # share of the image the shape's mask may cover unpenalised
+    shape_budget: float = 0.15  # share of the image the shape's mask may cover unpenalised
     prune_below: float = 0.02  # every 10 steps, mask pixels below this are switched off (0: never)
     alpha: float = ev.ALPHA  # family-wise false-alarm budget
     seed: int = 0

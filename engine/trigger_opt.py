@@ -151,7 +151,7 @@ def stamp(images: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarr
 
 
 def smooth_trigger(model, scaling: str, images: np.ndarray, label: int, probabilities: bool = True,
-                   budget: float = 0.08, cell: int = 3, steps: int = 150, learning_rate: float = 0.1,
+                   budget: float = 0.15, cell: int = 3, steps: int = 150, learning_rate: float = 0.1,
                    smoothness: float = 1.0):
     """The shape of one class's trigger, for people to look at: a generator of step counts that
     returns ``(mask, pattern)`` (H, W) and (H, W, 3) in [0, 1].

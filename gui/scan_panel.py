@@ -39,6 +39,7 @@ from gui.session import Session
 COLUMNS = ("Rank", "Class", "Margin", "Mask %", "Index", "p", "Flips", "")
 NUMERIC = 7  # columns right-aligned
 ZOOM = 2
+SHAPE_ZOOM = 1.4
 FACE_ZOOM = 1.5
 FLAG_BG = "#f6d5d3"
 OUTCOME_COLOURS = {"backdoor": "#b3261e", "clean": "#1e6b30", "inconclusive": "#8a5a00"}
@@ -174,7 +175,8 @@ class ScanPanel(QWidget):
         splitter.addWidget(self.table)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([340, 560])
+        splitter.setStretchFactor(0, 1)
+        splitter.setSizes([400, 540])
 
         # repair by unlearning
         self.epochs_spin = QSpinBox()
@@ -361,7 +363,7 @@ class ScanPanel(QWidget):
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             if r["flagged"]:
-                mark = "flagged (" + " + ".join(r["support"]) + ")"
+                mark = "flagged"
             else:
                 mark = "" if r["reached"] else "never reached 99%"
             cells = (str(r["rank"]), str(r["class"]), _num(r["margin"], "{:.1f}"), f"{100 * r['mask_share']:.2f}",
@@ -375,6 +377,7 @@ class ScanPanel(QWidget):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if r["flagged"]:
                     item.setBackground(_flag_brush())
+                    item.setToolTip(f"flagged by {' and '.join(r['support'])}")
                 self.table.setItem(i, col, item)
         note = (f"{len(rows)} of {result.num_classes} classes refined: the largest margins and the classes the "
                 f"clean faces lean to most")
@@ -426,8 +429,9 @@ class ScanPanel(QWidget):
         if t.shape_mask is not None:  # flagged classes: what the trigger looks like
             pictures += [(_as_image(t.shape_mask), "shape"),
                          (_as_image(t.shape_mask[..., None] * t.shape_pattern), "shape x pattern")]
+        zoom = ZOOM if len(pictures) <= 3 else SHAPE_ZOOM  # five tiles fit beside the table at 1280 px
         for image, caption in pictures:
-            self.trigger_row.addWidget(_tile(image, caption))
+            self.trigger_row.addWidget(_tile(image, caption, zoom=zoom))
         self.trigger_row.addStretch(1)
 
     @Slot(object)
