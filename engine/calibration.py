@@ -12,6 +12,7 @@ classes, 1283 for CSAW) when the image is flagged as poisoned.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import os
@@ -250,13 +251,14 @@ class Calibration:
     # --- file ----------------------------------------------------------------------------
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
+        """The file's content, a copy: changing it never changes this calibration."""
         model_path = self.model_path
         if relative_to is not None:
             try:
                 model_path = os.path.relpath(Path(self.model_path).resolve(), relative_to.resolve())
             except ValueError:  # another drive on Windows
                 pass
-        return {
+        return copy.deepcopy({
             "kind": FILE_KIND,
             "version": FILE_VERSION,
             "created": self.created,
@@ -276,7 +278,7 @@ class Calibration:
             "pooled_classes": [int(c) for c in np.flatnonzero(self.pooled)],
             "data": self.data,
             "detector_state": self.detector_state,
-        }
+        })
 
     def save(self, path: str | Path) -> None:
         """Write atomically; never replace a file that is not a calibration."""
@@ -337,7 +339,12 @@ class Calibration:
                 detector_state=dict(raw.get("detector_state") or {}),
                 source=str(path),
             )
-            cal.make_detector()  # a damaged detector state fails here, not at first use
+            detector = cal.make_detector()  # a damaged detector state fails here, not at first use
+            if not detector.fitted():
+                missing = [p.title for p in getattr(detector, "parts", [detector]) if not p.fitted()] or [
+                    detector.title]
+                raise InputError(None, f"what the {' and '.join(missing)} detector learnt on clean data is "
+                                 "missing from its detector state; calibrate again")
             return cal
         except InputError as err:
             raise InputError(path, err.problem) from None

@@ -97,6 +97,19 @@ def test_damaged_state_is_refused(combined_5, tmp_path):
         Calibration.load(path)
 
 
+def test_a_member_whose_state_is_missing_is_refused_on_loading(combined_5, tmp_path):
+    """Without Transplant's host faces the calibration would load as an unfitted detector and
+    fail only at the next scoring, naming no file; it must be refused when it is opened."""
+    raw = combined_5.to_dict()
+    del raw["detector_state"]["members"]["transplant"]
+    raw["model"]["path"] = combined_5.model_path
+    path = tmp_path / "no_hosts.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="what the Transplant detector learnt on clean data is missing") as err:
+        Calibration.load(path)
+    assert str(path) in str(err.value)
+
+
 @pytest.mark.parametrize("params, message", [
     ({"members": "strip,strip"}, "name a detector twice"),
     ({"members": "strip,combined"}, "'combined' is not a detector to combine"),

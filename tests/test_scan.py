@@ -163,8 +163,15 @@ def test_saved_scan_comes_back_and_damage_is_refused(demo_scan, tmp_path):
     np.savez(out / "triggers.npz", **data)
     with pytest.raises(InputError, match="margins must be finite"):
         ScanResult.load(out)
-    # a scan file of the first version (no margins): run it again
+    # a false-alarm budget (the verdict's threshold) that is not a number
+    data["margins"][3] = 0.0
+    np.savez(out / "triggers.npz", **data)
     raw = json.loads((out / "scan.json").read_text())
+    for alpha in ("NaN", 0.0, 1.5):
+        (out / "scan.json").write_text(json.dumps({**raw, "alpha": alpha}).replace('"NaN"', "NaN"))
+        with pytest.raises(InputError, match="alpha or image counts out of range"):
+            ScanResult.load(out)
+    # a scan file of the first version (no margins): run it again
     raw["version"] = 1
     (out / "scan.json").write_text(json.dumps(raw))
     with pytest.raises(InputError, match="another version of the scan"):

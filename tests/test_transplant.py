@@ -94,6 +94,11 @@ def test_saved_host_faces_come_back_and_damaged_ones_are_refused(demo_net, demo_
     bad.write_text(json.dumps(raw))
     assert main.main(["eval", "--calibration", str(bad), str(DEMO_POISONED)]) == 2
     assert "Transplant host faces of shape" in capsys.readouterr().err
+    raw["detector_state"] = {}  # no host faces at all: refused on opening, not at the first scoring
+    bad.write_text(json.dumps(raw))
+    assert main.main(["eval", "--calibration", str(bad), str(DEMO_POISONED)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and "Transplant detector learnt" in err
 
 
 def test_catches_the_small_trigger_that_strip_misses(demo_net, demo_clean):

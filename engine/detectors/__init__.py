@@ -175,6 +175,10 @@ class Detector(ABC):
         """A detector from its saved settings and state; raise ValueError on damaged state."""
         return cls(**params)
 
+    def fitted(self) -> bool:
+        """Whether it has what scoring needs: a detector that learns from clean data has learnt it."""
+        return not self.needs_fit
+
     def check_model(self, net: BadNet) -> None:
         """Raise InputError(None, ...) when what this detector learnt cannot serve ``net``."""
 

@@ -105,6 +105,9 @@ class CombinedDetector(Detector):
             raise ValueError("Combined clean scores do not match its members")
         return detector
 
+    def fitted(self) -> bool:
+        return self.clean_scores is not None and all(p.fitted() for p in self.parts)
+
     def check_model(self, net: BadNet) -> None:
         for p in self.parts:
             p.check_model(net)

@@ -54,6 +54,9 @@ class ConfidenceDetector(Detector):
         weights = None if raw is None else decode_arrays(raw, "the fine-tuned copy's weights")
         return cls(weights=weights, base_sha256=state.get("base_sha256"), **params)
 
+    def fitted(self) -> bool:
+        return self.fine_tune_epochs == 0 or self.weights is not None
+
     def check_model(self, net: BadNet) -> None:
         if self.fine_tune_epochs > 0 and self.weights is None:
             raise InputError(None, "the fine-tuned copy's weights are missing: calibrate again")

@@ -59,6 +59,9 @@ class StripDetector(Detector):
         overlays = None if raw is None else decode_images(raw, "STRIP blend images", MAX_BLENDS)
         return cls(**params, overlays=overlays)
 
+    def fitted(self) -> bool:
+        return self.overlays is not None
+
     def check_model(self, net: BadNet) -> None:
         if self.overlays is not None and tuple(self.overlays.shape[1:]) != tuple(net.input_shape):
             h, w, _ = self.overlays.shape[1:]

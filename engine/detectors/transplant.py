@@ -87,6 +87,9 @@ class TransplantDetector(Detector):
         hosts = None if raw is None else decode_images(raw, "Transplant host faces", cls.MAX_HOSTS)
         return cls(host_images=hosts, **params)
 
+    def fitted(self) -> bool:
+        return self.host_images is not None
+
     def check_model(self, net: BadNet) -> None:
         if self.host_images is not None:
             check_size(net, self.host_images, "Transplant host faces")
