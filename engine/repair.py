@@ -169,6 +169,13 @@ class RepairedNet:
                 raise InputError(path, f"unknown rule {rule!r} (known: {', '.join(RULES)})")
             if str(raw["scaling"]) not in SCALINGS:
                 raise InputError(path, f"unknown input scaling {raw['scaling']!r}")
+            for key in ("badnet", "repaired"):
+                if not isinstance(raw[key].get("path"), str) or not _SHA256.fullmatch(str(raw[key].get("sha256"))):
+                    raise ValueError(f"'{key}' needs a path and a SHA-256")
+            choice = raw.get("choice") or {}
+            if not isinstance(choice, dict):
+                raise TypeError("'choice' must be an object")
+            check_choice(choice, num_classes)
             return cls(
                 badnet_path=resolve(raw["badnet"]["path"]),
                 badnet_sha256=str(raw["badnet"]["sha256"]),
@@ -176,11 +183,49 @@ class RepairedNet:
                 repaired_sha256=str(raw["repaired"]["sha256"]),
                 scaling=str(raw["scaling"]),
                 num_classes=num_classes,
-                choice=dict(raw.get("choice") or {}),
+                choice=dict(choice),
                 rule=rule,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise InputError(path, f"damaged repaired-network file ({first_line(err)})") from None
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _finite(v, lo: float = -np.inf, hi: float = np.inf) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+            and lo <= v <= hi)
+
+
+def _whole(v, lo: int = 0, hi: int = 10**9) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_choice(choice: dict, num_classes: int) -> None:
+    """Raise ValueError where a bundle's record of how B' was made holds what the tool cannot use.
+
+    Only the keys the tool reads are checked (the rest is a record for people): a bundle is checked
+    completely when it is opened, so a damaged one never replaces a good one."""
+    checks = {
+        "method": lambda v: isinstance(v, str),
+        "hand_made": lambda v: isinstance(v, bool),
+        "trained_on": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+        "train_layers": lambda v: v in ("output", "all"),
+        "epochs": _whole,
+        "trigger_classes": lambda v: isinstance(v, list) and all(_whole(c, 0, num_classes - 1) for c in v),
+        "sparsity": lambda v: _finite(v, 0.0, 1.0),
+        "layer": lambda v: isinstance(v, str),
+        "drop": lambda v: _finite(v, 0.0, 100.0),
+        "clean_digest": lambda v: isinstance(v, str),
+        "reason": lambda v: isinstance(v, str),
+        "attack_success": lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and _finite(a, 0.0, 1.0) for k, a in v.items()),
+        "fine_tuned": lambda v: isinstance(v, bool) or (isinstance(v, dict) and _whole(v.get("epochs"))),
+    }
+    for key, ok in checks.items():
+        if key in choice and not ok(choice[key]):
+            raise ValueError(f"choice.{key} {choice[key]!r} is not what a repaired network records")
 
 
 @dataclass

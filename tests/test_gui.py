@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 import threading
@@ -491,6 +492,15 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
     w.session.pruning.load_nplus1(w.session.data.net.path)
     wait_idle(qtbot, w)
     assert errors and "should have 51" in errors[-1] and w.session.pruning.repaired.choice.get("hand_made")
+    # A bundle whose record is damaged (trained_on NaN) is refused whole: a banner, the loaded G stays.
+    raw = json.loads((tmp_path / "np1" / "repaired.json").read_text())
+    raw["choice"]["trained_on"] = float("nan")
+    bad = tmp_path / "np1" / "damaged.json"
+    bad.write_text(json.dumps(raw))
+    w.session.pruning.load_repaired(bad)
+    wait_idle(qtbot, w)
+    assert str(bad) in errors[-1] and "choice.trained_on nan" in errors[-1]
+    assert w.session.pruning.repaired.choice.get("hand_made") and len(w.session.pruning.known) == 2
 
 
 def test_nplus1_without_a_poisoned_set_is_refused(demo_window):
@@ -642,7 +652,7 @@ def _saved_calibration(w, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["NaN thresholds", "5 of 50 classes", "10x10 STRIP blends", "nested too deep",
-                                  "not JSON", "infinite pooled threshold"])
+                                  "not JSON", "infinite pooled threshold", "Transplant without host faces"])
 def test_a_bad_calibration_file_is_refused_with_a_banner(calibrated, qtbot, tmp_path, case):
     import base64
     import json
@@ -662,6 +672,8 @@ def test_a_bad_calibration_file_is_refused_with_a_banner(calibrated, qtbot, tmp_
                                                 "uint8_base64": base64.b64encode(bytes(600)).decode()}})
     elif case == "infinite pooled threshold":
         raw["pooled_threshold"] = float("inf")
+    elif case == "Transplant without host faces":  # would load unfitted and fail at the next scoring
+        raw.update(detector="transplant", detector_params={}, detector_state={})
     bad = tmp_path / "bad.json"
     if case == "nested too deep":
         bad.write_text("[" * 100_000 + "]" * 100_000)

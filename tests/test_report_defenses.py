@@ -152,6 +152,15 @@ def test_a_bundle_with_an_unknown_rule_is_refused(nplus1_dir, tmp_path):
     bad.write_text(json.dumps(raw))
     with pytest.raises(InputError, match="unknown rule"):
         RepairedNet.load(bad)
+    raw["rule"] = "nplus1"
+    for key, value in [("trained_on", float("nan")), ("epochs", 2.5), ("attack_success", {"sunglasses": 7.0}),
+                       ("trigger_classes", [10**6]), ("train_layers", None)]:
+        bad.write_text(json.dumps({**raw, "choice": {**raw["choice"], key: value}}))
+        with pytest.raises(InputError, match=f"choice.{key} .* is not what a repaired network records"):
+            RepairedNet.load(bad)
+    bad.write_text(json.dumps({**raw, "badnet": {"path": "x.h5", "sha256": "not a digest"}}))
+    with pytest.raises(InputError, match="'badnet' needs a path and a SHA-256"):
+        RepairedNet.load(bad)
 
 
 # --- magnitude pruning ---------------------------------------------------------------------------
