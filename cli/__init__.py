@@ -20,6 +20,14 @@ def build_parser():
     return build(commands)
 
 
+def run() -> int:
+    """The program (``main.py``, the ``badnet-inspector`` script): TensorFlow's chatter filtered, then :func:`main`."""
+    from engine import tf_noise
+
+    tf_noise.install()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

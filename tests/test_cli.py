@@ -113,6 +113,49 @@ def test_module_entry_point_runs(tmp_path):
     assert json.loads(result.stdout)["format"].startswith("Keras")
 
 
+def test_a_command_prints_no_tensorflow_chatter_and_an_error_is_one_line(tmp_path):
+    """TensorFlow's start-up notices and its Grappler messages about DeepID's fused layers are
+    filtered from a real command's terminal; its own progress and error lines are not."""
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "predict", str(DEMO_IMAGES)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "predicting" in result.stderr
+    for chatter in ("absl::InitializeLog", "oneDNN", "tfg_optimizer", "empty op name", "remapper"):
+        assert chatter not in result.stderr, result.stderr
+    missing = tmp_path / "missing.png"
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "predict", str(missing)],
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("loading model")]
+    assert result.returncode == 2 and lines == [f"error: {missing}: no such file or folder"], result.stderr
+
+
+def test_the_chatter_filter_passes_every_other_line():
+    import os
+    import threading
+
+    from engine import tf_noise
+
+    chatter = [b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+               b"I0000 00:00:1796174596.964993    4128 port.cc:153] oneDNN custom operations are on. You may see",
+               b"E0000 00:00:1796174601.742311    4128 tfg_optimizer_hook.cc:135] tfg_optimizer{any(tfg-toposort)} "
+               b"failed: INVALID_ARGUMENT: Node deepid_1/activation_1_1/Relu has an empty op name",
+               b"\twhen importing GraphDef to MLIR module in GrapplerHook",
+               b"E0000 00:00:1796174601.9 4128 meta_optimizer.cc:967] remapper failed: NOT_FOUND: Op type not "
+               b"registered '' in binary running on vm."]
+    kept = [b"error: x.h5: no such file", b"E0000 00:00:1.0 1 meta_optimizer.cc:967] layout failed: OUT_OF_MEMORY",
+            b"W0000 00:00:1.0 1 op_level_cost_estimator.cc:699] Error in PredictCost()", b"a last line, unfinished"]
+    assert all(tf_noise.is_noise(line) for line in chatter) and not any(tf_noise.is_noise(k) for k in kept)
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    pump = threading.Thread(target=tf_noise._pump, args=(r_in, w_out))
+    pump.start()
+    os.write(w_in, b"\n".join(chatter[:2] + kept[:2] + chatter[2:] + kept[2:]))
+    os.close(w_in)
+    pump.join(5)
+    os.close(w_out)
+    with os.fdopen(r_out, "rb") as out:
+        assert out.read() == b"\n".join(kept)
+
+
 def test_calibrate_refuses_to_overwrite_other_files_before_working(capsys, tmp_path, monkeypatch):
     import engine.calibration
 
