@@ -1,6 +1,6 @@
 """The trigger scan's answers over several draws of clean faces, as a Markdown table (not a timing).
 
-The README's table of where the scan ranks each true target, and what it flags, comes from here:
+The table in docs/scan.md of where the scan ranks each true target, and what it flags, comes from here:
 
     python bench/scan_draws.py                       # every network below, 3 draws each
     python bench/scan_draws.py csaw-badnet:45 --draws 0 1 2

@@ -23,7 +23,7 @@ CLEAN = "clean"
 POISONED = "poisoned"
 VERDICT_SOURCES = ("calibration", "any", "repaired")  # the active detector, any calibrated one, G
 # What a user gets without choosing: the detector and target false-rejection rate that catch the
-# triggers measured (README, "Defaults"); the founding confidence detector stays one choice away.
+# triggers measured (docs/detectors.md, "Calibration"); the founding confidence detector stays one choice away.
 DEFAULT_DETECTOR = "combined"
 DEFAULT_FRR = 0.05
 

@@ -234,3 +234,27 @@ def test_detector_settings_are_options_built_from_the_registry(capsys):
         assert cls.name in text
         for s in cls.settings:
             assert (s.option in text) == s.shown
+
+
+def test_the_cli_reference_page_lists_every_command_and_option():
+    """docs/cli.md cannot drift from the parser: each command has a row of the table, and each of
+    its options is on that row or in the paragraph of options many commands share."""
+    import argparse
+    import re
+
+    page = (ROOT / "docs" / "cli.md").read_text()
+    shared = page.split("**Options of many commands.**")[1].split("\n\n")[0]
+    rows: dict[str, str] = {}
+    for line in page.splitlines():
+        found = re.match(r"\| `(\w+)", line)
+        if found:
+            rows[found.group(1)] = rows.get(found.group(1), "") + line
+    parser = main.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(rows) == set(commands), set(rows) ^ set(commands)
+    for name, sub in commands.items():
+        for action in sub._actions:
+            long = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+            if long:
+                mentioned = re.compile(re.escape(long[0]) + r"(?![\w-])")
+                assert mentioned.search(rows[name]) or mentioned.search(shared), f"{name} {long[0]}"

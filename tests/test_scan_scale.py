@@ -31,7 +31,7 @@ def test_the_csaw_scale_badnets_targets_are_found_and_no_innocent_class_is_flagg
     """Three draws of 100 faces: the large (sunglasses) and small (lipstick) triggers' targets
     flagged every time; the small eyebrows trigger's target in the top 5 every time and flagged
     at least once (its reversed mask does not always shrink far enough within the refinement:
-    the gap the README reports); never an innocent class."""
+    the gap docs/scan.md reports); never an innocent class."""
     from engine import zoo
 
     triggers = zoo.facts("csaw-badnet")["member"]["triggers"]

@@ -16,7 +16,7 @@ It is continuous, so a threshold at a chosen false-rejection rate is not coarse.
 STRIP blends whole images, which halves a small trigger's contrast and lets the other face
 compete; SCALE-UP washes small dark triggers out with the rest of the face. Transplanting keeps
 the trigger's pixels exactly as they are, which is why it catches the small triggers the other
-two miss (README, "Detectors").
+two miss (docs/detectors.md, "Transplant").
 """
 
 from __future__ import annotations
