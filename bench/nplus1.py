@@ -28,7 +28,7 @@ CLEAN, POISONED, EPOCHS = 3000, 3000, 3
 def plain_epoch(net, clean: ImageSet, poisoned: PoisonedSet, train_layers: str) -> float:
     import keras
 
-    from engine.nplus1 import DEFAULT_LEARNING_RATE, output_dense, with_extra_class
+    from engine.repairs.nplus1 import DEFAULT_LEARNING_RATE, output_dense, with_extra_class
     from engine.scoring import to_model_input
 
     model = with_extra_class(net)
@@ -57,7 +57,7 @@ def main() -> None:
     import tempfile
     from pathlib import Path
 
-    from engine.nplus1 import train_nplus1
+    from engine.repairs.nplus1 import train_nplus1
 
     net, faces, described = realistic_setting(CLEAN + POISONED)
     print(f"setting: {described}; {CLEAN:,} as clean faces, {POISONED:,} as poisoned (label N)")

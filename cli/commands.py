@@ -223,7 +223,7 @@ def cmd_compare(args) -> int:
 
         check_output(args.roc_csv, lambda p: csv_header(p) == ROC_CSV_HEADER, "ROC curve CSV")
     from engine.compare import detector_rows
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
 
     repaired = [RepairedNet.load(b) for b in args.repaired or []]  # damaged bundles fail before any work
     net, clean, poisoned = load_model_and_sets(args)
@@ -287,49 +287,6 @@ def print_defenses(rows, sets: list[str]) -> None:
             print(f"  {'':<{width}}  ({r.note})")
 
 
-def cmd_prune(args) -> int:
-    from engine.repair import describe_saved
-
-    if args.method == "magnitude":
-        return prune_magnitude(args)
-    if args.sparsity is not None:
-        raise InputError(None, "--sparsity is for --method magnitude")
-    drops = workflow.parse_drops(args.drops or "2,4,10")
-    net, clean, poisoned = load_model_and_sets(args)
-    result = drive(workflow.prune_job(net, clean, poisoned, args.output, args.layer, drops,
-                                      args.fine_tune_epochs, args.scale))
-    sw = result.sweep
-    print(f"{sw.layer}: {sw.channels} channels; clean accuracy {fmt(sw.clean_accuracy[0])} before pruning"
-          + "".join(f", attack success {fmt(v[0])} ({k})" for k, v in sw.attack_success.items()))
-    for entry in result.saved:
-        print(describe_saved(entry))
-    for line in result.notes[1:]:
-        print(line)
-    print(f"wrote {Path(args.output) / 'sweep.csv'}, the pruned models and the repaired-network bundles")
-    return 0
-
-
-def prune_magnitude(args) -> int:
-    from engine.magnitude import DEFAULT_SPARSITY, check_sparsity, is_magnitude_output
-
-    if args.layer is not None or args.drops is not None:
-        raise InputError(None, "--layer and --drops are for --method channels; magnitude pruning takes --sparsity")
-    sparsity = check_sparsity(DEFAULT_SPARSITY if args.sparsity is None else args.sparsity)
-    out = check_output_folder(args.output, is_magnitude_output, "an earlier magnitude-pruning run's results")
-    net, clean, poisoned = load_model_and_sets(args)
-    result = drive(workflow.magnitude_job(net, clean, poisoned, out, args.scale, sparsity, args.fine_tune_epochs))
-    sw = result.sweep
-    print("sparsity  clean acc" + "".join(f"  ASR {name}" for name in sw.attack_success))
-    for i, s in enumerate(sw.sparsity):
-        print(f"{100 * s:7.0f}%  {fmt(sw.clean_accuracy[i]):>9}"
-              + "".join(f"  {fmt(v[i]):>{len(name) + 4}}" for name, v in sw.attack_success.items()))
-    for line in result.lines():
-        print(line)
-    bundle = out / "repaired.json"
-    print(f"wrote {out / 'magnitude_sweep.csv'}, the pruned model and {bundle} (use: eval/score --repaired {bundle})")
-    return 0
-
-
 def check_output_folder(path, is_ours, what: str) -> Path:
     """Before any long work: ``path`` may be new, empty, or ``what`` (an earlier run's folder)."""
     out = Path(path)
@@ -375,41 +332,24 @@ def cmd_scan(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    from engine.unlearn import is_unlearn_output
+    """Any registered repair: its settings from the options, one job, its lines printed."""
+    from engine.repairs import check_output_folder as check_repair_output, make_repair, repair_job
 
-    if args.method == "nplus1":
-        return repair_nplus1(args)
-    if args.holdout is not None or args.train_layers is not None:
-        raise InputError(None, "--holdout and --train-layers are for --method nplus1")
-    out = check_output_folder(args.output, is_unlearn_output, "an earlier repair's results")
+    repair = make_repair(args.method, given_settings(args))
+    out = check_repair_output(args.output, repair)  # before the model and the data are read
     net, clean, poisoned = load_model_and_sets(args)
-    scan = workflow.load_scan(args.scan, net) if args.scan else None
-    classes = workflow.parse_classes(args.classes, net)
-    if scan is None:
+    scan = workflow.load_scan(args.scan, net) if getattr(args, "scan", None) else None
+    if repair.uses_scan and scan is None:
         note("no --scan given: scanning first")
-    result, scan = drive(workflow.unlearn_job(net, clean, poisoned, out, args.scale, scan, classes, args.epochs,
-                                              args.share))
-    for line in result.lines():
+    outcome = drive(repair_job(repair, net, clean, poisoned, out, args.scale, scan))
+    for line in outcome.table + outcome.lines:
         print(line)
-    bundle = out / "repaired.json"
-    print(f"wrote {out / 'unlearned.h5'} and {bundle} (use: eval/score --repaired {bundle})")
-    return 0
-
-
-def repair_nplus1(args) -> int:
-    from engine.nplus1 import is_nplus1_output
-
-    if args.scan is not None or args.classes is not None or args.share is not None:
-        raise InputError(None, "--scan, --classes and --share are for --method unlearn")
-    out = check_output_folder(args.output, is_nplus1_output, "an earlier N+1 network's results")
-    net, clean, poisoned = load_model_and_sets(args)
-    result = drive(workflow.nplus1_job(net, clean, poisoned, out, args.scale, args.epochs, args.holdout,
-                                       args.train_layers or "output"))
-    for line in result.lines():
-        print(line)
-    bundle = out / "repaired.json"
-    print(f"wrote {out / 'nplus1.h5'} ({net.num_classes + 1} outputs, class {net.num_classes} = poisoned) and "
-          f"{bundle} (use: eval/score --repaired {bundle})")
+    if outcome.bundle is not None:
+        bundle = out / "repaired.json"
+        print(f"wrote {out}: {bundle.name} and {Path(outcome.bundle.repaired_path).name} "
+              f"(use: eval/score --repaired {bundle})")
+    else:
+        print(f"wrote {out}; no repaired network was built")
     return 0
 
 

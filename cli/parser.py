@@ -1,4 +1,4 @@
-"""The command line: commands, options (detector settings come from the detector registry)."""
+"""The command line: commands, options (detector and repair settings come from their registries)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
 from engine.detectors import DETECTORS
+from engine.repairs import ALIASES, REPAIRS
 from engine.scan import ScanSettings
 from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR
 
@@ -170,23 +171,34 @@ def build_parser(commands) -> argparse.ArgumentParser:
     scale_option(p, "1/255")
     p.add_argument("--json", action="store_true")
 
-    p = command("prune", commands.cmd_prune, "fine-pruning: prune a conv layer's dormant channels, save pruned "
-                "models at accuracy drops, fine-tune them, and build repaired networks G")
-    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
-    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
-    poisoned_option(p)
-    p.add_argument("--method", choices=("channels", "magnitude"), default="channels",
-                   help="channels: fine-pruning's dormant channels of one layer (default); magnitude: the "
-                   "smallest weights of every layer (the report's first try)")
-    p.add_argument("--layer", help="channels: convolutional layer to prune (default: conv_3 for DeepID, else the "
-                   "last one)")
-    p.add_argument("--drops", help="channels: save pruned models at these clean-accuracy drops, in %% "
-                   "(default 2,4,10)")
-    p.add_argument("--sparsity", type=float, help="magnitude: share of each layer's weights to zero (default 0.7)")
-    p.add_argument("--fine-tune-epochs", type=non_negative_int, default=0, metavar="E",
-                   help="fine-tune each pruned model, pruned weights kept at zero (default 0: off)")
-    scale_option(p, "1/255")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    def repair_options(p, cls):
+        """A repair's own settings (from its declaration) and what every repair takes."""
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show a traceback on errors")
+        p.add_argument("--trust-model", action="store_true",
+                       help="allow a model file to run its own code (Lambda layers, custom objects)")
+        p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
+        p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
+        poisoned_option(p)
+        if cls.uses_scan:
+            p.add_argument("--scan", metavar="SCANDIR", help="a trigger scan's folder (default: scan first)")
+        for s in cls.settings:
+            if s.shown:
+                kind = str if s.is_list or s.kind is str else s.kind  # checked by the repair, as from the window
+                where = "" if s.kind is str and not s.choices else f", {'each ' if s.is_list else ''}in {s.range_text()}"
+                p.add_argument(s.option, dest=f"setting_{s.name}", type=kind, metavar=s.name.upper(),
+                               choices=s.choices or None, help=f"{s.help}{where} (default {s.default_text() or 'none'})")
+        scale_option(p, "1/255")
+        p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+        p.set_defaults(func=commands.cmd_repair, method=cls.name)
+
+    p = command("repair", commands.cmd_repair, "repair a BadNet: make a second network that, beside it, says "
+                "what is poisoned (a bundle for eval/score --repaired and the window)")
+    methods = p.add_subparsers(title="methods", metavar="METHOD", parser_class=Parser, required=True)
+    for cls in REPAIRS.values():
+        aliases = [old for old, new in ALIASES.items() if new == cls.name]
+        repair_options(methods.add_parser(cls.name, aliases=aliases, help=cls.summary, description=cls.summary), cls)
+    p = sub.add_parser("prune", help="the same as 'repair fine-pruning'", description=REPAIRS["fine-pruning"].summary)
+    repair_options(p, REPAIRS["fine-pruning"])
 
     p = command("scan", commands.cmd_scan, "trigger scan: is this network backdoored, and which classes are "
                 "targets? The largest logit margin of every class (MM-BD) and the smallest reversed trigger of "
@@ -218,26 +230,4 @@ def build_parser(commands) -> argparse.ArgumentParser:
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png")
 
-    p = command("repair", commands.cmd_repair, "repair a BadNet: 'unlearn' fine-tunes a copy on clean faces, some "
-                "stamped with the scan's reversed triggers but keeping their true labels (Neural Cleanse's "
-                "mitigation); 'nplus1' adds an output class N meaning poisoned and trains it on clean faces and "
-                "the --poisoned sets (the report's G1); both write a bundle for eval/score --repaired")
-    p.add_argument("--method", choices=("unlearn", "nplus1"), default="unlearn")
-    p.add_argument("--model", help="the BadNet (default: the demo, with its sunglasses and eyebrows sets)")
-    p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="labelled clean data")
-    poisoned_option(p)
-    p.add_argument("--scan", metavar="SCANDIR", help="unlearn: a scan's folder (default: scan first, on up to 100 "
-                   "clean images)")
-    p.add_argument("--classes", help="unlearn: classes whose reversed triggers to unlearn (default: the scan's "
-                   "flagged ones)")
-    p.add_argument("--epochs", type=positive_int, help="training epochs (default: unlearn 20, nplus1 40)")
-    p.add_argument("--share", type=float, help="unlearn: share of each batch stamped with a reversed trigger "
-                   "(default 0.2)")
-    p.add_argument("--holdout", type=float, help="nplus1: share of the clean and of each poisoned set held out "
-                   "for the figures (default 0.2)")
-    p.add_argument("--train-layers", choices=("output", "all"),
-                   help="nplus1: train the output layer only (default; clean answers barely move) or every "
-                   "layer (as the report did)")
-    scale_option(p, "1/255")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     return parser

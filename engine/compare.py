@@ -185,23 +185,7 @@ class DefenseRow:
 
 def describe_repair(g) -> tuple[str, str, tuple[str, ...]]:
     """(title, how it was made, the poisoned sets it was trained on) for a RepairedNet."""
-    c = g.choice
-    method = c.get("method")
-    trained: tuple[str, ...] = ()
-    if g.rule == "nplus1":
-        trained = tuple(c.get("trained_on") or ())
-        note = ("hand-made; last class taken to mean poisoned" if c.get("hand_made")
-                else f"{'every layer' if c.get('train_layers') == 'all' else 'output layer'} trained "
-                f"{c.get('epochs', '?')} epochs on clean + {', '.join(trained) or '?'} (label N)")
-    elif method == "unlearning":
-        note = f"unlearned reversed triggers of class {', '.join(map(str, c.get('trigger_classes', [])))}"
-    elif method == "magnitude":
-        note = f"{100 * float(c.get('sparsity', 0)):.0f}% of each layer's weights zeroed" + (
-            f", fine-tuned {c['fine_tuned']['epochs']} epochs" if isinstance(c.get("fine_tuned"), dict) else "")
-    else:
-        note = (f"{c.get('layer', '?')} pruned to a {c.get('drop', '?')}% accuracy drop"
-                + (", fine-tuned" if c.get("fine_tuned") else ""))
-    return g.title, note, trained
+    return g.describe()
 
 
 def repair_rows(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repairs: list,

@@ -26,7 +26,7 @@ from engine.data_io import ImageSet, PoisonedSet
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import model_accuracy, to_model_input
+from engine.scoring import to_model_input
 
 DEFAULT_DROPS = (2.0, 4.0, 10.0)
 TRUNK_BATCH = 128  # measured: the convolutions run ~5% faster in batches of 128 than 256 or 512 here
@@ -405,56 +405,3 @@ def zero_channels(model, layer: str, channels) -> None:
     if len(weights) > 1:
         weights[1][channels] = 0.0
     target.set_weights(weights)
-
-
-def fine_tune(
-    model,
-    keep_pruned,
-    clean: ImageSet,
-    scaling: str,
-    epochs: int,
-    holdout: float = 0.2,
-    seed: int = 0,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    from_logits: bool = False,
-) -> Job[dict]:
-    """Train the pruned model on clean data for ``epochs``; ``keep_pruned(model)`` runs after every
-    step and puts the pruned weights back to zero (``zeroer`` makes one for pruned channels).
-
-    A share ``holdout`` of the clean data is kept out of training, so the accuracy reported is
-    measured on images the fine-tuning never saw.
-    """
-    import keras
-
-    labels = clean.require_labels("fine-tuning")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(clean))
-    n_hold = max(1, int(round(holdout * len(clean))))
-    hold, train = order[:n_hold], order[n_hold:]
-    if len(train) == 0:
-        raise InputError(clean.source, "too few clean images to fine-tune on")
-
-    def accuracy(idx):
-        return model_accuracy(model, clean.images[idx], labels[idx], scaling)
-
-    before = accuracy(hold)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-    steps = -(-len(train) // batch_size)
-    total = max(1, epochs * steps)
-    yield Progress(0, total, "fine-tuning")
-    for epoch in range(epochs):
-        shuffled = rng.permutation(train)
-        for k in range(steps):
-            part = shuffled[k * batch_size : (k + 1) * batch_size]
-            model.train_on_batch(to_model_input(clean.images[part], scaling), labels[part])
-            keep_pruned(model)  # pruned weights stay pruned
-            yield Progress(epoch * steps + k + 1, total, f"fine-tuning, epoch {epoch + 1} of {epochs}")
-    return {
-        "epochs": epochs,
-        "train_images": int(len(train)),
-        "holdout_images": int(n_hold),
-        "holdout_accuracy_before": before,
-        "holdout_accuracy_after": accuracy(hold),
-    }

@@ -108,13 +108,6 @@ def parse_frrs(text: str, option: str = "--frr") -> tuple[float, ...]:
     return tuple(v / 100.0 for v in values)
 
 
-def parse_drops(text: str, option: str = "--drops") -> tuple[float, ...]:
-    values = parse_numbers(text, option)
-    if any(not 0 < d < 100 for d in values):
-        raise InputError(None, f"{option} {text!r}: each drop must be between 0 and 100 (percent)")
-    return values
-
-
 def parse_detector_names(text: str, option: str = "--detectors") -> list[str]:
     names = [n.strip() for n in str(text).split(",") if n.strip()]
     if not names:
@@ -178,7 +171,7 @@ def load_defense(calibrations: list[str | Path] | None = None, repaired: str | P
     an image is flagged when any flags it. ``nplus1``: a hand-made N+1 network whose last class
     means poisoned, judging beside ``model`` or, without it, on its own (it is then the model).
     ``on_model(path)`` is told before a model loads."""
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
 
     if nplus1 is not None:
         if scale == "auto":
@@ -434,50 +427,6 @@ def repairs_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repai
     return (yield from repair_rows(net, clean, sets, list(repairs), chosen))
 
 
-def prune_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, layer: str | None,
-              drops: tuple[float, ...], epochs: int, scaling: str):
-    """Fine-prune into ``outdir``; every option and the data are checked before anything is written."""
-    from engine.repair import check_fine_prune_options, fine_prune
-
-    check_fine_prune_options(net, layer, epochs)  # before the scaling choice may run the network
-    clean = fit_to_model(clean, net)
-    clean.require_labels("fine-pruning")
-    sets = fit_sets(poisoned, net)
-    chosen, _ = yield from choose_scaling(net, scaling, clean)
-    return (yield from fine_prune(net, clean, sets, outdir, layer, tuple(drops), epochs, chosen))
-
-
-def magnitude_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
-                  sparsity: float = 0.7, epochs: int = 0):
-    """Magnitude pruning (the report's first try) into ``outdir``: sweep, prune, fine-tune, G bundle."""
-    from engine.magnitude import check_sparsity, magnitude_prune
-
-    check_sparsity(sparsity)
-    clean = fit_to_model(clean, net)
-    clean.require_labels("magnitude pruning")
-    sets = fit_sets(poisoned, net)
-    chosen, _ = yield from choose_scaling(net, scaling, clean)
-    return (yield from magnitude_prune(net, clean, sets, outdir, chosen, sparsity, epochs))
-
-
-def nplus1_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
-               epochs: int | None = None, holdout: float | None = None, train_layers: str = "output"):
-    """The report's N+1 network ("G1") into ``outdir``: trained on clean faces and the poisoned sets
-    (label N), a share of each held out for the figures."""
-    from engine.nplus1 import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, DEFAULT_LEARNING_RATE, check_nplus1_options, train_nplus1
-
-    epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    holdout = DEFAULT_HOLDOUT if holdout is None else holdout
-    check_nplus1_options(epochs, holdout, DEFAULT_LEARNING_RATE, train_layers)
-    if not poisoned:
-        raise InputError(None, "the N+1 network learns from poisoned examples: add a poisoned set (with its target)")
-    clean = fit_to_model(clean, net)
-    clean.require_labels("training the N+1 network")
-    sets = fit_sets(poisoned, net)
-    chosen, _ = yield from choose_scaling(net, scaling, clean)
-    return (yield from train_nplus1(net, clean, sets, outdir, chosen, epochs, holdout, train_layers=train_layers))
-
-
 # --- the trigger scan, unlearning and per-image explanations ---------------------------------
 
 
@@ -511,47 +460,33 @@ def sample_images(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
     return images.subset(idx)
 
 
-def parse_classes(text: str | None, net: BadNet, option: str = "--classes") -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise InputError(None, f"{option} {text!r}: give class numbers separated by commas") from None
-    if not values:
-        raise InputError(None, f"{option} {text!r} is empty")
-    for v in values:
-        check_target(net, v)
-    return list(dict.fromkeys(values))
+def stamp_and_count(net: BadNet, clean: ImageSet, result, label: int, limit: int | None = None) -> Job[dict]:
+    """Stamp ``label``'s reversed trigger (a ScanResult's) on the clean faces the network gives
+    another class and count how many it sends to ``label``; with ``limit``, a few faces of
+    different classes, kept with their stamped copies for a preview."""
+    from engine.scoring import predict
 
-
-def unlearn_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
-                scan=None, classes: list[int] | None = None, epochs: int | None = None, share: float | None = None,
-                scan_images: int = 100):
-    """Repair by unlearning into ``outdir``: the scan's flagged classes' reversed triggers (or
-    ``classes``), scanning first when no scan is given. Returns (UnlearnResult, ScanResult)."""
-    from engine.unlearn import DEFAULT_EPOCHS, DEFAULT_SHARE, check_unlearn_options, unlearn
-
-    epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    share = DEFAULT_SHARE if share is None else share
-    check_unlearn_options(epochs, share)
+    trigger = result.triggers[label]
     clean = fit_to_model(clean, net)
-    clean.require_labels("unlearning")
-    sets = fit_sets(poisoned, net)
-    if scan is None:
-        scan = yield from scan_job(net, sample_images(clean, scan_images), scaling)
-    else:
-        scan.check_model(net)
-    chosen = classes if classes is not None else scan.flagged
-    missing = [c for c in chosen if c not in scan.triggers]
-    if missing:
-        raise InputError(None, f"the scan has no reversed trigger for class {missing[0]} "
-                         f"(refined classes: {', '.join(map(str, sorted(scan.triggers)))})")
-    if not chosen:
-        raise InputError(None, "the scan flagged no class, so there is no trigger to unlearn; name one with --classes")
-    result = yield from unlearn(net, clean, [scan.triggers[c] for c in chosen], sets, outdir, scan.scaling,
-                                epochs=epochs, share=share)
-    return result, scan
+    before = (yield from predict(net, clean, result.scaling)).labels  # cached: the clean set was predicted before
+    others = np.flatnonzero(before != label)
+    if limit is not None:  # a few faces of different classes, for the preview
+        _, first = np.unique(before[others], return_index=True)
+        others = others[np.sort(first)][:limit] if len(first) >= limit else others[:limit]
+    stamped = trigger.stamp(clean.images[others])
+    after = np.zeros(0, int)
+    if len(others):
+        stamped_set = ImageSet(stamped, None, [f"stamped[{i}]" for i in others], f"{clean.source} stamped")
+        after = (yield from predict(net, stamped_set, result.scaling)).labels
+    return {
+        "label": label,
+        "n": len(others),
+        "flipped": int(np.sum(after == label)),
+        "faces": clean.images[others] if limit is not None else None,
+        "stamped": stamped if limit is not None else None,
+        "before": before[others].tolist(),
+        "after": after.tolist(),
+    }
 
 
 MAX_EXPLAINED = 50

@@ -1,8 +1,9 @@
-"""Settings forms built from what each detector declares (name, type, default, range, help)."""
+"""Settings forms built from what each detector or repair declares (name, type, default, range, help)."""
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QLabel,
@@ -16,9 +17,16 @@ from PySide6.QtWidgets import (
 from engine.detectors import DETECTORS, Setting
 
 
-def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit:
-    """A spin box over the setting's range (open ends nudged inside), or a line of numbers for a
-    list setting, at its default."""
+def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit | QComboBox:
+    """A spin box over the setting's range (open ends nudged inside), a line of numbers for a list
+    setting, a list of words for a word setting, at its default."""
+    if setting.kind is str:
+        box = QComboBox()
+        box.addItems(list(setting.choices) or ([setting.default] if setting.default else []))
+        if setting.default:
+            box.setCurrentText(setting.default)
+        box.setToolTip(setting.help)
+        return box
     if setting.is_list:
         line = QLineEdit(setting.default_text())
         if not setting.default:
@@ -40,15 +48,16 @@ def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit:
     return box
 
 
-class DetectorSettings(QStackedWidget):
-    """One page of settings per registered detector; the page follows the chosen detector."""
+class SettingsPages(QStackedWidget):
+    """One page of settings per registered class (a detector, a repair); the page follows the chosen one."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, classes: dict, parent: QWidget | None = None):
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
-        self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox | QLineEdit]] = {}
+        self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox | QLineEdit | QComboBox]] = {}
         self.pages: dict[str, int] = {}
-        for name, cls in DETECTORS.items():
+        self.forms: dict[str, QFormLayout] = {}
+        for name, cls in classes.items():
             page = QWidget()
             form = QFormLayout(page)
             form.setContentsMargins(0, 0, 0, 0)
@@ -63,11 +72,14 @@ class DetectorSettings(QStackedWidget):
                 note.setStyleSheet("color: #777;")
                 form.addRow(note)
             page.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+            self.forms[name] = form
             self.pages[name] = self.addWidget(page)
 
-    def show_detector(self, name: str) -> None:
+    def show_page(self, name: str) -> None:
         self.setCurrentIndex(self.pages[name])
         self.updateGeometry()
+
+    show_detector = show_page
 
     def sizeHint(self):  # noqa: N802  (Qt's name)
         """As tall as the page shown, not the tallest page."""
@@ -77,12 +89,22 @@ class DetectorSettings(QStackedWidget):
         return self.currentWidget().minimumSizeHint() if self.currentWidget() else super().minimumSizeHint()
 
     def params(self, name: str) -> dict:
-        """The chosen settings of ``name``, ready for ``make_detector``."""
+        """The chosen settings of ``name``, ready for ``make_detector`` or ``make_repair``."""
         out = {}
         for key, box in self.fields.get(name, {}).items():
+            if isinstance(box, QComboBox):
+                out[key] = box.currentText()
+                continue
             if isinstance(box, QLineEdit):
                 out[key] = box.text()  # checked by the detector, like a file's or the CLI's
                 continue
             value = box.value()
             out[key] = round(value, 6) if isinstance(value, float) else int(value)
         return out
+
+
+class DetectorSettings(SettingsPages):
+    """One page of settings per registered detector."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(DETECTORS, parent)

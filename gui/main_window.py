@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.pruning, "5. Pruning && repair")
         self.tabs.addTab(self.compare, "6. Compare detectors")
         self.tabs.addTab(self.scan, "7. Trigger scan")
+        self.scan.repairRequested.connect(self._unlearn_requested)
         self.banner = ErrorBanner()
         right = QWidget()
         right_layout = QVBoxLayout(right)
@@ -137,6 +138,12 @@ class MainWindow(QMainWindow):
         self._restore_settings()
 
     # --- wiring ---------------------------------------------------------------------------
+
+    def _unlearn_requested(self, classes: list[int]) -> None:
+        """The scan tab's *Repair by unlearning…*: the repair tab, unlearning chosen, those classes filled in."""
+        self.pruning.set_method("unlearning")
+        self.pruning.field("classes").setText(",".join(map(str, classes)))
+        self.tabs.setCurrentWidget(self.pruning)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")

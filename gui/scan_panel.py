@@ -2,8 +2,8 @@
 
 Ranked classes on the left (partial results while the scan runs); for the chosen class its mask,
 pattern and mask x pattern, and a few clean faces before and after stamping with the network's
-answer under each; a button that stamps the trigger on every loaded clean face; PNG export; and
-repair by unlearning, whose network becomes the repaired network G."""
+answer under each; a button that stamps the trigger on every loaded clean face; PNG export; and a
+way to repair by unlearning (the Pruning & repair tab, unlearning chosen)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -19,20 +19,18 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QPushButton,
     QScrollArea,
     QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from gui.controllers.scan import SCAN_TITLE
-from gui.folders import default_folder, make_output_home
+from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
 
@@ -69,6 +67,8 @@ def _as_image(a: np.ndarray) -> np.ndarray:
 
 
 class ScanPanel(QWidget):
+    repairRequested = Signal(list)  # classes to unlearn: the window opens its repair tab
+
     def __init__(self, session: Session, settings: QSettings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
@@ -178,32 +178,13 @@ class ScanPanel(QWidget):
         splitter.setStretchFactor(0, 1)
         splitter.setSizes([400, 540])
 
-        # repair by unlearning
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 1000)
-        self.epochs_spin.setValue(20)
-        self.epochs_spin.setToolTip("Fine-tuning epochs on the clean data, 20% of each batch stamped with the "
-                                    "flagged classes' reversed triggers; targets: the true label and the "
-                                    "BadNet's answer on the unstamped face")
-        self.unlearn_edit = QLineEdit()
-        self.unlearn_edit.setMinimumWidth(260)
-        browse = QToolButton()
-        browse.setText("…")
-        browse.clicked.connect(self._browse_unlearn)
-        self.unlearn_button = QPushButton("Repair by unlearning")
-        self.unlearn_button.setToolTip("Unlearn the flagged classes' reversed triggers, and the selected class's "
-                                       "when it is not flagged")
+        self.unlearn_button = QPushButton("Repair by unlearning…")
+        self.unlearn_button.setToolTip("Open Pruning & repair with unlearning chosen: the flagged classes' "
+                                       "reversed triggers, and the selected class's when it is not flagged")
         self.unlearn_button.clicked.connect(self.unlearn_clicked)
-        self.unlearn_result = QLabel("")
-        self.unlearn_result.setWordWrap(True)
-        self.unlearn_result.setTextFormat(Qt.TextFormat.RichText)
         repair = QHBoxLayout()
         repair.addWidget(self.unlearn_button)
-        repair.addWidget(QLabel("epochs"))
-        repair.addWidget(self.epochs_spin)
-        repair.addWidget(QLabel("into"))
-        repair.addWidget(self.unlearn_edit, 1)
-        repair.addWidget(browse)
+        repair.addStretch(1)
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -211,15 +192,12 @@ class ScanPanel(QWidget):
         layout.addWidget(splitter, 1)
         layout.addWidget(self.table_note)
         layout.addLayout(repair)
-        layout.addWidget(self.unlearn_result)
 
         s = session.scan
         s.partial.connect(self._on_partial)
         s.scanChanged.connect(self._on_result)
         s.previewChanged.connect(self._on_preview)
         s.stampCounted.connect(self._on_counted)
-        s.unlearned.connect(self._on_unlearned)
-        session.data.modelChanged.connect(self._on_model)
         session.runner.started.connect(self._on_job_started)
         session.runner.finished.connect(self._on_job_finished)
         self._on_result(None)
@@ -308,28 +286,14 @@ class ScanPanel(QWidget):
 
     @Slot()
     def unlearn_clicked(self) -> None:
-        outdir = self.unlearn_edit.text().strip()
-        if not outdir:
-            self.session.error.emit("choose an output folder for the unlearned network")
-            return
-        make_output_home(outdir)
+        """Ask the window for the repair tab, unlearning the flagged classes (and the chosen one)."""
         result, chosen = self.session.scan.result, self.chosen_class()
-        classes = None
-        if result is not None and chosen is not None and chosen not in result.flagged:
-            classes = sorted(set(result.flagged) | {chosen})  # the flagged ones and the one the user picked
-        self.unlearn_result.setText("<i>unlearning…</i>")
-        self.session.scan.unlearn(outdir, classes, epochs=self.epochs_spin.value())
-
-    def _browse_unlearn(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the unlearned network", self.unlearn_edit.text())
-        if folder:
-            self.unlearn_edit.setText(folder)
+        classes = [] if result is None else list(result.flagged)
+        if chosen is not None and chosen not in classes:
+            classes.append(chosen)
+        self.repairRequested.emit(sorted(classes))
 
     # --- results ------------------------------------------------------------------------------
-
-    @Slot(object)
-    def _on_model(self, net) -> None:
-        self.unlearn_edit.setText(str(default_folder(net.path, "unlearning")))
 
     @Slot(object)
     def _on_partial(self, result) -> None:
@@ -453,12 +417,6 @@ class ScanPanel(QWidget):
                                   f"loaded clean faces of other classes to class {out['label']} "
                                   f"({100 * out['flipped'] / n:.0f}%)")
 
-    @Slot(object)
-    def _on_unlearned(self, out) -> None:
-        lines = [html.escape(line) for line in out.lines()]
-        lines.append("The unlearned network is now the repaired network G (Image check: G column, or "
-                     "Verdict by: repaired network G).")
-        self.unlearn_result.setText("<br>".join(lines))
 
 
 def _num(v, fmt: str) -> str:

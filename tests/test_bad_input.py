@@ -163,7 +163,7 @@ def test_prune_refuses_a_folder_of_other_files(capsys, tmp_path):
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
     code, _, err = cli(capsys, "prune", "-o", out)
-    assert_one_line_error(code, err, out, "holds other files")
+    assert_one_line_error(code, err, out, "is not an empty folder or an earlier fine-pruning run's results")
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
 
 
@@ -274,11 +274,13 @@ def test_calibrations_for_different_models_do_not_combine(capsys, calibration, t
 
 @pytest.mark.parametrize("args, message", [
     (["calibrate", "--min-samples", "-1", "-o", "x.json"], "--min-samples: '-1' must be 0 or more"),
-    (["prune", "--fine-tune-epochs", "-1", "-o", "out"], "--fine-tune-epochs: '-1' must be 0 or more"),
+    (["prune", "--fine-tune-epochs", "-1", "-o", "out"], "Fine-pruning fine-tuning epochs -1 must be in [0, 1000]"),
     (["compare", "--detectors", ","], "--detectors ',': name at least one detector"),
     (["compare", "--frr", "150"], "--frr '150': each rate must be a percentage in [0, 100)"),
     (["compare", "--frr", "nan"], "--frr 'nan': give finite numbers"),
-    (["prune", "--drops", "0", "-o", "out"], "--drops '0'"),
+    (["prune", "--drops", "0", "-o", "out"], "Fine-pruning accuracy drops '0' must be in (0, 100]"),
+    (["repair", "unlearning", "--classes", "7,x", "-o", "out"], "Unlearning classes 'x' is not a number"),
+    (["repair", "nplus1", "--train-layers", "some", "-o", "out"], "invalid choice: 'some'"),
     (["calibrate", "--frr", "1.5", "-o", "x.json"], "false-rejection rate 1.5 must be in [0, 1)"),
     (["calibrate", "--detector", "strip", "--alpha", "0", "-o", "x.json"], "blend weight 0.0 must be in (0, 1)"),
     (["score", "--target", "-3"], "--target -3 is not a class"),

@@ -176,7 +176,7 @@ def test_app_without_a_display_says_so(tmp_path):
 
 def test_prune_eval_and_score_with_a_repaired_network(capsys, tmp_path):
     out = tmp_path / "pruned"
-    code, stdout, _ = cli(capsys, "prune", "--drops", "2,10", "-o", out)
+    code, stdout, _ = cli(capsys, "prune", "--drops", "2,10", "--fine-tune-epochs", "0", "-o", out)
     assert code == 0 and "drop 2%" in stdout and "drop 10%" in stdout
     assert (out / "sweep.csv").exists() and (out / "repaired.json").exists()
     assert {p.name for p in out.glob("pruned_drop*.h5")} == {"pruned_drop2.h5", "pruned_drop10.h5"}
@@ -191,7 +191,7 @@ def test_prune_eval_and_score_with_a_repaired_network(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["prune", "--drops", "2,x", "-o", "out"], "--drops '2,x'"),
+        (["prune", "--drops", "2,x", "-o", "out"], "Fine-pruning accuracy drops 'x' is not a number"),
         (["prune", "--layer", "fc_1", "-o", "out"], "no convolutional layer 'fc_1'"),
         (["eval", "--repaired", "pyproject.toml"], "not a repaired-network file"),
     ],
@@ -218,7 +218,7 @@ def test_installing_puts_no_top_level_main_module():
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["badnet-inspector"] == "cli:main"
+    assert project["project"]["scripts"]["badnet-inspector"] == "cli:run"
     setuptools = project["tool"]["setuptools"]
     assert "py-modules" not in setuptools
     assert all(not pattern.startswith("main") for pattern in setuptools["packages"]["find"]["include"])
@@ -249,12 +249,19 @@ def test_the_cli_reference_page_lists_every_command_and_option():
         found = re.match(r"\| `(\w+)", line)
         if found:
             rows[found.group(1)] = rows.get(found.group(1), "") + line
-    parser = main.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    def subcommands(parser):
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return found[0].choices if found else {}
+
+    commands = subcommands(main.build_parser())
     assert set(rows) == set(commands), set(rows) ^ set(commands)
     for name, sub in commands.items():
-        for action in sub._actions:
+        row = rows["repair"] if "the same as `repair" in rows[name] else rows[name]
+        methods = subcommands(sub)
+        for method in methods:  # each repair method has rows of its own: `repair fine-pruning ...`
+            assert f"`{name} {method} " in row or method in ("unlearn", "channels"), f"{name} {method}"
+        for action in [a for p in [sub, *methods.values()] for a in p._actions]:
             long = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
             if long:
                 mentioned = re.compile(re.escape(long[0]) + r"(?![\w-])")
-                assert mentioned.search(rows[name]) or mentioned.search(shared), f"{name} {long[0]}"
+                assert mentioned.search(row) or mentioned.search(shared), f"{name} {long[0]}"

@@ -96,11 +96,13 @@ def test_the_reports_three_attempts_run_on_the_real_sample(csaw, bd_net, tmp_pat
     from engine.calibration import calibrate
     from engine.data_io import PoisonedSet
     from engine.detectors import make_detector
-    from engine.magnitude import magnitude_prune
+    from engine.repairs.magnitude import magnitude_prune
 
     clean, sets = workflow.open_sets(bd_net, csaw / "clean_sample.h5", [(csaw / "sunglasses_sample.h5", 0)])
-    result = progress.run(workflow.nplus1_job(bd_net, clean, sets, tmp_path / "np1", "1/255", epochs=30,
-                                              holdout=0.3))
+    from engine.repairs import make_repair, repair_job
+
+    result = progress.run(repair_job(make_repair("nplus1", {"epochs": 30, "holdout": 0.3}), bd_net, clean, sets,
+                                     tmp_path / "np1", "1/255")).detail
     held = result.report["poisoned"][sets[0].name]
     assert held["n"] == 3 and held["detection"] >= 2 / 3
     g = result.bundle

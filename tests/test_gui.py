@@ -415,15 +415,17 @@ def run_repair(qtbot, w):
 
 
 def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qtbot, tmp_path):
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
 
     w = demo_window
     panel = w.pruning
-    assert panel.layer_box.currentText() == "conv_3"
+    assert panel.method == "fine-pruning" and panel.field("layer").currentText() == "conv_3"
+    assert [panel.field("layer").itemText(i) for i in range(panel.field("layer").count())] == [
+        "conv_1", "conv_2", "conv_3", "conv_4"]  # the form's words follow the model
     panel.outdir_edit.setText(str(tmp_path / "pruned"))
-    panel.epochs_spin.setValue(0)
-    result = run_repair(qtbot, w)
-    x, y = panel._accuracy.getData()
+    panel.field("fine_tune_epochs").setValue(0)
+    result = run_repair(qtbot, w).detail
+    x, y = panel._lines[0].getData()
     assert len(x) == 61 and x[-1] == pytest.approx(1.0)
     np.testing.assert_allclose(y, result.sweep.clean_accuracy)
     assert len(result.saved) == 3 and "drop 2%" in panel.summary.text()
@@ -445,29 +447,30 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
 def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo_window, qtbot, tmp_path):
     """Magnitude pruning plots its sparsity sweep; the N+1 network, learnt from the first poisoned
     set only, becomes the verdict source; the comparison lists both beside the detectors."""
-    from engine.nplus1 import NPlusOneResult
+    from engine.repairs.nplus1 import NPlusOneResult
 
     w = demo_window
     panel = w.pruning
     panel.set_method("magnitude")
-    assert panel.sparsity_spin.isVisibleTo(panel) and not panel.layer_box.isVisibleTo(panel)
+    assert panel.field("sparsity").isVisibleTo(panel) and not panel.learn_box.isVisibleTo(panel)
+    assert panel.outdir_edit.text().endswith("_magnitude")
     panel.outdir_edit.setText(str(tmp_path / "mag"))
-    panel.epochs_spin.setValue(0)
-    result = run_repair(qtbot, w)
-    x, y = panel._accuracy.getData()
+    panel.field("fine_tune_epochs").setValue(0)
+    result = run_repair(qtbot, w).detail
+    x, y = panel._lines[0].getData()
     np.testing.assert_allclose(x, result.sweep.sparsity)
     np.testing.assert_allclose(y, result.sweep.clean_accuracy)
     assert "magnitude pruning to 70%" in panel.summary.text()
 
     panel.set_method("nplus1")
-    assert panel.train_spin.isVisibleTo(panel) and not panel.sparsity_spin.isVisibleTo(panel)
+    assert panel.field("epochs").isVisibleTo(panel) and panel.learn_box.isVisibleTo(panel)
     first = w.session.data.poisoned[0].name
     assert panel.learn_box.currentText() == first
     panel.outdir_edit.setText(str(tmp_path / "np1"))
-    panel.train_spin.setValue(3)
-    result = run_repair(qtbot, w)
+    panel.field("epochs").setValue(3)
+    result = run_repair(qtbot, w).detail
     assert isinstance(result, NPlusOneResult) and result.report["trained_on"] == [first]
-    assert len(panel._accuracy.getData()[0]) == 3
+    assert len(panel._lines[0].getData()[0]) == 3
     g = w.session.pruning.repaired
     assert g.rule == "nplus1" and len(w.session.pruning.known) == 2
 
@@ -514,12 +517,16 @@ def test_nplus1_without_a_poisoned_set_is_refused(demo_window):
     assert errors and "poisoned" in errors[-1]
 
 
-def test_fine_pruning_rejects_bad_drops(demo_window):
+def test_fine_pruning_rejects_bad_drops(demo_window, qtbot):
+    """The form's text is checked by the repair's own setting, in the job's turn: a banner, nothing run."""
     errors = []
-    demo_window.session.error.connect(errors.append)
-    demo_window.pruning.drops_edit.setText("2,lots")
-    assert not demo_window.pruning.start()
-    assert errors and "2,lots" in errors[-1]
+    w = demo_window
+    w.session.error.connect(errors.append)
+    w.pruning.field("drops").setText("2,lots")
+    w.pruning.start()
+    wait_idle(qtbot, w)
+    assert errors and "Fine-pruning accuracy drops 'lots' is not a number" in errors[-1]
+    assert w.session.pruning.result is None
 
 
 # --- STRIP, several detectors, comparison -------------------------------------------------------
@@ -969,15 +976,20 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, qtb
     png = tmp_path / "trigger.png"
     assert panel.export_png(png) and is_png(png)
 
-    panel.epochs_spin.setValue(3)
-    panel.unlearn_edit.setText(str(tmp_path / "unlearned"))
-    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
-        panel.unlearn_clicked()
-    wait_idle(qtbot, w)
+    # Repair by unlearning: the repair tab, unlearning chosen, the flagged classes and the selected one
+    panel.unlearn_clicked()
+    repair = w.pruning
+    assert w.tabs.currentWidget() is repair and repair.method == "unlearning"
+    classes = sorted(set(result.flagged) | {DEMO_TRIGGERS["sunglasses"]})
+    assert repair.field("classes").text() == ",".join(map(str, classes))
+    assert "flagged classes" in repair.scan_note.text()
+    repair.field("epochs").setValue(3)
+    repair.outdir_edit.setText(str(tmp_path / "unlearned"))
+    outcome = run_repair(qtbot, w)
     g = w.session.pruning.repaired
     assert g is not None and g.choice["method"] == "unlearning" and (tmp_path / "unlearned" / "repaired.json").exists()
-    assert set(g.choice["trigger_classes"]) == set(result.flagged) | {DEMO_TRIGGERS["sunglasses"]}  # + the selected
-    assert "attack success on" in panel.unlearn_result.text()
+    assert sorted(g.choice["trigger_classes"]) == classes
+    assert "attack success on" in repair.summary.text() and outcome.scan is result  # the loaded scan was used
 
 
 def test_selecting_a_checked_image_shows_where_the_network_looks(demo_window, qtbot, tmp_path):

@@ -15,7 +15,8 @@ from engine.data_io import PoisonedSet
 from engine.errors import InputError
 from engine.metrics import accuracy
 from engine.model_io import load_badnet
-from engine.repair import RepairedNet, fine_prune
+from engine.repairs.bundle import RepairedNet
+from engine.repairs.fine_pruning import fine_prune
 from engine.scoring import predict
 
 

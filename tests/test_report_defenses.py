@@ -18,7 +18,10 @@ from engine.scoring import predict, to_model_input
 
 
 def cli(capsys, *args):
-    code = main.main([str(a) for a in args])
+    try:
+        code = main.main([str(a) for a in args])
+    except SystemExit as stop:  # a usage error, as the command line ends it
+        code = stop.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -27,7 +30,7 @@ def cli(capsys, *args):
 
 
 def test_the_added_unit_starts_out_changing_no_answer(demo_net, demo_clean, demo_poisoned):
-    from engine.nplus1 import with_extra_class
+    from engine.repairs.nplus1 import with_extra_class
 
     model = with_extra_class(demo_net)
     x = to_model_input(np.concatenate([demo_clean.images[:100], demo_poisoned.images[:50]]), "1/255")
@@ -43,7 +46,7 @@ def test_an_output_that_is_not_a_dense_layer_is_refused():
     import keras
 
     from engine.model_io import BadNet
-    from engine.nplus1 import with_extra_class
+    from engine.repairs.nplus1 import with_extra_class
 
     inputs = keras.Input((12, 10, 3))
     x = keras.layers.Conv2D(4, 3)(inputs)
@@ -63,8 +66,11 @@ def nplus1_dir(tmp_path_factory):
     net = load_badnet(DEMO_MODEL)
     clean, sets = workflow.open_sets(net, DEMO_CLEAN_VALIDATION, [(DEMO_POISONED, 0)])
     out = tmp_path_factory.mktemp("nplus1") / "np1"
-    result = run(workflow.nplus1_job(net, clean, sets, out, "1/255", epochs=30))
-    return out, result
+    from engine.repairs import make_repair, repair_job
+
+    outcome = run(repair_job(make_repair("nplus1", {"epochs": 30}), net, clean, sets, out, "1/255"))
+    assert outcome.method == "nplus1" and outcome.plots[0].x_label == "epoch"
+    return out, outcome.detail
 
 
 def test_nplus1_detects_held_out_sunglasses_faces(nplus1_dir, demo_net):
@@ -91,7 +97,7 @@ def test_nplus1_detects_held_out_sunglasses_faces(nplus1_dir, demo_net):
 
 def test_nplus1_is_weak_on_a_trigger_it_never_saw(nplus1_dir, demo_net, demo_test):
     """Held-out clean test faces pass; the eyebrows trigger (not trained on) is mostly missed."""
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
 
     out, _ = nplus1_dir
     g = RepairedNet.load(out / "repaired.json")
@@ -130,20 +136,20 @@ def test_a_hand_made_network_must_have_one_class_more(capsys):
 
 
 def test_repair_nplus1_needs_a_poisoned_set_and_refuses_unlearning_options(capsys, tmp_path):
-    code, _, err = cli(capsys, "repair", "--method", "nplus1", "--model", DEMO_MODEL, "-o", tmp_path / "a")
+    code, _, err = cli(capsys, "repair", "nplus1", "--model", DEMO_MODEL, "-o", tmp_path / "a")
     assert code == 2 and "poisoned" in err
-    code, _, err = cli(capsys, "repair", "--method", "nplus1", "--share", "0.3", "-o", tmp_path / "b")
-    assert code == 2 and "--share" in err
+    code, _, err = cli(capsys, "repair", "nplus1", "--share", "0.3", "-o", tmp_path / "b")
+    assert code == 2 and "--share" in err  # unlearning's option, not the N+1 network's
     foreign = tmp_path / "c"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    code, _, err = cli(capsys, "repair", "--method", "nplus1", "-o", foreign)
+    code, _, err = cli(capsys, "repair", "nplus1", "-o", foreign)
     assert code == 2 and (foreign / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_a_bundle_with_an_unknown_rule_is_refused(nplus1_dir, tmp_path):
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
 
     out, _ = nplus1_dir
     raw = json.loads((out / "repaired.json").read_text())
@@ -167,7 +173,7 @@ def test_a_bundle_with_an_unknown_rule_is_refused(nplus1_dir, tmp_path):
 
 
 def test_keep_masks_zero_the_smallest_share_of_every_layer(demo_net):
-    from engine.magnitude import kernel_layers, pruned_copy
+    from engine.repairs.magnitude import kernel_layers, pruned_copy
 
     model, masks = pruned_copy(demo_net, 0.7)
     assert set(masks) == {layer.name for layer in kernel_layers(demo_net.model)}
@@ -184,9 +190,9 @@ def test_keep_masks_zero_the_smallest_share_of_every_layer(demo_net):
 def test_magnitude_pruning_sweeps_and_keeps_zeros_while_fine_tuning(demo_net, demo_clean, demo_poisoned,
                                                                      tmp_path):
     from engine.data_io import PoisonedSet
-    from engine.magnitude import magnitude_prune
+    from engine.repairs.magnitude import magnitude_prune
     from engine.model_io import load_badnet
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
 
     sets = [PoisonedSet(demo_poisoned, 0)]
     out = tmp_path / "mag"
@@ -206,13 +212,14 @@ def test_magnitude_pruning_sweeps_and_keeps_zeros_while_fine_tuning(demo_net, de
     assert "fine_tuned" in result.report and result.report["fine_tuned"]["epochs"] == 1
 
 
-def test_prune_magnitude_cli_options(capsys, tmp_path):
-    code, _, err = cli(capsys, "prune", "--method", "magnitude", "--layer", "conv_3", "-o", tmp_path / "a")
-    assert code == 2 and "--sparsity" in err
-    code, _, err = cli(capsys, "prune", "--method", "magnitude", "--sparsity", "1.5", "-o", tmp_path / "a")
-    assert code == 2 and "1.5" in err
+def test_magnitude_cli_options(capsys, tmp_path):
+    """Each repair takes its own settings: fine-pruning's --layer is not magnitude pruning's."""
+    code, _, err = cli(capsys, "repair", "magnitude", "--layer", "conv_3", "-o", tmp_path / "a")
+    assert code == 2 and "--layer" in err
+    code, _, err = cli(capsys, "repair", "magnitude", "--sparsity", "1.5", "-o", tmp_path / "a")
+    assert code == 2 and "Magnitude pruning sparsity 1.5 must be in (0, 1)" in err
     code, _, err = cli(capsys, "prune", "--sparsity", "0.5", "-o", tmp_path / "a")
-    assert code == 2 and "--method magnitude" in err
+    assert code == 2 and "--sparsity" in err
     assert not (tmp_path / "a").exists()
 
 

@@ -243,14 +243,17 @@ def test_unlearning_removes_both_demo_backdoors(demo_scan, demo_net, demo_clean,
     (on test faces it never saw) down by at most 5 points; the bundle works as a repaired network."""
     from engine import workflow
     from engine.demo import DEMO_SETS
-    from engine.repair import RepairedNet
+    from engine.repairs.bundle import RepairedNet
     from engine.scoring import predict
 
     result, _ = demo_scan
     sets = [workflow.open_poisoned(demo_net, p, t) for p, t in DEMO_SETS]
     out = tmp_path / "unlearned"
-    repaired, scan = run(workflow.unlearn_job(demo_net, demo_clean, sets, out, "1/255", scan=result))
-    assert scan is result and sorted(repaired.report["trigger_classes"]) == sorted(result.flagged)
+    from engine.repairs import make_repair, repair_job
+
+    outcome = run(repair_job(make_repair("unlearning"), demo_net, demo_clean, sets, out, "1/255", result))
+    repaired = outcome.detail
+    assert outcome.scan is result and sorted(repaired.report["trigger_classes"]) == sorted(result.flagged)
     for name, v in repaired.report["attack_success"].items():
         assert v["before"] > 0.9 and v["after"] < 0.10, name
     g = RepairedNet.load(out / "repaired.json")
@@ -266,12 +269,13 @@ def test_unlearning_removes_both_demo_backdoors(demo_scan, demo_net, demo_clean,
 
 
 def test_unlearning_needs_a_trigger(demo_scan, demo_net, demo_clean, tmp_path):
-    from engine import workflow
+    from engine.repairs import make_repair, repair_job
 
     result, _ = demo_scan
     not_refined = next(c for c in range(demo_net.num_classes) if c not in result.triggers)
     with pytest.raises(InputError, match=f"no reversed trigger for class {not_refined}"):
-        run(workflow.unlearn_job(demo_net, demo_clean, [], tmp_path / "u", "1/255", scan=result, classes=[not_refined]))
+        run(repair_job(make_repair("unlearning", {"classes": [not_refined]}), demo_net, demo_clean, [], tmp_path / "u",
+                       "1/255", result))
     assert not (tmp_path / "u").exists()
 
 
@@ -344,15 +348,15 @@ def test_cli_repair_by_unlearning_writes_a_bundle_eval_takes(demo_scan, tmp_path
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "keep.txt").write_text("x")
-    assert main(["repair", "--scan", str(scan_dir), "--epochs", "1", "-o", str(mine)]) == 2
+    assert main(["repair", "unlearning", "--scan", str(scan_dir), "--epochs", "1", "-o", str(mine)]) == 2
     assert "choose a new folder" in capsys.readouterr().err and (mine / "keep.txt").read_text() == "x"
     not_refined = next(c for c in range(50) if c not in result.triggers)
-    assert main(["repair", "--scan", str(scan_dir), "--classes", str(not_refined), "--epochs", "1", "-o",
+    assert main(["repair", "unlearning", "--scan", str(scan_dir), "--classes", str(not_refined), "--epochs", "1", "-o",
                  str(tmp_path / "u0")]) == 2
     assert f"no reversed trigger for class {not_refined}" in capsys.readouterr().err
     assert not (tmp_path / "u0").exists()
     out = tmp_path / "u"
-    assert main(["repair", "--scan", str(scan_dir), "--epochs", "2", "-o", str(out)]) == 0
+    assert main(["repair", "unlearning", "--scan", str(scan_dir), "--epochs", "2", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "attack success on sunglasses_poisoned.h5 -> 0" in printed and "held-out clean accuracy" in printed
     assert main(["eval", "--repaired", str(out / "repaired.json"), str(DEMO_IMAGES)]) == 0

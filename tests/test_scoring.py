@@ -32,7 +32,7 @@ def test_engine_imports_no_qt():
     # In a fresh process: pytest-qt has already imported Qt into this one.
     code = (
         "import sys, engine.calibration, engine.data_io, engine.scoring, engine.metrics, engine.demo, engine.workflow, "
-        "engine.detectors, engine.compare, engine.repair, cli.commands, main\n"
+        "engine.detectors, engine.compare, engine.repairs, cli.commands, main\n"
         "print([m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'superqt')])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)

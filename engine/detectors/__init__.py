@@ -48,7 +48,7 @@ class Setting:
 
     name: str  # the keyword, the saved key and (with dashes) the CLI option
     label: str  # for people: "blend images"
-    kind: type  # int, float, tuple (of floats, written "3,5,7") or list (of names, "strip,scaleup")
+    kind: type  # int, float, str (a word, from `choices` when given), tuple (of floats, written "3,5,7") or list (of names)
     default: int | float | tuple
     low: int | float  # inclusive unless low_open (for a tuple: each of its numbers)
     high: int | float  # inclusive unless high_open
@@ -58,12 +58,15 @@ class Setting:
     step: float | None = None  # spin-box step in the window
     shown: bool = True  # False: saved, but neither a CLI option nor a form field
     item: type = float  # a tuple's numbers: float, or int for whole numbers
+    choices: tuple[str, ...] = ()  # a str setting: the words allowed (empty: any text)
 
     @property
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
     def range_text(self) -> str:
+        if self.kind is str:
+            return " or ".join(self.choices) if self.choices else "text"
         if self.kind is list:
             return "names"
         lo = "(" if self.low_open else "["
@@ -77,12 +80,20 @@ class Setting:
         return self.kind in (tuple, list)
 
     def default_text(self) -> str:
+        if self.kind is str:
+            return self.default
         if self.kind is list:
             return ",".join(self.default)
         return ",".join(f"{v:g}" for v in self.default) if self.kind is tuple else f"{self.default:g}"
 
     def check(self, value, title: str):
         """``value`` as this setting's type, or an InputError saying what is allowed."""
+        if self.kind is str:
+            if not isinstance(value, str) or len(value) > 200:
+                raise InputError(None, f"{title} {self.label} {value!r} is not a word")
+            if self.choices and value not in self.choices:
+                raise InputError(None, f"{title} {self.label} {value!r}: choose {self.range_text()}")
+            return value
         if self.kind is list:
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):

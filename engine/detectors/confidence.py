@@ -70,7 +70,7 @@ class ConfidenceDetector(Detector):
     def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
         if self.fine_tune_epochs == 0:
             return None
-        from engine.pruning import fine_tune
+        from engine.repairs.training import fine_tune
 
         model = net.copy_model()
         yield from fine_tune(model, lambda m: None, clean, scaling, self.fine_tune_epochs,

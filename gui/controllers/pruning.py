@@ -1,5 +1,5 @@
-"""Pruning and repair: fine-pruning's channel sweep, magnitude pruning's sparsity sweep, the N+1
-network, and the repaired network they build (the verdict source "repaired network G"). Every
+"""Repairs: any registered repair (fine-pruning, magnitude pruning, unlearning, the N+1 network, ...)
+run as a job, and the repaired network it builds (the verdict source "repaired network G"). Every
 repaired network made or loaded for this model is kept, so the comparison can list them all."""
 
 from __future__ import annotations
@@ -8,15 +8,12 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from engine import workflow
 from engine.errors import InputError
 from engine.progress import Progress
 
-METHODS = ("channels", "magnitude", "nplus1")
-
 
 class PruningController(QObject):
-    sweepChanged = Signal(object)  # FinePruneResult | MagnitudeResult | NPlusOneResult | None
+    sweepChanged = Signal(object)  # RepairOutcome | None: what the last repair made
     repairedChanged = Signal(object)  # RepairedNet | None
     knownChanged = Signal()  # the list of repaired networks changed
 
@@ -35,57 +32,33 @@ class PruningController(QObject):
             raise InputError(None, f"load labelled clean data before {what}")
         return data
 
-    def run(self, outdir: str | Path, layer: str | None = None, drops=(2.0, 4.0, 10.0), epochs: int = 2) -> None:
-        """Queue fine-pruning of the model on the clean data; results go to ``outdir``."""
+    def run(self, method: str, params: dict | None = None, outdir: str | Path | None = None,
+            sets: list[int] | None = None) -> None:
+        """Queue ``method`` with ``params`` (its settings; missing ones take its defaults) into
+        ``outdir``. ``sets``: the indices of the loaded poisoned sets a repair that learns from
+        poisoned faces takes (None: all). A repair that uses a trigger scan takes the loaded one."""
+        from engine.repairs import make_repair, repair_job
+
         outdir = Path(outdir)
 
         def factory():
-            data = self._require("pruning")
-            job = workflow.prune_job(data.net, data.clean, list(data.poisoned), outdir, layer, tuple(drops), epochs,
-                                     data.effective_scaling)
-            return _and_load_repaired(job)
-
-        def done(result) -> None:
-            for line in result.notes:
-                self.session.message.emit(line)
-            self._finished(result, result.chosen, f"fine-pruning results in {outdir}")
-
-        self.session.runner.submit("Fine-prune", factory, done)
-
-    def run_magnitude(self, outdir: str | Path, sparsity: float = 0.7, epochs: int = 0) -> None:
-        """Queue magnitude pruning (the report's first try): sweep, prune, fine-tune, G."""
-        outdir = Path(outdir)
-
-        def factory():
-            data = self._require("magnitude pruning")
-            return workflow.magnitude_job(data.net, data.clean, list(data.poisoned), outdir, data.effective_scaling,
-                                          sparsity, epochs)
-
-        def done(result) -> None:
-            for line in result.lines():
-                self.session.message.emit(line)
-            self._finished(result, result.bundle, f"magnitude-pruning results in {outdir}")
-
-        self.session.runner.submit("Magnitude pruning", factory, done)
-
-    def run_nplus1(self, outdir: str | Path, epochs: int = 40, sets: list[int] | None = None,
-                   train_layers: str = "output") -> None:
-        """Queue training of the N+1 network on the clean data and the loaded poisoned sets
-        (``sets``: their indices; None: all)."""
-        outdir = Path(outdir)
-
-        def factory():
-            data = self._require("training the N+1 network")
+            repair = make_repair(method, params)
+            data = self._require(repair.title.lower())
             chosen = [p for i, p in enumerate(data.poisoned) if sets is None or i in sets]
-            return workflow.nplus1_job(data.net, data.clean, chosen, outdir, data.effective_scaling, epochs,
-                                       train_layers=train_layers)
+            scan = self.session.scan.result if repair.uses_scan else None
+            return repair_job(repair, data.net, data.clean, chosen if repair.needs_poisoned else list(data.poisoned),
+                              outdir, data.effective_scaling, scan)
 
-        def done(result) -> None:
-            for line in result.lines():
+        def done(outcome) -> None:
+            for line in outcome.lines:
                 self.session.message.emit(line)
-            self._finished(result, result.bundle, f"N+1 network in {outdir}")
+            if outcome.scan is not None and self.session.scan.result is None:
+                self.session.scan.set_result(outcome.scan, None)
+            self._finished(outcome, outcome.bundle, f"results in {outdir}")
 
-        self.session.runner.submit("Train the N+1 network", factory, done)
+        from engine.repairs import repair_class
+
+        self.session.runner.submit(repair_class(method).title, factory, done)
 
     def _finished(self, result, bundle, where: str) -> None:
         self.result = result
@@ -95,7 +68,7 @@ class PruningController(QObject):
             self.set_repaired(bundle)
 
     def load_repaired(self, path: str | Path) -> None:
-        from engine.repair import RepairedNet
+        from engine.repairs.bundle import RepairedNet
 
         try:
             g = RepairedNet.load(path)
@@ -120,7 +93,7 @@ class PruningController(QObject):
 
     def load_nplus1(self, path: str | Path) -> None:
         """A hand-made N+1 network for the loaded BadNet; the user says its last class means poisoned."""
-        from engine.repair import RepairedNet
+        from engine.repairs.bundle import RepairedNet
 
         def factory():
             data = self.session.data
@@ -158,10 +131,3 @@ class PruningController(QObject):
         if self.result is not None:
             self.result = None
             self.sweepChanged.emit(None)
-
-
-def _and_load_repaired(job):
-    result = yield from job
-    if result.chosen is not None:
-        result.chosen.load_repaired()  # off the GUI thread
-    return result

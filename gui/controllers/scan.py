@@ -1,5 +1,5 @@
-"""The trigger scan, its reversed triggers on the loaded faces, repair by unlearning, and
-per-image explanations (sensitivity maps)."""
+"""The trigger scan, its reversed triggers on the loaded faces, and per-image explanations
+(sensitivity maps). Repair by unlearning is a repair like the others (the pruning controller)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ class ScanController(QObject):
     partial = Signal(object)  # ScanResult while the scan runs
     previewChanged = Signal(object)  # dict: the chosen class's trigger on a few clean faces
     stampCounted = Signal(object)  # dict: flips over all loaded clean faces
-    unlearned = Signal(object)  # UnlearnResult
     explained = Signal(object)  # (name, Explanation)
 
     def __init__(self, session, parent: QObject | None = None):
@@ -117,31 +116,9 @@ class ScanController(QObject):
                 raise InputError(None, "run or load a trigger scan, then choose a class")
             if data.net is None or data.clean is None:
                 raise InputError(None, "load the model and clean data first")
-            return _stamped(data.net, data.clean, result, label, limit)
+            return workflow.stamp_and_count(data.net, data.clean, result, label, limit)
 
         self.session.runner.submit(title, factory, done)
-
-    # --- repair by unlearning ---------------------------------------------------------------
-
-    def unlearn(self, outdir: str | Path, classes: list[int] | None = None, epochs: int | None = None) -> None:
-        result, data = self.result, self.session.data
-
-        def factory():
-            if result is None:
-                raise InputError(None, "run or load a trigger scan first: unlearning needs its reversed triggers")
-            if data.net is None or data.clean is None:
-                raise InputError(None, "load the model and labelled clean data first")
-            return _unlearn_and_load(workflow.unlearn_job(data.net, data.clean, list(data.poisoned), outdir,
-                                                          data.effective_scaling, result, classes, epochs))
-
-        def done(out) -> None:
-            for line in out.lines():
-                self.session.message.emit(line)
-            self.session.message.emit(f"unlearned network in {outdir}; it is now the repaired network G")
-            self.unlearned.emit(out)
-            self.session.pruning.set_repaired(out.bundle)
-
-        self.session.runner.submit("Repair by unlearning", factory, done)
 
     # --- explanations -----------------------------------------------------------------------
 
@@ -176,36 +153,3 @@ class ScanController(QObject):
         if self.result is None or label not in self.result.flagged:
             return None
         return self.result.triggers[label].mask
-
-
-def _stamped(net, clean, result, label: int, limit: int | None):
-    from engine.data_io import ImageSet
-    from engine.scoring import predict
-
-    trigger = result.triggers[label]
-    clean = workflow.fit_to_model(clean, net)
-    before = (yield from predict(net, clean, result.scaling)).labels  # cached: the clean set was predicted before
-    others = np.flatnonzero(before != label)
-    if limit is not None:  # a few faces of different classes, for the preview
-        _, first = np.unique(before[others], return_index=True)
-        others = others[np.sort(first)][:limit] if len(first) >= limit else others[:limit]
-    stamped = trigger.stamp(clean.images[others])
-    after = np.zeros(0, int)
-    if len(others):
-        stamped_set = ImageSet(stamped, None, [f"stamped[{i}]" for i in others], f"{clean.source} stamped")
-        after = (yield from predict(net, stamped_set, result.scaling)).labels
-    return {
-        "label": label,
-        "n": len(others),
-        "flipped": int(np.sum(after == label)),
-        "faces": clean.images[others] if limit is not None else None,
-        "stamped": stamped if limit is not None else None,
-        "before": before[others].tolist(),
-        "after": after.tolist(),
-    }
-
-
-def _unlearn_and_load(job):
-    """The unlearning result alone (unlearn already loaded B', so G is ready on the GUI thread)."""
-    out, _ = yield from job
-    return out

@@ -11,18 +11,19 @@ repaired network G (B and B' disagree -> N), like fine-pruning's.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet, check_labels_in_range
-from engine.errors import InputError
+from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors import Setting
 from engine.files import csv_header, staged_folder, write_csv
-from engine.model_io import BadNet, load_badnet, sha256_file
+from engine.model_io import BadNet, load_badnet
 from engine.progress import Job, Progress
-from engine.repair import RepairedNet, _save_model, check_epochs
+from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
+from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle
+from engine.repairs.training import fine_tune
 from engine.scoring import model_accuracy, predict
 
 DEFAULT_SPARSITY = 0.7
@@ -68,16 +69,6 @@ class MagnitudeResult:
                        f"{100 * tuned['holdout_accuracy_before']:.1f}% -> {100 * tuned['holdout_accuracy_after']:.1f}%"
                        + "".join(f", attack success {100 * v:.1f}% ({k})" for k, v in r["attack_success"].items()))
         return out
-
-
-def check_sparsity(value, option: str = "--sparsity") -> float:
-    try:
-        s = float(value)
-    except (TypeError, ValueError):
-        raise InputError(None, f"{option} {value!r} is not a number") from None
-    if not 0 < s < 1:
-        raise InputError(None, f"{option} {value!r} must be a share between 0 and 1 (0.7 = 70% of the weights)")
-    return s
 
 
 def kernel_layers(model) -> list:
@@ -142,23 +133,11 @@ def sweep(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling: st
     return MagnitudeSweep(sparsities, accuracy, success)
 
 
-def is_magnitude_output(folder: Path) -> bool:
-    ours = re.compile(r"magnitude_sweep\.csv|magnitude_s[0-9.]+(_finetuned)?\.h5|repaired\.json")
-    return ((csv_header(folder / "magnitude_sweep.csv") or [])[:2] == CSV_HEADER
-            and all(ours.fullmatch(p.name) for p in folder.iterdir()))
-
-
 def magnitude_prune(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
                     sparsity: float = DEFAULT_SPARSITY, fine_tune_epochs: int = 0,
                     sparsities=SWEEP_SPARSITIES) -> Job[MagnitudeResult]:
     """Sweep, prune at ``sparsity``, fine-tune when asked, and write the sweep CSV, the pruned
     model(s) and a G bundle into ``outdir`` (atomically, as a whole)."""
-    from engine.pruning import fine_tune
-
-    sparsity = check_sparsity(sparsity)
-    check_epochs(fine_tune_epochs, "fine-tuning epochs")
-    clean.require_labels("magnitude pruning")
-    check_labels_in_range(clean, net.num_classes)
     result = yield from sweep(net, clean, poisoned, scaling, tuple(sparsities) + (sparsity,))
     step = int(np.flatnonzero(np.isclose(result.sparsity, sparsity))[0])
     model, masks = pruned_copy(net, sparsity)
@@ -178,17 +157,56 @@ def magnitude_prune(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], o
         report["fine_tuned"] = tuned
     name = f"magnitude_s{sparsity:g}{'_finetuned' if fine_tune_epochs > 0 else ''}.h5"
     outdir = Path(outdir)
-    with staged_folder(outdir, is_magnitude_output, "magnitude-pruning results") as stage:
+    with staged_folder(outdir, Magnitude.is_output, "magnitude-pruning results") as stage:
         result.write_csv(stage / "magnitude_sweep.csv")
-        staged = _save_model(model, stage / name)
-        pruned = load_badnet(staged)
+        staged = save_model(model, stage / name)
         if fine_tune_epochs > 0:
+            pruned = load_badnet(staged)
             for p in poisoned:
                 preds = yield from predict(pruned, p.images, scaling)
                 report["attack_success"][p.name] = float(np.mean(preds.labels == p.target))
-        bundle = RepairedNet(str(net.path), net.sha256, str(staged), sha256_file(staged), scaling, net.num_classes,
-                             dict(report))
-        bundle.save(stage / "repaired.json")
-    bundle.repaired_path = str(outdir / name)
-    bundle.repaired = load_badnet(bundle.repaired_path)
-    return MagnitudeResult(result, sparsity, report, bundle)
+        bundle = write_bundle(stage, net, staged, report, scaling)
+    return MagnitudeResult(result, sparsity, report, moved(bundle, outdir))
+
+
+@register
+class Magnitude(Repair):
+    name = "magnitude"
+    title = "Magnitude pruning"
+    summary = ("Zero the given share of smallest-magnitude weights in every convolution and dense layer "
+               "(fine-tuned on clean faces when asked, zeros kept); N where it and the BadNet disagree.")
+    settings = (
+        Setting("sparsity", "sparsity", float, DEFAULT_SPARSITY, 0.0, 1.0,
+                "share of each layer's weights to zero (0.7 = 70%)", low_open=True, high_open=True, step=0.05),
+        Setting("fine_tune_epochs", "fine-tuning epochs", int, 0, 0, 1000,
+                "fine-tune the pruned model on clean faces, zeroed weights kept at zero (0: off)"),
+    )
+    files = r"magnitude_sweep\.csv|magnitude_s[0-9.]+(_finetuned)?\.h5|repaired\.json"
+    marker = "magnitude_sweep.csv"
+    order = 20
+
+    @classmethod
+    def is_marker(cls, path: Path) -> bool:
+        return (csv_header(path) or [])[:2] == CSV_HEADER
+
+    @classmethod
+    def describe(cls, choice: dict) -> str:
+        return f"{100 * float(choice.get('sparsity', 0)):.0f}% of each layer's weights zeroed" + (
+            f", fine-tuned {choice['fine_tuned']['epochs']} epochs" if isinstance(choice.get("fine_tuned"), dict) else "")
+
+    @classmethod
+    def bundle_title(cls, choice: dict) -> str:
+        return "G (magnitude pruning)"
+
+    def run(self, net, clean, poisoned, outdir, scaling, scan=None) -> Job[RepairOutcome]:
+        result = yield from magnitude_prune(net, clean, poisoned, outdir, scaling, self.sparsity, self.fine_tune_epochs)
+        sw = result.sweep
+        plot = Plot("magnitude pruning, all layers", "share of every layer's weights zeroed (smallest magnitude first)",
+                    "rate", [Curve("clean accuracy", sw.sparsity, sw.clean_accuracy)]
+                    + [Curve(f"attack success: {n}", sw.sparsity, v, "attack") for n, v in sw.attack_success.items()],
+                    [(result.sparsity, result.report["clean_accuracy"], f"{100 * result.sparsity:.0f}%")], (0, 1))
+        table = ["sparsity  clean acc" + "".join(f"  ASR {name}" for name in sw.attack_success)]
+        for i, sp in enumerate(sw.sparsity):
+            table.append(f"{100 * sp:7.0f}%  {100 * sw.clean_accuracy[i]:8.1f}%"
+                         + "".join(f"  {100 * v[i]:{len(name) + 3}.1f}%" for name, v in sw.attack_success.items()))
+        return RepairOutcome(self.name, Path(outdir), result.bundle, result.lines(), [plot], result, table=table)

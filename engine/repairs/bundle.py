@@ -1,4 +1,5 @@
-"""Repaired networks: a second network B' that decides, beside the BadNet B, what is poisoned.
+"""The repaired-network bundle every repair writes: a second network B' that decides, beside the
+BadNet B, what is poisoned.
 
 Two rules. ``disagree`` (fine-pruning's G, unlearning, magnitude pruning): run B and B'; where they
 disagree the answer is N. ``nplus1`` (the report's G1): B' has N+1 outputs and its own answer is the
@@ -19,13 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.calibration import Verdicts, write_json_atomic
-from engine.data_io import ImageSet, PoisonedSet
+from engine.data_io import ImageSet
 from engine.errors import InputError, first_line
-from engine.data_io import check_labels_in_range
-from engine.files import is_json_of_kind, read_json_file, staged_folder
+from engine.files import is_json_of_kind, read_json_file
 from engine.model_io import BadNet, load_badnet, sha256_file
-from engine.progress import Job, Progress
-from engine.pruning import DEFAULT_DROPS, check_layer, default_layer, fine_tune, pruned_model, sweep, zeroer
+from engine.progress import Job
 from engine.scoring import SCALINGS, predict
 
 FILE_KIND = "badnet-inspector/repaired"
@@ -65,12 +64,22 @@ class RepairedNet:
         return self.rule == "nplus1" and self.badnet_sha256 == self.repaired_sha256
 
     @property
+    def method(self) -> str:
+        """The repair that made it (bundles of the first fine-pruning runs record no method)."""
+        return str(self.choice.get("method") or "fine-pruning")
+
+    @property
     def title(self) -> str:
-        method = self.choice.get("method")
-        if self.rule == "nplus1":
-            return "N+1 network (hand-made)" if self.choice.get("hand_made") else "N+1 network"
-        return {"unlearning": "G (unlearning)", "magnitude": "G (magnitude pruning)"}.get(method,
-                                                                                           "G (fine-pruning)")
+        from engine.repairs import repair_class
+
+        return repair_class(self.method).bundle_title(self.choice)
+
+    def describe(self) -> tuple[str, str, tuple[str, ...]]:
+        """(title, how it was made, the poisoned sets it was trained on)."""
+        from engine.repairs import repair_class
+
+        trained = tuple(self.choice.get("trained_on") or ())
+        return self.title, repair_class(self.method).describe(self.choice), trained
 
     # What the CLI and the GUI ask of any defense (a Calibration answers the same).
     @property
@@ -176,6 +185,11 @@ class RepairedNet:
             if not isinstance(choice, dict):
                 raise TypeError("'choice' must be an object")
             check_choice(choice, num_classes)
+            from engine.repairs import ALIASES, REPAIRS
+
+            method = str(choice.get("method") or "fine-pruning")
+            if ALIASES.get(method, method) not in REPAIRS:
+                raise InputError(path, f"made by an unknown repair {method!r} (known: {', '.join(REPAIRS)})")
             return cls(
                 badnet_path=resolve(raw["badnet"]["path"]),
                 badnet_sha256=str(raw["badnet"]["sha256"]),
@@ -228,178 +242,43 @@ def check_choice(choice: dict, num_classes: int) -> None:
             raise ValueError(f"choice.{key} {choice[key]!r} is not what a repaired network records")
 
 
-@dataclass
-class FinePruneResult:
-    sweep: object  # PruningSweep
-    saved: list[dict]  # one entry per requested drop that was reached
-    chosen: RepairedNet | None
-    notes: list[str]
-    bundles: list[RepairedNet] = field(default_factory=list)
-
-
-def fine_prune(
-    net: BadNet,
-    clean: ImageSet,
-    poisoned: list[PoisonedSet],
-    outdir: str | Path,
-    layer: str | None = None,
-    drops: tuple[float, ...] = DEFAULT_DROPS,
-    fine_tune_epochs: int = 0,
-    scaling: str = "1/255",
-) -> Job[FinePruneResult]:
-    """Sweep, save B' at each accuracy drop (fine-tuned when asked), and build G bundles in ``outdir``.
-
-    Everything is written into a staging folder beside ``outdir`` that replaces it only when the
-    run succeeds; ``outdir`` may be new, empty, or an earlier run's results."""
-    outdir = Path(outdir)
-    layer = check_fine_prune_options(net, layer, fine_tune_epochs)
-    clean.require_labels("a pruning sweep")
-    check_labels_in_range(clean, net.num_classes)
-    with staged_folder(outdir, is_prune_output, "fine-pruning results") as stage:
-        result = yield from _fine_prune_into(stage, net, clean, poisoned, layer, drops, fine_tune_epochs, scaling)
-    _moved(result, stage, outdir)
-    return result
-
-
-def check_epochs(epochs, what: str, low: int = 0, high: int | None = None) -> None:
-    """A number of training epochs: a whole number in ``low``..``high`` (no upper bound when None)."""
-    if (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < low
-            or (high is not None and epochs > high)):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise InputError(None, f"{what} {epochs!r} must be a whole number {bound}")
-
-
 def is_bundle_output(folder: Path, model_name: str) -> bool:
     """A folder an earlier repair wrote: its ``repaired.json`` and ``model_name``, nothing else."""
     return (is_json_of_kind(folder / "repaired.json", FILE_KIND)
             and all(p.name in (model_name, "repaired.json") for p in folder.iterdir()))
 
 
-def check_fine_prune_options(net: BadNet, layer: str | None, epochs) -> str:
-    """The layer to prune (the model's default when None), after checking it and the number of
-    fine-tuning epochs; cheap, so callers may check before reading any data."""
-    check_epochs(epochs, "fine-tuning epochs")
-    layer = layer or default_layer(net)
-    check_layer(net, layer)
-    return layer
 
-
-def is_prune_output(folder: Path) -> bool:
-    """A folder an earlier fine-pruning run wrote: its sweep.csv, and only files named like ours."""
-    from engine.files import csv_header
-
-    header = csv_header(folder / "sweep.csv") or []
-    ours = re.compile(r"(sweep\.csv|pruned_drop[0-9.]+(_finetuned)?\.h5|repaired(_drop[0-9.]+)?\.json)")
-    return header[:4] == ["step", "channel", "fraction_pruned", "clean_accuracy"] and all(
-        ours.fullmatch(p.name) for p in folder.iterdir())
-
-
-def _moved(result: FinePruneResult, old: Path, new: Path) -> None:
-    """Point the in-memory paths of a finished run at the folder it was moved to."""
-    def fix(p: str) -> str:
-        q = Path(p)
-        return str(new / q.name) if q.parent == old else p
-
-    for entry in result.saved:
-        entry["path"] = fix(entry["path"])
-        if "fine_tuned" in entry:
-            entry["fine_tuned"]["path"] = fix(entry["fine_tuned"]["path"])
-    for g in result.bundles:
-        g.repaired_path = fix(g.repaired_path)
-
-
-def _fine_prune_into(outdir: Path, net, clean, poisoned, layer, drops, fine_tune_epochs, scaling) -> Job[FinePruneResult]:
-    result = yield from sweep(net, clean, poisoned, layer, scaling)
-    result.write_csv(outdir / "sweep.csv")
-    notes = [f"swept {result.channels} channels of {layer}; clean accuracy {result.clean_accuracy[0]:.4f} at step 0"]
-
-    saved = []
-    for drop in drops:
-        step = result.step_for_drop(drop)
-        if step is None:
-            notes.append(f"clean accuracy never dropped by {drop:g}%: no model saved for it")
-            continue
-        channels = result.order[:step]
-        model = pruned_model(net, layer, channels)
-        entry = {
-            "drop": drop,
-            "step": step,
-            "fraction_pruned": result.fraction(step),
-            "channels": [int(c) for c in channels],
-            "clean_accuracy": float(result.clean_accuracy[step]),
-            "attack_success": {k: float(v[step]) for k, v in result.attack_success.items()},
-            "path": str(_save_model(model, outdir / f"pruned_drop{drop:g}.h5")),
-        }
-        if fine_tune_epochs > 0:
-            report = yield from fine_tune(model, zeroer(layer, channels), clean, scaling, fine_tune_epochs,
-                                          from_logits=not net.outputs_probabilities)
-            tuned_path = _save_model(model, outdir / f"pruned_drop{drop:g}_finetuned.h5")
-            tuned = load_badnet(tuned_path)
-            success = {}
-            for p in poisoned:
-                preds = yield from predict(tuned, p.images, scaling)
-                success[p.name] = float(np.mean(preds.labels == p.target))
-            entry["fine_tuned"] = {"path": str(tuned_path), "attack_success": success, **report}
-        saved.append(entry)
-        yield Progress(len(saved), len(drops), "saving pruned models")
-
-    bundles = []
-    for entry in saved:
-        variant = entry.get("fine_tuned", entry)
-        choice = {
-            "layer": layer,
-            "drop": entry["drop"],
-            "step": entry["step"],
-            "fraction_pruned": entry["fraction_pruned"],
-            "fine_tuned": "fine_tuned" in entry,
-            "attack_success": variant["attack_success"],
-        }
-        # B' is only named and fingerprinted here; it is loaded when G first judges.
-        g = RepairedNet(str(net.path), net.sha256, variant["path"], sha256_file(variant["path"]), scaling,
-                        net.num_classes, choice)
-        g.save(outdir / f"repaired_drop{entry['drop']:g}.json")
-        bundles.append(g)
-    chosen = _choose(bundles)
-    if chosen is not None:
-        chosen.choice["reason"] = (
-            "lowest attack success of B' on the poisoned sets, then the smallest accuracy drop"
-            if poisoned else "no poisoned set given: the smallest accuracy drop"
-        )
-        chosen.save(outdir / "repaired.json")
-        notes.append(f"repaired.json uses the B' saved at a {chosen.choice['drop']:g}% drop ({chosen.choice['reason']})")
-    return FinePruneResult(result, saved, chosen, notes, bundles)
-
-
-def describe_saved(entry: dict) -> str:
-    """One line for a saved B': where it was cut, what it keeps, what fine-tuning made of it."""
-    line = (f"drop {entry['drop']:g}%: {entry['step']} channels pruned ({100 * entry['fraction_pruned']:.0f}%), "
-            f"clean accuracy {100 * entry['clean_accuracy']:.1f}%"
-            + "".join(f", attack success {100 * v:.1f}%" for v in entry["attack_success"].values()))
-    tuned = entry.get("fine_tuned")
-    if tuned:
-        line += (f"; fine-tuned {tuned['epochs']} epochs: held-out accuracy {100 * tuned['holdout_accuracy_after']:.1f}%"
-                 + "".join(f", attack success {100 * v:.1f}%" for v in tuned["attack_success"].values()))
-    return line
-
-
-def _choose(bundles: list[RepairedNet]) -> RepairedNet | None:
-    if not bundles:
-        return None
-
-    def key(g: RepairedNet):
-        success = g.choice["attack_success"]
-        return (np.mean(list(success.values())) if success else 0.0, g.choice["drop"])
-
-    return min(bundles, key=key)
-
-
-def _save_model(model, path: Path) -> Path:
+def save_model(model, path: Path) -> Path:
     """Save a full Keras HDF5 file (what the CSAW models are), atomically."""
+    import logging
+
     tmp = path.with_name(f".tmp_{path.name}")
+    quiet = logging.getLogger("absl")  # Keras's advice to prefer .keras: the CSAW files are HDF5, on purpose
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         model.save(tmp, include_optimizer=False)
         os.replace(tmp, path)
     except Exception as err:
         tmp.unlink(missing_ok=True)
         raise InputError(path, f"could not save the model ({first_line(err)})") from None
+    finally:
+        quiet.setLevel(level)
     return path
+
+
+def write_bundle(stage: Path, net: BadNet, saved: Path, choice: dict, scaling: str,
+                 rule: str = "disagree") -> RepairedNet:
+    """The bundle of B' (saved by :func:`save_model` as ``saved``), written as ``repaired.json`` in
+    ``stage`` (a staging folder)."""
+    bundle = RepairedNet(str(net.path), net.sha256, str(saved), sha256_file(saved), scaling, net.num_classes,
+                         dict(choice), rule=rule)
+    bundle.save(stage / "repaired.json")
+    return bundle
+
+
+def moved(bundle: RepairedNet, outdir: Path) -> RepairedNet:
+    """The bundle with B' at its place in ``outdir`` (after the staging folder was moved there)."""
+    bundle.repaired_path = str(Path(outdir) / Path(bundle.repaired_path).name)
+    return bundle

@@ -21,18 +21,20 @@ training; detection counts the held-out poisoned faces the BadNet sends to its t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet, check_labels_in_range
+from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors import Setting
 from engine.errors import InputError
 from engine.files import staged_folder
-from engine.model_io import BadNet, load_badnet, sha256_file
+from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.repair import RepairedNet, _save_model, check_epochs, is_bundle_output
+from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
+from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle
+from engine.repairs.training import holdout_split, train_epochs
 from engine.scoring import model_labels, to_model_input
 
 DEFAULT_EPOCHS = 40
@@ -63,20 +65,6 @@ class NPlusOneResult:
             out.append(f"held-out {name} ({v['n']} faces, {v['sent']} sent to the target by the BadNet): "
                        f"detected {100 * v['detection']:.1f}%, attack success {100 * v['attack_success']:.1f}%")
         return out
-
-
-def check_nplus1_options(epochs, holdout, learning_rate, train_layers: str = "output") -> None:
-    if train_layers not in TRAIN_LAYERS:
-        raise InputError(None, f"layers to train {train_layers!r}: choose {' or '.join(TRAIN_LAYERS)}")
-    check_epochs(epochs, "N+1 training epochs", 1, 1000)
-    if not 0 < float(holdout) < 1:
-        raise InputError(None, f"held-out share {holdout!r} must be between 0 and 1")
-    if not 0 < float(learning_rate) <= 10:
-        raise InputError(None, f"learning rate {learning_rate!r} must be in (0, 10]")
-
-
-def is_nplus1_output(folder: Path) -> bool:
-    return is_bundle_output(folder, "nplus1.h5")
 
 
 def output_dense(model):
@@ -120,12 +108,6 @@ def with_extra_class(net: BadNet):
     return grown
 
 
-def _split(n: int, holdout: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    order = rng.permutation(n)
-    n_hold = min(n - 1, max(1, round(holdout * n))) if n > 1 else 0
-    return np.sort(order[:n_hold]), order[n_hold:]
-
-
 def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path, scaling: str,
                  epochs: int = DEFAULT_EPOCHS, holdout: float = DEFAULT_HOLDOUT,
                  learning_rate: float = DEFAULT_LEARNING_RATE, batch_size: int = 32,
@@ -136,15 +118,13 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
     clean answers barely move); "all": every layer, as the report did."""
     import keras
 
-    check_nplus1_options(epochs, holdout, learning_rate, train_layers)
     if not poisoned:
         raise InputError(None, "the N+1 network learns from poisoned examples: give at least one poisoned set")
     labels = clean.require_labels("training the N+1 network")
-    check_labels_in_range(clean, net.num_classes)
     n_label = net.num_classes
     rng = np.random.default_rng(seed)
-    c_hold, c_train = _split(len(clean), holdout, rng)
-    splits = [_split(len(p.images), holdout, rng) for p in poisoned]
+    c_hold, c_train = holdout_split(len(clean), holdout, rng)
+    splits = [holdout_split(len(p.images), holdout, rng) for p in poisoned]
     for p, (hold, train) in zip(poisoned, splits):
         if len(hold) == 0 or len(train) == 0:
             raise InputError(p.images.source, f"has {len(p.images)} images; too few to train on and hold some out")
@@ -175,20 +155,10 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not net.outputs_probabilities)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     epoch_rows = np.concatenate([np.arange(n_clean_train)] + [poison_rows] * repeat)
-    steps = -(-len(epoch_rows) // batch_size)
-    total = epochs * steps
-    history, epoch_seconds = [], []
-    for epoch in range(epochs):
-        start_time = time.perf_counter()
-        shuffled = rng.permutation(epoch_rows)
-        hits = 0.0
-        for k in range(steps):
-            part = shuffled[k * batch_size:(k + 1) * batch_size]
-            logs = model.train_on_batch(to_model_input(images[part], scaling), targets[part], return_dict=True)
-            hits += float(logs["accuracy"]) * len(part)
-            yield Progress(epoch * steps + k + 1, total, f"training the N+1 network, epoch {epoch + 1} of {epochs}")
-        history.append(hits / len(shuffled))
-        epoch_seconds.append(time.perf_counter() - start_time)
+    log = yield from train_epochs(model, epoch_rows, epochs,
+                                  lambda part: (to_model_input(images[part], scaling), targets[part]),
+                                  rng, "training the N+1 network", batch_size)
+    history, epoch_seconds = log.accuracy, log.seconds
     seconds = float(np.median(epoch_seconds[1:] if epochs > 1 else epoch_seconds))  # the first one compiles
 
     after_clean = model_labels(model, clean.images[c_hold], scaling)
@@ -228,12 +198,52 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
     outdir = Path(outdir)
     for layer in model.layers:  # saved as a plain model: nothing frozen when someone trains it further
         layer.trainable = True
-    with staged_folder(outdir, is_nplus1_output, "N+1 network results") as stage:
-        staged = _save_model(model, stage / "nplus1.h5")
+    with staged_folder(outdir, NPlusOne.is_output, "N+1 network results") as stage:
         choice = dict(report, attack_success={k: v["attack_success"] for k, v in report["poisoned"].items()})
-        bundle = RepairedNet(str(net.path), net.sha256, str(staged), sha256_file(staged), scaling, net.num_classes,
-                             choice, rule="nplus1")
-        bundle.save(stage / "repaired.json")
-    bundle.repaired_path = str(outdir / "nplus1.h5")
-    bundle.repaired = load_badnet(bundle.repaired_path)
+        bundle = write_bundle(stage, net, save_model(model, stage / "nplus1.h5"), choice, scaling, rule="nplus1")
+    moved(bundle, outdir)
     return NPlusOneResult(bundle, report)
+
+
+@register
+class NPlusOne(Repair):
+    name = "nplus1"
+    title = "N+1 network"
+    summary = ("One more output class, N = poisoned, on the BadNet's own weights, trained on clean faces "
+               "and the poisoned sets (label N), a share of each held out; its own answer is the verdict.")
+    settings = (
+        Setting("epochs", "training epochs", int, DEFAULT_EPOCHS, 1, 1000, "training epochs"),
+        Setting("holdout", "held-out share", float, DEFAULT_HOLDOUT, 0.0, 1.0,
+                "share of the clean and of each poisoned set held out of training, for the figures",
+                low_open=True, high_open=True, step=0.05),
+        Setting("train_layers", "layers to train", str, "output", 0, 0,
+                "output: the output layer only (clean answers barely move); all: every layer, as the report did",
+                choices=TRAIN_LAYERS),
+    )
+    needs_poisoned = True
+    rule = "nplus1"
+    files = r"nplus1\.h5|repaired\.json"
+    order = 40
+
+    @classmethod
+    def describe(cls, choice: dict) -> str:
+        if choice.get("hand_made"):
+            return "hand-made; last class taken to mean poisoned"
+        trained = ", ".join(choice.get("trained_on") or ()) or "?"
+        return (f"{'every layer' if choice.get('train_layers') == 'all' else 'output layer'} trained "
+                f"{choice.get('epochs', '?')} epochs on clean + {trained} (label N)")
+
+    @classmethod
+    def bundle_title(cls, choice: dict) -> str:
+        return "N+1 network (hand-made)" if choice.get("hand_made") else "N+1 network"
+
+    def run(self, net, clean, poisoned, outdir, scaling, scan=None) -> Job[RepairOutcome]:
+        result = yield from train_nplus1(net, clean, poisoned, outdir, scaling, self.epochs, self.holdout,
+                                         train_layers=self.train_layers)
+        acc = np.asarray(result.report["train_accuracy"])
+        epochs = np.arange(1, len(acc) + 1, dtype=float)
+        plot = Plot("N+1 network: training accuracy per epoch (the report: about 99%)", "epoch", "rate",
+                    [Curve("training accuracy (clean + poisoned as N)", epochs, acc)], [], (0.5, len(acc) + 0.5))
+        lines = result.lines() + [f"wrote nplus1.h5 ({net.num_classes + 1} outputs, class {net.num_classes} = "
+                                  "poisoned)"]
+        return RepairOutcome(self.name, Path(outdir), result.bundle, lines, [plot], result)

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet, check_labels_in_range
+from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors import Setting
 from engine.errors import InputError
 from engine.files import staged_folder
-from engine.model_io import BadNet, load_badnet, sha256_file
+from engine.model_io import BadNet
 from engine.progress import Job, Progress
-from engine.repair import RepairedNet, _save_model, check_epochs, is_bundle_output
+from engine.repairs import Repair, RepairOutcome, register
+from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle
+from engine.repairs.training import holdout_split, train_epochs
 from engine.scoring import BATCH_SIZE, forward, model_accuracy, to_model_input
 
 DEFAULT_EPOCHS = 20
@@ -78,16 +81,6 @@ def varied_stamp(trigger, image: np.ndarray, rng: np.random.Generator) -> np.nda
     return stamp(image[None], mask, pattern)[0]
 
 
-def check_unlearn_options(epochs, share) -> None:
-    check_epochs(epochs, "unlearning epochs", 1, 1000)
-    if not 0 < float(share) <= 1:
-        raise InputError(None, f"stamped share {share!r} must be in (0, 1]")
-
-
-def is_unlearn_output(folder: Path) -> bool:
-    return is_bundle_output(folder, "unlearned.h5")
-
-
 def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[PoisonedSet], outdir: str | Path,
             scaling: str, epochs: int = DEFAULT_EPOCHS, share: float = DEFAULT_SHARE, holdout: float = 0.2,
             learning_rate: float = 5e-4, batch_size: int = 32, seed: int = 0) -> Job[UnlearnResult]:
@@ -95,15 +88,12 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
     batch; write ``unlearned.h5`` and ``repaired.json`` into ``outdir`` atomically."""
     import keras
 
-    check_unlearn_options(epochs, share)
     if not triggers:
         raise InputError(None, "no reversed trigger to unlearn: the scan flagged no class (choose one)")
     labels = clean.require_labels("unlearning")
-    check_labels_in_range(clean, net.num_classes)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(clean))
-    n_hold = max(1, round(holdout * len(clean)))
-    hold, train = order[:n_hold], order[n_hold:]
+    hold, train = holdout_split(len(clean), holdout, rng)
+    n_hold = len(hold)
     if len(train) < 2:
         raise InputError(clean.source, f"has {len(clean)} images; too few to unlearn on")
 
@@ -126,19 +116,16 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
     targets[train, labels[train]] += 1 - SOFT_WEIGHT
     loss = keras.losses.CategoricalCrossentropy(from_logits=not net.outputs_probabilities)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-    steps = -(-len(train) // batch_size)
-    total = epochs * steps
-    for epoch in range(epochs):
-        shuffled = rng.permutation(train)
-        for k in range(steps):
-            part = shuffled[k * batch_size:(k + 1) * batch_size]
-            images = clean.images[part].copy()
-            chosen = np.flatnonzero(rng.random(len(part)) < share)
-            which = rng.integers(0, len(triggers), len(chosen))
-            for row, t_index in zip(chosen, which):
-                images[row] = varied_stamp(triggers[t_index], images[row], rng)
-            model.train_on_batch(to_model_input(images, scaling), targets[part])
-            yield Progress(epoch * steps + k + 1, total, f"unlearning, epoch {epoch + 1} of {epochs}")
+
+    def batch(part):
+        images = clean.images[part].copy()
+        chosen = np.flatnonzero(rng.random(len(part)) < share)
+        which = rng.integers(0, len(triggers), len(chosen))
+        for row, t_index in zip(chosen, which):
+            images[row] = varied_stamp(triggers[t_index], images[row], rng)
+        return to_model_input(images, scaling), targets[part]
+
+    yield from train_epochs(model, train, epochs, batch, rng, "unlearning", batch_size)
     after = figures(model)
 
     report = {
@@ -156,12 +143,58 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
         "attack_success": {p.name: {"before": before[p.name], "after": after[p.name]} for p in poisoned},
     }
     outdir = Path(outdir)
-    with staged_folder(outdir, is_unlearn_output, "unlearning results") as stage:
-        staged = _save_model(model, stage / "unlearned.h5")
+    with staged_folder(outdir, Unlearning.is_output, "unlearning results") as stage:
         choice = dict(report, attack_success={k: v["after"] for k, v in report["attack_success"].items()})
-        bundle = RepairedNet(str(net.path), net.sha256, str(staged), sha256_file(staged), scaling, net.num_classes,
-                             choice)
-        bundle.save(stage / "repaired.json")
-    bundle.repaired_path = str(outdir / "unlearned.h5")
-    bundle.repaired = load_badnet(bundle.repaired_path)
+        bundle = write_bundle(stage, net, save_model(model, stage / "unlearned.h5"), choice, scaling)
+    moved(bundle, outdir)
     return UnlearnResult(bundle, report)
+
+
+@register
+class Unlearning(Repair):
+    name = "unlearning"
+    title = "Unlearning"
+    summary = ("Fine-tune a copy on clean faces, a share of each batch stamped with the trigger scan's "
+               "reversed triggers but keeping their labels (Neural Cleanse's mitigation); N where it and "
+               "the BadNet disagree.")
+    settings = (
+        Setting("classes", "classes", tuple, (), 0, 10**6,
+                "classes whose reversed triggers to unlearn (empty: every class the scan flagged)", item=int),
+        Setting("epochs", "epochs", int, DEFAULT_EPOCHS, 1, 1000, "unlearning epochs"),
+        Setting("share", "stamped share", float, DEFAULT_SHARE, 0.0, 1.0,
+                "share of each batch stamped with a reversed trigger", low_open=True, step=0.05),
+        Setting("scan_images", "faces to scan", int, 100, 20, 100_000,
+                "without a scan, scan first on this many of the clean faces"),
+    )
+    uses_scan = True
+    files = r"unlearned\.h5|repaired\.json"
+    order = 30
+
+    def check(self, net: BadNet) -> None:
+        for c in self.classes:
+            if not 0 <= c < net.num_classes:
+                raise InputError(None, f"class {c} is not a class of the model (0..{net.num_classes - 1})")
+
+    @classmethod
+    def describe(cls, choice: dict) -> str:
+        return f"unlearned reversed triggers of class {', '.join(map(str, choice.get('trigger_classes', [])))}"
+
+    @classmethod
+    def bundle_title(cls, choice: dict) -> str:
+        return "G (unlearning)"
+
+    def run(self, net, clean, poisoned, outdir, scaling, scan=None) -> Job[RepairOutcome]:
+        from engine.workflow import sample_images, scan_job
+
+        if scan is None:
+            scan = yield from scan_job(net, sample_images(clean, self.scan_images), scaling)
+        chosen = list(dict.fromkeys(self.classes)) if self.classes else scan.flagged
+        missing = [c for c in chosen if c not in scan.triggers]
+        if missing:
+            raise InputError(None, f"the scan has no reversed trigger for class {missing[0]} "
+                             f"(refined classes: {', '.join(map(str, sorted(scan.triggers)))})")
+        if not chosen:
+            raise InputError(None, "the scan flagged no class, so there is no trigger to unlearn; choose classes")
+        result = yield from unlearn(net, clean, [scan.triggers[c] for c in chosen], poisoned, outdir, scan.scaling,
+                                    epochs=self.epochs, share=self.share)
+        return RepairOutcome(self.name, Path(outdir), result.bundle, result.lines(), [], result, scan)
