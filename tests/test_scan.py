@@ -124,7 +124,9 @@ def test_the_reversed_sunglasses_sit_over_the_eyes(demo_scan):
         centre = float((rows * np.arange(len(rows))).sum() / rows.sum())
         assert changed[round(centre)], f"mask centred on row {centre:.1f}, sunglasses on {np.flatnonzero(changed)}"
     # the shape is a band, wider than the few pixels of the smallest mask
-    wide = lambda m: int(np.sum(m.max(axis=0) > 0.3))  # columns the mask covers
+    def wide(m):  # columns the mask covers
+        return int(np.sum(m.max(axis=0) > 0.3))
+
     assert wide(trigger.shape_mask) > max(wide(trigger.mask), 0.4 * trigger.mask.shape[1])
 
 
