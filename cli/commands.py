@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import options
 from cli.parser import given_settings
 from engine import workflow
 from engine.data_io import parse_poisoned
@@ -213,9 +214,9 @@ def cmd_compare(args) -> int:
     from engine.compare import ROC_CSV_HEADER
     from engine.files import write_csv
 
-    names = workflow.parse_detector_names(args.detectors)
+    names = options.parse_detector_names(args.detectors)
     detectors = workflow.make_detectors(names, workflow.detector_params(names, given_settings(args)))
-    frrs = workflow.parse_frrs(args.frr)
+    frrs = options.parse_frrs(args.frr)
     if args.model is not None and not args.poisoned:
         raise InputError(None, "give at least one --poisoned PATH:TARGET to compare detectors on")
     if args.roc_csv:
@@ -333,7 +334,8 @@ def cmd_scan(args) -> int:
 
 def cmd_repair(args) -> int:
     """Any registered repair: its settings from the options, one job, its lines printed."""
-    from engine.repairs import check_output_folder as check_repair_output, make_repair, repair_job
+    from engine.repairs import check_output_folder as check_repair_output
+    from engine.repairs import make_repair, repair_job
 
     repair = make_repair(args.method, given_settings(args))
     out = check_repair_output(args.output, repair)  # before the model and the data are read
