@@ -14,6 +14,14 @@ import engine  # noqa: E402,F401  (quiet TensorFlow first)
 ROOT = Path(__file__).resolve().parent.parent
 CSAW = Path(os.environ.get("BADNET_SHARED", ROOT.parent / "shared")) / "csaw"
 
+# The layers, by file: `-m gui`, `-m cli`, `-m engine` run one of them.
+LAYERS = {"test_gui.py": "gui", "test_cli.py": "cli", "test_bad_input.py": "cli"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(getattr(pytest.mark, LAYERS.get(Path(str(item.fspath)).name, "engine")))
+
 
 @pytest.fixture(scope="session")
 def demo_net():

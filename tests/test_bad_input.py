@@ -340,6 +340,7 @@ def gui(*args, timeout=300):
     ("deep", "nested too deeply"),
     ("text", "not readable JSON"),
 ], ids=["NaN", "5 of 50 classes", "nested too deep", "not JSON"])
+@pytest.mark.slow
 def test_gui_screenshot_with_a_bad_calibration_exits_2_and_writes_nothing(calibration, tmp_path, edit, message):
     if edit == "deep":
         bad = tmp_path / "bad.json"

@@ -54,6 +54,7 @@ def test_score_is_the_smallest_weighted_p_value(demo_net, demo_test, combined_5)
     np.testing.assert_allclose(got, expected)
 
 
+@pytest.mark.slow
 def test_one_budget_on_held_out_clean_faces_unlike_any_of(demo_net, demo_clean, combined_5):
     """Calibrated at 5% on the validation faces, measured on the test faces it never saw, and on
     both triggers, counting the faces the BadNet sends to each target; the 'any detector flags'

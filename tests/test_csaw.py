@@ -89,6 +89,7 @@ def test_strip_separates_the_real_sunglasses_faces(csaw, bd_net):
     assert by["confidence"].auc < 0.5
 
 
+@pytest.mark.slow
 def test_the_reports_three_attempts_run_on_the_real_sample(csaw, bd_net, tmp_path):
     """The N+1 network, magnitude pruning and confidence on a clean-fine-tuned copy, on the real
     sunglasses BadNet and the sample's 10 + 10 faces (figures in docs/detectors.md)."""

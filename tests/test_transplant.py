@@ -101,6 +101,7 @@ def test_saved_host_faces_come_back_and_damaged_ones_are_refused(demo_net, demo_
     assert err.count("\n") == 0 and str(bad) in err and "Transplant detector learnt" in err
 
 
+@pytest.mark.slow
 def test_catches_the_small_trigger_that_strip_misses(demo_net, demo_clean):
     """The demo's lesson: the eyebrows trigger is a few dozen pixels; blending it (STRIP) loses
     it, transplanting it does not. Measured at a 5% false-rejection rate on the clean data."""
