@@ -51,7 +51,7 @@ def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit | QComb
 class SettingsPages(QStackedWidget):
     """One page of settings per registered class (a detector, a repair); the page follows the chosen one."""
 
-    def __init__(self, classes: dict, parent: QWidget | None = None):
+    def __init__(self, classes: dict, parent: QWidget | None = None, compact: bool = False):
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.fields: dict[str, dict[str, QSpinBox | QDoubleSpinBox | QLineEdit | QComboBox]] = {}
@@ -61,10 +61,14 @@ class SettingsPages(QStackedWidget):
             page = QWidget()
             form = QFormLayout(page)
             form.setContentsMargins(0, 0, 0, 0)
+            if compact:  # fields at their own width, beside a wide plot
+                form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
             self.fields[name] = {}
             shown = [s for s in cls.settings if s.shown]
             for s in shown:
                 box = field_for(s)
+                if compact and isinstance(box, (QLineEdit, QComboBox)):
+                    box.setMinimumWidth(220)
                 self.fields[name][s.name] = box
                 form.addRow(s.label.capitalize(), box)
             if not shown:

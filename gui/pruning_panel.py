@@ -44,13 +44,12 @@ class PruningPanel(QWidget):
             self.method_box.setItemData(self.method_box.count() - 1, cls.summary, Qt.ItemDataRole.ToolTipRole)
         self.method_box.setToolTip("What to build: each gives a repaired network G (a verdict source in the "
                                    "Image check) and appears in the comparison of defenses")
-        self.settings = SettingsPages(REPAIRS)
+        self.settings = SettingsPages(REPAIRS, compact=True)
         self.learn_box = QComboBox()
         self.learn_box.setMinimumWidth(320)
         self.learn_box.setToolTip("The poisoned sets it learns from. Learn from one and the comparison shows what "
                                   "it does on a trigger it never saw")
-        self.scan_note = QLabel("")
-        self.scan_note.setWordWrap(True)
+        self.scan_note = QLabel("")  # one short line: a wrapped label in a form row gets clipped
         self.outdir_edit = QLineEdit()
         self.outdir_edit.setMinimumWidth(420)
         browse = QToolButton()
@@ -145,7 +144,7 @@ class PruningPanel(QWidget):
     def _update_scan_note(self) -> None:
         result = self.session.scan.result
         if result is None:
-            text = "none loaded: the repair scans the clean faces first (or run one in the Trigger scan tab)"
+            text = "none loaded: it scans the clean faces first (or run one in tab 7)"
         elif result.flagged:
             text = f"the loaded scan's flagged classes: {', '.join(map(str, result.flagged))}"
         else:
