@@ -135,7 +135,7 @@ class PruningPanel(QWidget):
         self.form.setRowVisible(self.learn_box, cls.needs_poisoned)
         self.form.setRowVisible(self.scan_note, cls.uses_scan)
         self._update_scan_note()
-        self.run_button.setText(f"Run {cls.title.lower()}" if cls.name != "nplus1" else "Train the N+1 network")
+        self.run_button.setText(f"Run {cls.phrase()}")
         net = self.session.data.net
         old = {str(default_outdir(net.path, m)) for m in REPAIRS} if net is not None else set()
         if net is not None and (not self.outdir_edit.text().strip() or self.outdir_edit.text() in old):

@@ -151,6 +151,18 @@ class ScoreScale:
         return f"{value:.{self.decimals}f}"
 
 
+def apply_settings(target, settings: tuple[Setting, ...], params: dict, title: str) -> None:
+    """Check ``params`` against ``settings`` and set each on ``target`` (its default where absent or
+    None): what a detector or a repair does with the settings it is given."""
+    known = {s.name: s for s in settings}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InputError(None, f"{title} has no setting {', '.join(unknown)}; it has {', '.join(known) or 'none'}")
+    for s in settings:
+        value = params.get(s.name)
+        setattr(target, s.name, s.default if value is None else s.check(value, title))
+
+
 class Detector(ABC):
     name: ClassVar[str]
     title: ClassVar[str]  # for people: "Confidence", "STRIP"
@@ -163,14 +175,7 @@ class Detector(ABC):
     order: ClassVar[int] = 100  # position in lists and menus
 
     def __init__(self, **params):
-        known = {s.name: s for s in self.settings}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise InputError(None, f"{self.title} has no setting {', '.join(unknown)}; "
-                             f"it has {', '.join(known) or 'none'}")
-        for s in self.settings:
-            value = params.get(s.name)
-            setattr(self, s.name, s.default if value is None else s.check(value, self.title))
+        apply_settings(self, self.settings, params, self.title)
 
     def params(self) -> dict:
         """The settings, as saved with a calibration (lists for tuples, so JSON keeps them)."""

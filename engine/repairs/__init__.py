@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.data_io import ImageSet, PoisonedSet
-from engine.detectors import Setting
+from engine.detectors import Setting, apply_settings
 from engine.errors import InputError
 from engine.model_io import BadNet
 from engine.progress import Job
@@ -80,17 +80,11 @@ class Repair(ABC):
     rule: ClassVar[str] = "disagree"  # the bundle's rule (engine.repairs.bundle.RULES)
     files: ClassVar[str] = r"repaired\.json"  # a regular expression matching every file it writes
     marker: ClassVar[str] = "repaired.json"  # a file only its folders hold, checked by is_output
+    marker_header: ClassVar[tuple[str, ...]] = ()  # a CSV marker: the columns it starts with
     order: ClassVar[int] = 100
 
     def __init__(self, **params):
-        known = {s.name: s for s in self.settings}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise InputError(None, f"{self.title} has no setting {', '.join(unknown)}; "
-                             f"it has {', '.join(known) or 'none'}")
-        for s in self.settings:
-            value = params.get(s.name)
-            setattr(self, s.name, s.default if value is None else s.check(value, self.title))
+        apply_settings(self, self.settings, params, self.title)
 
     def params(self) -> dict:
         return {s.name: getattr(self, s.name) for s in self.settings}
@@ -110,23 +104,30 @@ class Repair(ABC):
         from engine.repairs.bundle import FILE_KIND
         from engine.files import is_json_of_kind
 
+        from engine.files import csv_header
+
         pattern = re.compile(cls.files)
         marker = folder / cls.marker
-        ours = is_json_of_kind(marker, FILE_KIND) if cls.marker.endswith(".json") else cls.is_marker(marker)
+        if cls.marker_header:
+            ours = tuple((csv_header(marker) or [])[:len(cls.marker_header)]) == cls.marker_header
+        else:
+            ours = is_json_of_kind(marker, FILE_KIND)
         return ours and all(pattern.fullmatch(p.name) for p in folder.iterdir())
 
     @classmethod
-    def is_marker(cls, path: Path) -> bool:
-        return False
+    def phrase(cls) -> str:
+        """The title inside a sentence: "fine-pruning", but "N+1 network"."""
+        t = cls.title
+        return t[0].lower() + t[1:] if t[1:2].islower() else t
 
     @classmethod
     def describe(cls, choice: dict) -> str:
         """How a bundle of this method was made, in a few words, from its recorded choice."""
-        return cls.title.lower()
+        return cls.phrase()
 
     @classmethod
     def bundle_title(cls, choice: dict) -> str:
-        return f"G ({cls.title.lower()})"
+        return f"G ({cls.phrase()})"
 
     @abstractmethod
     def run(self, net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: Path, scaling: str,
@@ -160,7 +161,7 @@ def check_output_folder(path: str | Path, repair: Repair | type[Repair]) -> Path
     """Before any long work: ``path`` may be new, empty, or an earlier run of the same repair."""
     out = Path(path)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not repair.is_output(out))):
-        raise InputError(out, f"is not an empty folder or an earlier {repair.title.lower()} run's results; "
+        raise InputError(out, f"is not an empty folder or an earlier {repair.phrase()} run's results; "
                          "choose a new folder")
     return out
 
@@ -180,7 +181,7 @@ def repair_job(repair: Repair, net: BadNet, clean: ImageSet, poisoned: list[Pois
     if repair.needs_poisoned and not poisoned:
         raise InputError(None, f"{repair.title} learns from poisoned examples: add a poisoned set (with its target)")
     clean = fit_to_model(clean, net)
-    clean.require_labels(repair.title.lower())
+    clean.require_labels(repair.phrase())
     check_labels_in_range(clean, net.num_classes)
     sets = fit_sets(poisoned, net)
     if scan is not None:

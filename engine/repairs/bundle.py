@@ -278,6 +278,17 @@ def write_bundle(stage: Path, net: BadNet, saved: Path, choice: dict, scaling: s
     return bundle
 
 
+def write_repair_folder(outdir: Path, repair, net: BadNet, model, model_name: str, choice: dict,
+                        scaling: str) -> RepairedNet:
+    """B' and its bundle in ``outdir``, written whole through a staging folder (nothing half-made):
+    what a repair that makes one network writes."""
+    from engine.files import staged_folder
+
+    with staged_folder(outdir, repair.is_output, f"{repair.phrase()} results") as stage:
+        bundle = write_bundle(stage, net, save_model(model, stage / model_name), choice, scaling, repair.rule)
+    return moved(bundle, outdir)
+
+
 def moved(bundle: RepairedNet, outdir: Path) -> RepairedNet:
     """The bundle with B' at its place in ``outdir`` (after the staging folder was moved there)."""
     bundle.repaired_path = str(Path(outdir) / Path(bundle.repaired_path).name)

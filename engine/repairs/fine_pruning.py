@@ -12,7 +12,7 @@ import numpy as np
 
 from engine.data_io import ImageSet, PoisonedSet
 from engine.detectors import Setting
-from engine.files import csv_header, staged_folder
+from engine.files import staged_folder
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.pruning import DEFAULT_DROPS, check_layer, conv_layers, default_layer, pruned_model, sweep, zeroer
@@ -21,7 +21,7 @@ from engine.repairs.bundle import RepairedNet, save_model
 from engine.repairs.training import fine_tune
 from engine.scoring import predict
 
-SWEEP_HEADER = ["step", "channel", "fraction_pruned", "clean_accuracy"]
+SWEEP_HEADER = ("step", "channel", "fraction_pruned", "clean_accuracy")
 
 
 @dataclass
@@ -168,11 +168,8 @@ class FinePruning(Repair):
     )
     files = r"sweep\.csv|pruned_drop[0-9.]+(_finetuned)?\.h5|repaired(_drop[0-9.]+)?\.json"
     marker = "sweep.csv"
+    marker_header = SWEEP_HEADER
     order = 10
-
-    @classmethod
-    def is_marker(cls, path: Path) -> bool:
-        return (csv_header(path) or [])[:4] == SWEEP_HEADER
 
     def check(self, net: BadNet) -> None:
         check_layer(net, self.layer or default_layer(net))

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.data_io import ImageSet, PoisonedSet
 from engine.detectors import Setting
-from engine.files import csv_header, staged_folder, write_csv
+from engine.files import staged_folder, write_csv
 from engine.model_io import BadNet, load_badnet
 from engine.progress import Job, Progress
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
@@ -183,11 +183,8 @@ class Magnitude(Repair):
     )
     files = r"magnitude_sweep\.csv|magnitude_s[0-9.]+(_finetuned)?\.h5|repaired\.json"
     marker = "magnitude_sweep.csv"
+    marker_header = ("sparsity", "clean_accuracy")
     order = 20
-
-    @classmethod
-    def is_marker(cls, path: Path) -> bool:
-        return (csv_header(path) or [])[:2] == CSV_HEADER
 
     @classmethod
     def describe(cls, choice: dict) -> str:

@@ -29,11 +29,10 @@ import numpy as np
 from engine.data_io import ImageSet, PoisonedSet
 from engine.detectors import Setting
 from engine.errors import InputError
-from engine.files import staged_folder
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
-from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle
+from engine.repairs.bundle import RepairedNet, write_repair_folder
 from engine.repairs.training import holdout_split, train_epochs
 from engine.scoring import model_labels, to_model_input
 
@@ -198,10 +197,8 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
     outdir = Path(outdir)
     for layer in model.layers:  # saved as a plain model: nothing frozen when someone trains it further
         layer.trainable = True
-    with staged_folder(outdir, NPlusOne.is_output, "N+1 network results") as stage:
-        choice = dict(report, attack_success={k: v["attack_success"] for k, v in report["poisoned"].items()})
-        bundle = write_bundle(stage, net, save_model(model, stage / "nplus1.h5"), choice, scaling, rule="nplus1")
-    moved(bundle, outdir)
+    choice = dict(report, attack_success={k: v["attack_success"] for k, v in report["poisoned"].items()})
+    bundle = write_repair_folder(outdir, NPlusOne, net, model, "nplus1.h5", choice, scaling)
     return NPlusOneResult(bundle, report)
 
 

@@ -24,11 +24,10 @@ import numpy as np
 from engine.data_io import ImageSet, PoisonedSet
 from engine.detectors import Setting
 from engine.errors import InputError
-from engine.files import staged_folder
 from engine.model_io import BadNet
 from engine.progress import Job, Progress
 from engine.repairs import Repair, RepairOutcome, register
-from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle
+from engine.repairs.bundle import RepairedNet, write_repair_folder
 from engine.repairs.training import holdout_split, train_epochs
 from engine.scoring import BATCH_SIZE, forward, model_accuracy, to_model_input
 
@@ -143,10 +142,8 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
         "attack_success": {p.name: {"before": before[p.name], "after": after[p.name]} for p in poisoned},
     }
     outdir = Path(outdir)
-    with staged_folder(outdir, Unlearning.is_output, "unlearning results") as stage:
-        choice = dict(report, attack_success={k: v["after"] for k, v in report["attack_success"].items()})
-        bundle = write_bundle(stage, net, save_model(model, stage / "unlearned.h5"), choice, scaling)
-    moved(bundle, outdir)
+    choice = dict(report, attack_success={k: v["after"] for k, v in report["attack_success"].items()})
+    bundle = write_repair_folder(outdir, Unlearning, net, model, "unlearned.h5", choice, scaling)
     return UnlearnResult(bundle, report)
 
 
