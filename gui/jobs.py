@@ -151,11 +151,18 @@ class JobRunner(QObject):
         return self.generation
 
     def submit(self, title: str, factory: Callable[[], Generator], on_result: Callable[[object], None] | None = None,
-               on_error: Callable[[str], None] | None = None) -> Job:
+               on_error: Callable[[str], None] | None = None, on_started: Callable[[], None] | None = None,
+               on_finished: Callable[[str], None] | None = None) -> Job:
         """Queue ``factory``: called on the GUI thread when the job's turn comes (so what it reads is
-        current), it returns the generator to run. ``on_result`` gets its return value."""
+        current), it returns the generator to run. ``on_result`` gets its return value;
+        ``on_started`` and ``on_finished`` (its outcome) are how a controller announces its own job
+        (connected before the job can start, which may be at once)."""
         job = Job(title, factory)  # no Qt parent: freed once the runner and the caller let go
         job.on_result, job.on_error = on_result, on_error  # called directly, so their errors are caught
+        if on_started is not None:
+            job.started.connect(on_started)
+        if on_finished is not None:
+            job.finished.connect(on_finished)
         self._queue.append(job)
         if self._current is None:
             self._start_next()

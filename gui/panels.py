@@ -99,19 +99,22 @@ class ModelDataPanel(QGroupBox):
         session.data.cleanChanged.connect(self._on_clean)
         session.data.poisonedChanged.connect(self._on_poisoned)
         session.data.scalingChanged.connect(self._on_scaling)
-        session.runner.failed.connect(self._on_failed)
+        session.data.modelLoadEnded.connect(self._on_load_ended)
 
     @Slot(str)
     def _on_loading(self, path: str) -> None:
         self.model_name.setText(f"loading {path.rsplit('/', 1)[-1]}…")
         self.model_facts.setText("TensorFlow starts on first use; this takes a few seconds.")
 
-    @Slot(str, str)
-    def _on_failed(self, title: str, message: str) -> None:
-        if title.startswith("Load model") and self.session.data.net is None:
+    @Slot(str)
+    def _on_load_ended(self, outcome: str) -> None:
+        """A load that did not finish leaves the model there was (or none)."""
+        if outcome == "done":
+            return
+        if self.session.data.net is None:
             self.model_name.setText("no model loaded")
             self.model_facts.setText("")
-        elif title.startswith("Load model"):
+        else:
             self._on_model(self.session.data.net)
 
     @Slot(object)

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.controllers.scan import SCAN_TITLE
 from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
@@ -198,29 +197,26 @@ class ScanPanel(QWidget):
         s.scanChanged.connect(self._on_result)
         s.previewChanged.connect(self._on_preview)
         s.stampCounted.connect(self._on_counted)
-        session.runner.started.connect(self._on_job_started)
-        session.runner.finished.connect(self._on_job_finished)
+        s.running.connect(self._on_scan_started)
+        s.ended.connect(self._on_scan_ended)
         self._on_result(None)
 
     # --- actions ------------------------------------------------------------------------------
 
-    @Slot(str)
-    def _on_job_started(self, title: str) -> None:
-        scanning = title == SCAN_TITLE
-        self.cancel_button.setEnabled(scanning)
-        self.run_button.setEnabled(not scanning)
+    @Slot()
+    def _on_scan_started(self) -> None:
+        self.cancel_button.setEnabled(True)
+        self.run_button.setEnabled(False)
 
-    @Slot(str, str)
-    def _on_job_finished(self, title: str, outcome: str) -> None:
-        if title == SCAN_TITLE:
-            self.cancel_button.setEnabled(False)
-            self.run_button.setEnabled(True)
-            if outcome != "done":
-                result = self.session.scan.result
-                self._on_result(result)
-                if result is None:
-                    self.verdict.setText(f"The last scan was {outcome}; run it again to ask which class is the "
-                                         "target.")
+    @Slot(str)
+    def _on_scan_ended(self, outcome: str) -> None:
+        self.cancel_button.setEnabled(False)
+        self.run_button.setEnabled(True)
+        if outcome != "done":
+            result = self.session.scan.result
+            self._on_result(result)
+            if result is None:
+                self.verdict.setText(f"The last scan was {outcome}; run it again to ask which class is the target.")
 
     @Slot()
     def start_clicked(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from engine.errors import InputError
 from gui.controllers.calibration import CalibrationController
 from gui.controllers.check import CheckController
 from gui.controllers.compare import CompareController
@@ -34,6 +35,15 @@ class Session(QObject):
         self.data.poisonedChanged.connect(lambda _: self.calib.score_sets())
         self.calib.calibrationChanged.connect(self._on_calibration)
         self.pruning.repairedChanged.connect(lambda _: self.check.rescore())
+
+    def require(self, what: str, clean: str | None = None):
+        """The data controller, once a model (and, when ``clean`` says how, clean data) is loaded;
+        otherwise the one-line error every controller gives: "load a model before <what>"."""
+        if self.data.net is None:
+            raise InputError(None, f"load a model before {what}")
+        if clean is not None and self.data.clean is None:
+            raise InputError(None, f"load {clean} before {what}")
+        return self.data
 
     @Slot(str, str)
     def _on_failed(self, title: str, message: str) -> None:

@@ -58,10 +58,7 @@ class CalibrationController(QObject):
         asked = {}
 
         def factory():
-            if data.net is None:
-                raise InputError(None, "load a model before calibrating")
-            if data.clean is None:
-                raise InputError(None, "load clean data before calibrating")
+            self.session.require("calibrating", clean="clean data")
             net, clean, sets, scaling = data.net, data.clean, list(data.poisoned), data.scaling
             asked["scaling"] = scaling
 
@@ -91,9 +88,8 @@ class CalibrationController(QObject):
             return
 
         def factory():
+            self.session.require("scoring the loaded sets")
             net, clean, sets, cals = data.net, data.clean, list(data.poisoned), dict(self.calibrations)
-            if net is None:
-                raise InputError(None, "load a model first")
 
             def job():
                 out = {}

@@ -11,7 +11,6 @@ from PySide6.QtCore import QObject, Signal
 
 from engine import workflow
 from engine.data_io import ImageSet
-from engine.errors import InputError
 from engine.workflow import VERDICT_SOURCES, CheckedImage, VerdictRules
 
 
@@ -52,9 +51,7 @@ class CheckController(QObject):
             return
 
         def factory():
-            net = self.session.data.net
-            if net is None:
-                raise InputError(None, "load a model before checking images")
+            net = self.session.require("checking images").net
             return workflow.check_paths(net, images, self.session.data.effective_scaling,
                                         dict(self.session.calib.calibrations), self.session.pruning.repaired)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from engine import workflow
-from engine.errors import InputError
 
 
 class CompareController(QObject):
@@ -24,10 +23,7 @@ class CompareController(QObject):
         data = self.session.data
 
         def factory():
-            if data.net is None:
-                raise InputError(None, "load a model before comparing detectors")
-            if data.clean is None:
-                raise InputError(None, "load clean data before comparing detectors")
+            self.session.require("comparing detectors", clean="clean data")
             made = workflow.make_detectors(list(detectors), detectors)
             known = list(self.session.pruning.known.values())
             repairs = [g for g in known if g.scaling == data.effective_scaling]

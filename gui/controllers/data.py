@@ -14,6 +14,7 @@ from engine.progress import Progress
 class DataController(QObject):
     modelLoading = Signal(str)  # path
     modelChanged = Signal(object)  # BadNet
+    modelLoadEnded = Signal(str)  # a model's loading ended: "done" | "cancelled" | "failed" | "stale"
     cleanChanged = Signal(object)  # ImageSet
     poisonedChanged = Signal(object)  # list[PoisonedSet]
     scalingChanged = Signal(str)
@@ -44,7 +45,8 @@ class DataController(QObject):
             yield Progress(1, 1, f"loaded {path.name}")
             return net
 
-        self.session.runner.submit(f"Load model {path.name}", job, self._set_model)
+        self.session.runner.submit(f"Load model {path.name}", job, self._set_model,
+                                   on_finished=self.modelLoadEnded.emit)
 
     def _set_model(self, net) -> None:
         self.net = net

@@ -25,12 +25,7 @@ class PruningController(QObject):
         self.known: dict[str, object] = {}  # B' path -> RepairedNet, every one made or loaded for this model
 
     def _require(self, what: str):
-        data = self.session.data
-        if data.net is None:
-            raise InputError(None, f"load a model before {what}")
-        if data.clean is None:
-            raise InputError(None, f"load labelled clean data before {what}")
-        return data
+        return self.session.require(what, clean="labelled clean data")
 
     def run(self, method: str, params: dict | None = None, outdir: str | Path | None = None,
             sets: list[int] | None = None) -> None:

@@ -21,6 +21,8 @@ SCAN_TITLE = "Trigger scan"
 
 class ScanController(QObject):
     scanChanged = Signal(object)  # ScanResult | None: finished, loaded or cleared
+    running = Signal()  # a scan job started
+    ended = Signal(str)  # a scan job ended: "done" | "cancelled" | "failed" | "stale"
     partial = Signal(object)  # ScanResult while the scan runs
     previewChanged = Signal(object)  # dict: the chosen class's trigger on a few clean faces
     stampCounted = Signal(object)  # dict: flips over all loaded clean faces
@@ -41,14 +43,12 @@ class ScanController(QObject):
         data = self.session.data
 
         def factory():
-            if data.net is None:
-                raise InputError(None, "load a model before scanning it")
-            if data.clean is None:
-                raise InputError(None, "load clean data before scanning (45-100 faces are enough)")
+            self.session.require("scanning it", clean="clean data (45-100 faces are enough)")
             clean = workflow.sample_images(data.clean, max_images)
             return workflow.scan_job(data.net, clean, data.effective_scaling, settings)
 
-        job = self.session.runner.submit(SCAN_TITLE, factory, self._finished)
+        job = self.session.runner.submit(SCAN_TITLE, factory, self._finished, on_started=self.running.emit,
+                                         on_finished=self.ended.emit)
         job.yielded.connect(self._on_step)
 
     def _on_step(self, step: Progress) -> None:
@@ -114,8 +114,7 @@ class ScanController(QObject):
         def factory():
             if result is None or label not in result.triggers:
                 raise InputError(None, "run or load a trigger scan, then choose a class")
-            if data.net is None or data.clean is None:
-                raise InputError(None, "load the model and clean data first")
+            self.session.require("stamping a reversed trigger", clean="clean data")
             return workflow.stamp_and_count(data.net, data.clean, result, label, limit)
 
         self.session.runner.submit(title, factory, done)

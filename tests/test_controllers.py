@@ -1,0 +1,126 @@
+"""The window's controllers on a session with a synchronous stand-in runner: no window, no thread.
+
+Each job runs to its end inside ``submit``, so a controller's rules (what it requires, what it
+announces, what it keeps when a job fails) are tested without widgets or waiting."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QObject, Signal  # noqa: E402
+
+from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_MODEL, DEMO_POISONED  # noqa: E402
+from engine.errors import InputError  # noqa: E402
+from engine.progress import Progress  # noqa: E402
+
+
+class _Done:
+    """What ``submit`` returns once the job has already run: signals nobody will hear again."""
+
+    class _Quiet:
+        def connect(self, *_):
+            pass
+
+    yielded = started = finished = _Quiet()
+
+
+class SyncRunner(QObject):
+    """The JobRunner's interface, running every job at once on the calling thread."""
+
+    started = Signal(str)
+    progress = Signal(object)
+    finished = Signal(str, str)
+    failed = Signal(str, str)
+    idle = Signal()
+
+    def __init__(self):
+        super().__init__()
+        self.titles: list[tuple[str, str]] = []
+        self.busy = False
+        self.generation = 0
+        self.current_title = None
+
+    def new_generation(self) -> int:
+        self.generation += 1
+        return self.generation
+
+    def submit(self, title, factory, on_result=None, on_error=None, on_started=None, on_finished=None):
+        outcome = "done"
+        try:
+            generator = factory()
+            if on_started is not None:
+                on_started()
+            self.started.emit(title)
+            while True:
+                step = next(generator)
+                if isinstance(step, Progress):
+                    self.progress.emit(step)
+        except StopIteration as stop:
+            if on_result is not None:
+                on_result(stop.value)
+        except InputError as err:
+            outcome = "failed"
+            if on_error is not None:
+                on_error(str(err))
+            self.failed.emit(title, str(err))
+        if on_finished is not None:
+            on_finished(outcome)
+        self.titles.append((title, outcome))
+        self.finished.emit(title, outcome)
+        self.idle.emit()
+        return _Done()
+
+    def cancel(self):
+        pass
+
+    def cancel_all(self):
+        pass
+
+    def shutdown(self, msecs: int = 0) -> bool:
+        return True
+
+
+@pytest.fixture
+def session(qapp):
+    from gui.session import Session
+
+    return Session(runner=SyncRunner())
+
+
+def test_every_controller_asks_for_a_model_first_in_the_same_words(session):
+    errors = []
+    session.error.connect(errors.append)
+    session.scan.run(60)
+    session.pruning.run("fine-pruning", {}, "unused")
+    session.compare.run({"confidence": None})
+    assert len(errors) == 3 and all(e.startswith("load a model before ") for e in errors), errors
+    assert [outcome for _, outcome in session.runner.titles] == ["failed"] * 3
+
+
+def test_loading_announces_its_end_and_a_failed_load_keeps_the_model(session, tmp_path):
+    ended, models = [], []
+    session.data.modelLoadEnded.connect(ended.append)
+    session.data.modelChanged.connect(models.append)
+    session.data.open_model(DEMO_MODEL)
+    assert ended == ["done"] and models and session.data.net.num_classes == 50
+    session.data.open_model(tmp_path / "missing.h5")
+    assert ended == ["done", "failed"] and session.data.net is models[0]
+
+
+def test_a_repair_runs_from_its_declared_settings_and_becomes_g(session, tmp_path):
+    session.data.open_model(DEMO_MODEL)
+    session.data.open_clean(DEMO_CLEAN_VALIDATION)
+    session.data.add_poisoned(DEMO_POISONED, 0)
+    outcomes = []
+    session.pruning.sweepChanged.connect(outcomes.append)
+    session.pruning.run("magnitude", {"sparsity": 0.5}, tmp_path / "mag")
+    (outcome,) = outcomes
+    assert outcome.method == "magnitude" and outcome.plots and outcome.plots[0].x_range == (0, 1)
+    assert session.pruning.repaired is outcome.bundle and outcome.bundle.choice["sparsity"] == 0.5
+    errors = []
+    session.error.connect(errors.append)
+    session.pruning.run("magnitude", {"sparsity": 2}, tmp_path / "mag2")  # the setting's own check
+    assert errors and "sparsity 2 must be in (0, 1)" in errors[-1] and not (tmp_path / "mag2").exists()
+    assert session.pruning.repaired is outcome.bundle  # what was made stays
