@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
 from engine.detectors import DETECTORS
 from engine.repairs import ALIASES, REPAIRS
-from engine.scan import ScanSettings
+from engine.scan import SCAN_IMAGES, ScanSettings
 from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR
 
 
@@ -207,8 +207,8 @@ def build_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEMO_MODEL))
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION),
                    help="clean data (labels not needed; 45-100 faces are enough)")
-    p.add_argument("--max-images", type=non_negative_int, default=100, metavar="N",
-                   help="use at most N clean images, drawn at random (default 100; 0: all)")
+    p.add_argument("--max-images", type=non_negative_int, default=SCAN_IMAGES, metavar="N",
+                   help=f"use at most N clean images, drawn at random (default {SCAN_IMAGES}; 0: all)")
     p.add_argument("--candidates", type=positive_int, default=ScanSettings.margin_candidates,
                    help="classes with the largest margins refined, besides those the clean faces lean to most "
                         f"(default {ScanSettings.margin_candidates})")

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.scan import SCAN_IMAGES
 from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
@@ -83,7 +84,7 @@ class ScanPanel(QWidget):
         self.cancel_button.clicked.connect(session.runner.cancel)
         self.images_spin = QSpinBox()
         self.images_spin.setRange(4, 10_000)
-        self.images_spin.setValue(100)
+        self.images_spin.setValue(SCAN_IMAGES)
         self.images_spin.setToolTip("Clean faces the scan uses, drawn at random from the loaded clean data "
                                     "(a third are held out to test the reversed triggers)")
         self.load_button = QPushButton("Load scan…")

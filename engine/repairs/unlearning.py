@@ -29,6 +29,7 @@ from engine.progress import Job, Progress
 from engine.repairs import Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, write_repair_folder
 from engine.repairs.training import holdout_split, train_epochs
+from engine.scan import SCAN_IMAGES
 from engine.scoring import BATCH_SIZE, forward, model_accuracy, to_model_input
 
 DEFAULT_EPOCHS = 20
@@ -160,7 +161,7 @@ class Unlearning(Repair):
         Setting("epochs", "epochs", int, DEFAULT_EPOCHS, 1, 1000, "unlearning epochs"),
         Setting("share", "stamped share", float, DEFAULT_SHARE, 0.0, 1.0,
                 "share of each batch stamped with a reversed trigger", low_open=True, step=0.05),
-        Setting("scan_images", "faces to scan", int, 100, 20, 100_000,
+        Setting("scan_images", "faces to scan", int, SCAN_IMAGES, 20, 100_000,
                 "without a scan, scan first on this many of the clean faces"),
     )
     uses_scan = True

@@ -12,8 +12,8 @@ from PySide6.QtCore import QObject, Signal
 from engine import workflow
 from engine.errors import InputError
 from engine.progress import Progress
+from engine.scan import SCAN_IMAGES
 
-SCAN_IMAGES = 100
 PREVIEW_FACES = 5
 PARTIAL_EVERY = 0.5  # seconds between partial-result updates
 SCAN_TITLE = "Trigger scan"
