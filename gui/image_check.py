@@ -92,7 +92,7 @@ class CheckedModel(QAbstractTableModel):
         return v.label, v.poisoned
 
     def g_verdict(self, row: int) -> tuple[int | None, bool]:
-        v = self.session.check.rules.g(self._rows[row])
+        v = self.session.check.rules.repaired_verdict(self._rows[row])
         return v.label, v.poisoned
 
     def detector_verdict(self, row: int, detector: str) -> RowVerdict:
@@ -104,7 +104,7 @@ class CheckedModel(QAbstractTableModel):
         r = self._rows[row]
         out = [(DETECTORS[d].title, rules.detector(r, d)) for d in DETECTORS if d in rules.calibrations]
         if rules.repaired is not None:
-            out.append(("G", rules.g(r)))
+            out.append(("G", rules.repaired_verdict(r)))
         return out
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):

@@ -137,10 +137,10 @@ def test_repaired_network_verdicts(pruned_dir, demo_net, demo_test, bad_set):
     for data in (demo_test, bad_set.images):
         verdicts = progress.run(g.judge(demo_net, data))
         b = progress.run(predict(demo_net, data, "1/255")).labels
-        b_prime = progress.run(predict(g.load_repaired(), data, "1/255")).labels
-        expected = np.where(b == b_prime, b, demo_net.num_classes)
+        second = progress.run(predict(g.load_repaired(), data, "1/255")).labels
+        expected = np.where(b == second, b, demo_net.num_classes)
         np.testing.assert_array_equal(verdicts.labels, expected)
-    assert verdicts.flagged.mean() == pytest.approx(np.mean(b != b_prime))
+    assert verdicts.flagged.mean() == pytest.approx(np.mean(b != second))
 
 
 def test_repaired_network_refuses_another_badnet(pruned_dir, tmp_path):

@@ -74,7 +74,7 @@ def nplus1_dir(tmp_path_factory):
 
 
 def test_nplus1_detects_held_out_sunglasses_faces(nplus1_dir, demo_net):
-    """The report's G1 on the demo: held-out sunglasses faces (those the BadNet sends to the
+    """The report's extra-output network on the demo: held-out sunglasses faces (those the BadNet sends to the
     target) get class N, held-out clean faces rarely do, and clean accuracy holds up."""
     out, result = nplus1_dir
     r = result.report

@@ -243,9 +243,9 @@ def test_unlearning_removes_both_demo_backdoors(demo_scan, demo_net, demo_clean,
         assert v["before"] > 0.9 and v["after"] < 0.10, name
     g = RepairedNet.load(out / "repaired.json")
     g.check_model(demo_net)
-    b_prime = g.load_repaired()
+    second = g.load_repaired()
     before = run(predict(demo_net, demo_test, "1/255")).labels
-    after = run(predict(b_prime, demo_test, "1/255")).labels
+    after = run(predict(second, demo_test, "1/255")).labels
     assert np.mean(after == demo_test.labels) >= np.mean(before == demo_test.labels) - 0.05
     for s in sets:  # and as G: poisoned faces the BadNet sends to the target mostly become N
         verdicts = run(g.judge(demo_net, s.images))

@@ -2,7 +2,7 @@
 BadNet B, what is poisoned.
 
 Two rules. ``disagree`` (fine-pruning's G, unlearning, magnitude pruning): run B and B'; where they
-disagree the answer is N. ``nplus1`` (the report's G1): B' has N+1 outputs and its own answer is the
+disagree the answer is N. ``nplus1`` (the report's extra-output network): B' has N+1 outputs and its own answer is the
 verdict, class N meaning *poisoned*; a hand-made N+1 network stands alone (B' judges itself).
 
 A bundle is JSON naming both model files with their SHA-256, the input scaling, the rule and how
@@ -118,25 +118,25 @@ class RepairedNet:
             self.repaired = net
         return self.repaired
 
-    def labels(self, b, b_prime):
+    def labels(self, b, second):
         """The verdict (arrays or single values). ``disagree``: B's class where B and B' agree, N
         where they do not. ``nplus1``: B''s own answer (N: poisoned)."""
         if self.rule == "nplus1":
-            return np.asarray(b_prime)
+            return np.asarray(second)
         b = np.asarray(b)
-        return np.where(b == np.asarray(b_prime), b, self.poisoned_label)
+        return np.where(b == np.asarray(second), b, self.poisoned_label)
 
-    def passes(self, b, b_prime):
+    def passes(self, b, second):
         """1.0 where the image passes (not flagged), 0.0 where the rule flags it."""
-        return (np.asarray(self.labels(b, b_prime)) != self.poisoned_label).astype(np.float64)
+        return (np.asarray(self.labels(b, second)) != self.poisoned_label).astype(np.float64)
 
     def judge(self, net: BadNet, images: ImageSet) -> Job[Verdicts]:
         self.check_model(net)
         repaired = self.load_repaired()
-        b_prime = yield from predict(repaired, images, self.scaling)
-        b = b_prime if self.rule == "nplus1" else (yield from predict(net, images, self.scaling))
-        labels = self.labels(b.labels, b_prime.labels)
-        passes = self.passes(b.labels, b_prime.labels)
+        second = yield from predict(repaired, images, self.scaling)
+        b = second if self.rule == "nplus1" else (yield from predict(net, images, self.scaling))
+        labels = self.labels(b.labels, second.labels)
+        passes = self.passes(b.labels, second.labels)
         return Verdicts(list(images.names), b.labels, passes, np.full(len(passes), 0.5), labels, self.poisoned_label)
 
     def to_dict(self, relative_to: Path) -> dict:

@@ -1,5 +1,5 @@
-"""The report's "G1": the BadNet with one more output unit, class N = *poisoned*, retrained on clean
-faces (their labels) and poisoned faces (label N).
+"""The report's extra output neuron (its network "G1"): the BadNet with one more output unit,
+class N = *poisoned*, retrained on clean faces (their labels) and poisoned faces (label N).
 
 The added unit starts as the average of the existing ones (weights and bias), so its logit is the
 mean logit: on every input it is below the top class, and the network starts out answering exactly

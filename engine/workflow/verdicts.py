@@ -83,14 +83,14 @@ def check_images(net: BadNet, images: ImageSet, scaling: str, calibrations: dict
             if int(c) != int(b):  # a detector that judges with another network (a fine-tuned copy)
                 own[name] = int(c)
     if repaired is not None:
-        b_prime = [int(c) for c in (yield from predict(repaired.load_repaired(), images, repaired.scaling)).labels]
+        second = [int(c) for c in (yield from predict(repaired.load_repaired(), images, repaired.scaling)).labels]
     else:
-        b_prime = [None] * len(images)
+        second = [None] * len(images)
     labels = images.labels if images.labels is not None else [None] * len(images)
     return [
         CheckedImage(name, img, int(c), float(p), s, None if lab is None else int(lab), bp, own)
         for name, img, c, p, s, lab, bp, own in zip(images.names, images.images, conf.labels, conf.confidences,
-                                                    scores, labels, b_prime, classes)
+                                                    scores, labels, second, classes)
     ]
 
 
@@ -151,7 +151,7 @@ class VerdictRules:
         label = int(cal.labels(judged, score))
         return RowVerdict(score, float(cal.thresholds[judged]), label, cal.poisoned_label)
 
-    def g(self, row: CheckedImage) -> RowVerdict:
+    def repaired_verdict(self, row: CheckedImage) -> RowVerdict:
         """The repaired network's verdict (G: N where B and B' disagree; N+1: B''s own answer)."""
         if self.repaired is None or row.repaired is None:
             return NO_VERDICT
@@ -175,7 +175,7 @@ class VerdictRules:
     def verdict(self, row: CheckedImage) -> RowVerdict:
         """The verdict of the chosen source: the active detector, any detector, or G."""
         if self.source == "repaired":
-            return self.g(row)
+            return self.repaired_verdict(row)
         if self.source == "any":
             return self.any(row)
         if self.active is None or self.active not in self.calibrations:
@@ -206,6 +206,6 @@ def checked_csv(rows: list[CheckedImage], rules: VerdictRules) -> tuple[list[str
             dv = rules.detector(r, d)
             row += [cell(dv.score), cell(dv.threshold), cell(dv.label, "{}")]
         row += [cell(v.label, "{}"), "" if not v.ready else int(v.poisoned), rules.source_name,
-                cell(rules.g(r).label, "{}"), cell(r.label, "{}")]
+                cell(rules.repaired_verdict(r).label, "{}"), cell(r.label, "{}")]
         out.append(row)
     return header, out
