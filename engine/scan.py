@@ -52,7 +52,7 @@ FILE_VERSION = 2
 MIN_CLEAN = 4
 MAX_CLASSES = 100_000
 MAX_SHAPES = 8  # flagged classes whose trigger shape is drawn
-SCAN_IMAGES = 100  # clean faces a scan uses unless told (45-100 are enough)
+SCAN_IMAGES = 300  # clean faces a scan uses unless told: refinement draws 10 a step, so more cost little
 PRUNED = -6.0  # tanh-space value of a switched-off mask pixel (mask 6e-6)
 STAGES = ("margins", "refining", "testing", "done")
 
