@@ -288,15 +288,8 @@ def print_defenses(rows, sets: list[str]) -> None:
             print(f"  {'':<{width}}  ({r.note})")
 
 
-def check_output_folder(path, is_ours, what: str) -> Path:
-    """Before any long work: ``path`` may be new, empty, or ``what`` (an earlier run's folder)."""
-    out = Path(path)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_ours(out))):
-        raise InputError(out, f"is not an empty folder or {what}; choose a new folder")
-    return out
-
-
 def cmd_scan(args) -> int:
+    from engine.files import check_output_folder
     from engine.scan import ScanSettings, is_scan_output
 
     if args.output is not None:

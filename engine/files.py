@@ -173,6 +173,14 @@ def is_json_of_kind(path: Path, kind: str) -> bool:
         return False
 
 
+def check_output_folder(path: str | Path, is_ours: Callable[[Path], bool], what: str) -> Path:
+    """Before any long work: ``path`` may be new, empty, or ``what`` (an earlier run's folder, ``is_ours``)."""
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_ours(out))):
+        raise InputError(out, f"is not an empty folder or {what}; choose a new folder")
+    return out
+
+
 @contextmanager
 def staged_folder(outdir: str | Path, is_ours: Callable[[Path], bool], what: str) -> Iterator[Path]:
     """Build an output folder beside ``outdir`` and put it in place only if the block succeeds.

@@ -223,6 +223,7 @@ class PruningPanel(QWidget):
             self._update_summary()
             return
         self.plot.setLabel("bottom", plot.x_label)
+        self.plot.setLabel("left", plot.y_label)
         if plot.x_range is not None:
             self.plot.setXRange(*plot.x_range, padding=0.01)
         self.plot.setYRange(0, 1.02, padding=0)  # rates: the same scale for every method

@@ -101,10 +101,8 @@ class Repair(ABC):
     @classmethod
     def is_output(cls, folder: Path) -> bool:
         """A folder an earlier run of this repair wrote: its marker, and only files named like its own."""
+        from engine.files import csv_header, is_json_of_kind
         from engine.repairs.bundle import FILE_KIND
-        from engine.files import is_json_of_kind
-
-        from engine.files import csv_header
 
         pattern = re.compile(cls.files)
         marker = folder / cls.marker
@@ -159,11 +157,9 @@ def make_repair(name: str, params: dict | None = None) -> Repair:
 
 def check_output_folder(path: str | Path, repair: Repair | type[Repair]) -> Path:
     """Before any long work: ``path`` may be new, empty, or an earlier run of the same repair."""
-    out = Path(path)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not repair.is_output(out))):
-        raise InputError(out, f"is not an empty folder or an earlier {repair.phrase()} run's results; "
-                         "choose a new folder")
-    return out
+    from engine.files import check_output_folder as check_folder
+
+    return check_folder(path, repair.is_output, f"an earlier {repair.phrase()} run's results")
 
 
 def repair_job(repair: Repair, net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outdir: str | Path,

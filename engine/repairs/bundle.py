@@ -22,7 +22,7 @@ import numpy as np
 from engine.calibration import Verdicts, write_json_atomic
 from engine.data_io import ImageSet
 from engine.errors import InputError, first_line
-from engine.files import is_json_of_kind, read_json_file
+from engine.files import read_json_file
 from engine.model_io import BadNet, load_badnet, sha256_file
 from engine.progress import Job
 from engine.scoring import SCALINGS, predict
@@ -240,13 +240,6 @@ def check_choice(choice: dict, num_classes: int) -> None:
     for key, ok in checks.items():
         if key in choice and not ok(choice[key]):
             raise ValueError(f"choice.{key} {choice[key]!r} is not what a repaired network records")
-
-
-def is_bundle_output(folder: Path, model_name: str) -> bool:
-    """A folder an earlier repair wrote: its ``repaired.json`` and ``model_name``, nothing else."""
-    return (is_json_of_kind(folder / "repaired.json", FILE_KIND)
-            and all(p.name in (model_name, "repaired.json") for p in folder.iterdir()))
-
 
 
 def save_model(model, path: Path) -> Path:

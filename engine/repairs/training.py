@@ -18,14 +18,6 @@ from engine.scoring import model_accuracy, to_model_input
 BATCH = 32
 
 
-def check_epochs(epochs, what: str, low: int = 0, high: int | None = None) -> None:
-    """A number of training epochs: a whole number in ``low``..``high`` (no upper bound when None)."""
-    if (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < low
-            or (high is not None and epochs > high)):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise InputError(None, f"{what} {epochs!r} must be a whole number {bound}")
-
-
 def holdout_split(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(held-out rows, sorted; training rows, shuffled): ``share`` of ``n`` held out, at least one
     of each when ``n`` > 1."""

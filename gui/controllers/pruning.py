@@ -32,17 +32,16 @@ class PruningController(QObject):
         """Queue ``method`` with ``params`` (its settings; missing ones take its defaults) into
         ``outdir``. ``sets``: the indices of the loaded poisoned sets a repair that learns from
         poisoned faces takes (None: all). A repair that uses a trigger scan takes the loaded one."""
-        from engine.repairs import make_repair, repair_job
+        from engine.repairs import make_repair, repair_class, repair_job
 
         outdir = Path(outdir)
 
         def factory():
             repair = make_repair(method, params)
-            data = self._require(repair.title.lower())
-            chosen = [p for i, p in enumerate(data.poisoned) if sets is None or i in sets]
+            data = self._require(repair.phrase())
+            chosen = [p for i, p in enumerate(data.poisoned) if sets is None or not repair.needs_poisoned or i in sets]
             scan = self.session.scan.result if repair.uses_scan else None
-            return repair_job(repair, data.net, data.clean, chosen if repair.needs_poisoned else list(data.poisoned),
-                              outdir, data.effective_scaling, scan)
+            return repair_job(repair, data.net, data.clean, chosen, outdir, data.effective_scaling, scan)
 
         def done(outcome) -> None:
             for line in outcome.lines:
@@ -50,8 +49,6 @@ class PruningController(QObject):
             if outcome.scan is not None and self.session.scan.result is None:
                 self.session.scan.set_result(outcome.scan, None)
             self._finished(outcome, outcome.bundle, f"results in {outdir}")
-
-        from engine.repairs import repair_class
 
         self.session.runner.submit(repair_class(method).title, factory, done)
 
