@@ -63,6 +63,46 @@ def demo_eyebrows():
     return data_io.read(DEMO_EYEBROWS)
 
 
+def write_subset(source: Path, n: int, out: Path) -> Path:
+    """The first ``n`` faces (and labels) of an official-layout HDF5 file, as a new file: a small
+    set for tests about mechanics, where the demo's 300 faces would only cost time."""
+    import h5py
+
+    with h5py.File(source, "r") as f, h5py.File(out, "w") as g:
+        g.create_dataset("data", data=f["data"][:n])
+        g.create_dataset("label", data=f["label"][:n])
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> dict[str, Path]:
+    """40 of the demo's clean validation faces and 40 of its sunglasses faces, as files."""
+    from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_POISONED
+
+    folder = tmp_path_factory.mktemp("small_demo")
+    return {"clean": write_subset(DEMO_CLEAN_VALIDATION, 40, folder / "clean40.h5"),
+            "poisoned": write_subset(DEMO_POISONED, 40, folder / "sunglasses40.h5")}
+
+
+@pytest.fixture(scope="session")
+def demo_scan(demo_net, demo_clean):
+    """One trigger scan of the demo (60 faces, 120 refinement steps), shared by the engine, CLI
+    and window tests that need a finished scan; with the partial results it reported."""
+    from engine.progress import run
+    from engine.scan import ScanSettings, scan
+    from engine.workflow import sample_images
+
+    seen = []
+
+    def watch(step):
+        if step.partial is not None:
+            seen.append((step.partial.stage, len(step.partial.triggers)))
+
+    clean = sample_images(demo_clean, 60)
+    result = run(scan(demo_net, clean, "1/255", ScanSettings(refine_steps=120)), watch)
+    return result, seen
+
+
 @pytest.fixture(scope="session")
 def csaw() -> Path:
     if not (CSAW / "models" / "sunglasses_bd_net.h5").exists():

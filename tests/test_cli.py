@@ -28,6 +28,15 @@ def calibration_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def confidence_file(tmp_path_factory):
+    """A calibration of the founding confidence detector (a plain pass per image): for the tests
+    of what the commands print, which are the same whatever the detector."""
+    path = tmp_path_factory.mktemp("cli") / "confidence.json"
+    assert main.main(["calibrate", "--detector", "confidence", "-o", str(path)]) == 0
+    return path
+
+
 def test_info_json(capsys):
     code, out, _ = cli(capsys, "info", "--json")
     assert code == 0
@@ -65,13 +74,12 @@ def test_eval_prints_path_tab_label(capsys, calibration_file):
         assert Path(path).exists() and 0 <= int(label) <= n
 
 
-@pytest.mark.slow
-def test_score_json_on_clean_and_poisoned(capsys, calibration_file):
-    code, out, _ = cli(capsys, "score", "--calibration", calibration_file, "--json")
+def test_score_json_on_clean_and_poisoned(capsys, confidence_file):
+    code, out, _ = cli(capsys, "score", "--calibration", confidence_file, "--json")
     clean = json.loads(out)
     assert code == 0 and {"n", "accuracy", "frr"} <= set(clean)
     assert clean["accuracy"] >= 0.9
-    code, out, _ = cli(capsys, "score", "--calibration", calibration_file, "--data", DEMO_POISONED, "--target", 0, "--json")
+    code, out, _ = cli(capsys, "score", "--calibration", confidence_file, "--data", DEMO_POISONED, "--target", 0, "--json")
     bad = json.loads(out)
     assert code == 0 and {"n", "attack_success_rate", "detection_rate"} <= set(bad)
     assert bad["attack_success_rate"] >= 0.95
@@ -98,12 +106,12 @@ def test_errors_are_one_line_with_exit_code_2(capsys, monkeypatch, args, message
     assert message in err and "Traceback" not in err
 
 
-def test_calibration_for_another_model_is_refused(capsys, calibration_file, tmp_path):
+def test_calibration_for_another_model_is_refused(capsys, confidence_file, tmp_path):
     from engine.demo import DEMO_MODEL
 
     other = tmp_path / "other_badnet.h5"
     other.write_bytes(DEMO_MODEL.read_bytes() + b"\0")  # same network, another file
-    code, _, err = cli(capsys, "eval", "--calibration", calibration_file, "--model", other, DEMO_IMAGES)
+    code, _, err = cli(capsys, "eval", "--calibration", confidence_file, "--model", other, DEMO_IMAGES)
     assert code == 2 and "made for another model" in err and str(other) in err
 
 

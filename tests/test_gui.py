@@ -368,12 +368,15 @@ def test_stale_calibration_is_cleared_when_the_model_changes(calibrated, qtbot, 
 
 
 @pytest.mark.slow
-def test_screenshot_writes_a_png_of_the_window(tmp_path):
+def test_screenshot_writes_a_png_of_the_window(tmp_path, small_demo):
+    """The whole screenshot path (load, calibrate with the default detector, check the demo's
+    images, save), on 40 clean and 40 poisoned demo faces: what it shows, not how many."""
     from PIL import Image
 
     out = tmp_path / "window.png"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "gui", "--screenshot", str(out)],
+        [sys.executable, str(ROOT / "main.py"), "gui", "--clean", str(small_demo["clean"]),
+         "--poisoned", f"{small_demo['poisoned']}:0", "--screenshot", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -935,23 +938,39 @@ def test_the_window_fits_1280_by_800(window, qtbot):
 
 
 @pytest.mark.slow
-def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, qtbot, tmp_path):
-    """The scan runs in the worker with partial results, ranks the demo's targets, shows the
+def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, demo_scan, qtbot, tmp_path,
+                                                                monkeypatch):
+    """The scan runs in the worker with partial results (a short scan: the mechanics); a full
+    scan of the demo (the engine tests' own, saved and loaded) ranks the demo's targets, shows the
     chosen class's trigger on clean faces, counts flips like the engine, exports a PNG, and its
     unlearned network becomes G."""
+    import gui.controllers.scan as scan_controller
     from engine.demo import DEMO_TRIGGERS
     from engine.files import is_png
     from engine.scan import ScanSettings
 
+    monkeypatch.setattr(scan_controller, "PARTIAL_EVERY", 0.0)  # every partial result, however quick the scan
     w = demo_window
     partial = []
     w.session.scan.partial.connect(lambda r: partial.append((r.stage, len(r.triggers))))
+    short = ScanSettings(margin_steps=3, margin_candidates=4, prior_candidates=2, refine_steps=12,
+                         refine_min_steps=6, patience=6, shape_steps=5)
     with qtbot.waitSignal(w.session.scan.scanChanged, timeout=JOB_TIMEOUT):
-        w.session.scan.run(60, ScanSettings(refine_steps=120))
+        w.session.scan.run(20, short)
     wait_idle(qtbot, w)
-    result = w.session.scan.result
+    quick = w.session.scan.result
+    assert quick.n_clean == 20 and len(quick.triggers) <= 6
     assert {s for s, _ in partial} >= {"margins", "refining"}
+    assert any(n > 0 for s, n in partial if s == "refining")
     panel = w.scan
+    shown = [int(panel.table.item(r, 1).text()) for r in range(panel.table.rowCount())]
+    assert shown == [c for c in quick.ranking() if c in quick.triggers]
+
+    full, _ = demo_scan
+    folder = full.save(tmp_path / "scan")
+    w.session.scan.load(folder)
+    result = w.session.scan.result
+    assert result is not quick and result.n_clean == full.n_clean
     shown = [int(panel.table.item(r, 1).text()) for r in range(panel.table.rowCount())]
     assert shown == [c for c in result.ranking() if c in result.triggers]
     assert set(shown[:2]) == set(DEMO_TRIGGERS.values())

@@ -66,22 +66,6 @@ def test_stamp_blends_by_the_mask():
     assert out[1, 2, 2].tolist() == [200, 200, 200]
 
 
-@pytest.fixture(scope="module")
-def demo_scan(demo_net, demo_clean):
-    from engine.scan import ScanSettings, scan
-    from engine.workflow import sample_images
-
-    seen = []
-
-    def watch(step):
-        if step.partial is not None:
-            seen.append((step.partial.stage, len(step.partial.triggers)))
-
-    clean = sample_images(demo_clean, 60)
-    result = run(scan(demo_net, clean, "1/255", ScanSettings(refine_steps=120)), watch)
-    return result, seen
-
-
 def test_finds_both_demo_targets_first(demo_scan):
     from engine.demo import DEMO_TRIGGERS
 

@@ -1,7 +1,7 @@
 """The trigger scan on the real CSAW sunglasses BadNet (../shared/csaw; skipped when absent).
 
-A file of its own so that, with the tests spread over two workers, this scan (about a minute)
-runs beside the demo's scans rather than after them."""
+A scan of all 1283 classes takes one to three minutes on 2 cores, more than a third of the whole
+default test run, so it is in the `scale` layer with the zoo's scans: ``python -m pytest -m scale``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from engine.progress import run
 
 
+@pytest.mark.scale
 @pytest.mark.slow
 def test_real_sunglasses_badnet_target_is_flagged_alone(csaw):
     """All 1283 classes with the 10 real clean faces: class 0 (the real target) first and the only

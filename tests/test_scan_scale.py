@@ -10,7 +10,7 @@ import pytest
 
 from engine.progress import run
 
-pytestmark = [pytest.mark.zoo, pytest.mark.slow]
+pytestmark = [pytest.mark.scale, pytest.mark.zoo, pytest.mark.slow]
 FACES = 45
 DRAWS = (0, 1, 2)
 

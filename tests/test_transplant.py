@@ -80,10 +80,10 @@ def test_bad_settings(params, message):
         make_detector("transplant", params)
 
 
-def test_saved_host_faces_come_back_and_damaged_ones_are_refused(demo_net, demo_clean, tmp_path, capsys):
+def test_saved_host_faces_come_back_and_damaged_ones_are_refused(small_demo, tmp_path, capsys):
     out = tmp_path / "transplant.json"
     assert main.main(["calibrate", "--detector", "transplant", "--hosts", "3", "--windows", "12,20",
-                      "-o", str(out)]) == 0
+                      "--clean", str(small_demo["clean"]), "-o", str(out)]) == 0
     raw = json.loads(out.read_text())
     assert raw["detector_params"] == {"hosts": 3, "windows": [12, 20], "seed": 0}
     cal = Calibration.load(out)
@@ -92,11 +92,11 @@ def test_saved_host_faces_come_back_and_damaged_ones_are_refused(demo_net, demo_
     raw["detector_state"]["host_images"]["shape"] = [3, 55, 47, 4]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(raw))
-    assert main.main(["eval", "--calibration", str(bad), str(DEMO_POISONED)]) == 2
+    assert main.main(["eval", "--calibration", str(bad), str(small_demo["poisoned"])]) == 2
     assert "Transplant host faces of shape" in capsys.readouterr().err
     raw["detector_state"] = {}  # no host faces at all: refused on opening, not at the first scoring
     bad.write_text(json.dumps(raw))
-    assert main.main(["eval", "--calibration", str(bad), str(DEMO_POISONED)]) == 2
+    assert main.main(["eval", "--calibration", str(bad), str(small_demo["poisoned"])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(bad) in err and "Transplant detector learnt" in err
 
