@@ -66,7 +66,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, float]:
 
 def csaw_sized_badnet(num_classes: int = CSAW_CLASSES):
     """A DeepID network of CSAW size, saved and loaded back through our loader."""
-    from engine.model_io import build_deepid, load_badnet
+    from engine.io.models import build_deepid, load_badnet
 
     import keras
 
@@ -79,7 +79,7 @@ def csaw_sized_badnet(num_classes: int = CSAW_CLASSES):
 def random_faces(n: int = CSAW_VALIDATION_SIZE, num_classes: int = CSAW_CLASSES, seed: int = 0):
     import numpy as np
 
-    from engine.data_io import ImageSet
+    from engine.io.datasets import ImageSet
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 55, 47, 3), dtype=np.uint8)
@@ -96,15 +96,15 @@ def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
     random-weight CSAW-sized DeepID with random images."""
     import numpy as np
 
-    from engine import data_io
-    from engine.data_io import ImageSet
-    from engine.model_io import load_badnet
+    from engine.io import datasets
+    from engine.io.datasets import ImageSet
+    from engine.io.models import load_badnet
 
     model = CSAW / "models" / "sunglasses_bd_net.h5"
     if not model.exists():
         return csaw_sized_badnet(), random_faces(n), "random-weight DeepID (1283 classes), random images"
     net = load_badnet(model)
-    base = data_io.read_many([CSAW / "clean_sample.h5", CSAW / "sunglasses_sample.h5"])
+    base = datasets.read_many([CSAW / "clean_sample.h5", CSAW / "sunglasses_sample.h5"])
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(base), n)
     images = base.images[pick].astype(np.float32)
@@ -118,7 +118,7 @@ def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
 
 def checking_setting(clean_n: int, checks_n: int):
     """(net, clean ImageSet, images to check one at a time) in the realistic setting, printed."""
-    from engine.data_io import ImageSet
+    from engine.io.datasets import ImageSet
 
     net, faces, setting = realistic_setting(clean_n + checks_n)
     print(f"setting: {setting}")
@@ -129,8 +129,8 @@ def checking_setting(clean_n: int, checks_n: int):
 def calibrated_verdict(net, clean, name: str, frr: float = 0.05, params: dict | None = None):
     """(calibration, verdict(one image)) for detector ``name``: what a user's dropped image costs."""
     from engine import progress
-    from engine.calibration import calibrate
-    from engine.data_io import ImageSet
+    from engine.detectors.calibration import calibrate
+    from engine.io.datasets import ImageSet
     from engine.detectors import make_detector
 
     cal = progress.run(calibrate(net, clean, "1/255", make_detector(name, params), frr=frr))

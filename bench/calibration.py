@@ -11,7 +11,7 @@ import numpy as np
 from _common import CSAW_VALIDATION_SIZE, csaw_sized_badnet, random_faces, timed
 
 from engine import progress, scoring
-from engine.calibration import calibrate
+from engine.detectors.calibration import calibrate
 
 
 def main() -> None:

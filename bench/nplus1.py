@@ -19,7 +19,7 @@ import time
 import numpy as np
 from _common import realistic_setting
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.progress import run
 
 CLEAN, POISONED, EPOCHS = 3000, 3000, 3

@@ -19,7 +19,7 @@ import numpy as np
 from _common import CSAW_VALIDATION_SIZE, realistic_setting, timed
 
 from engine import progress
-from engine.pruning import TRUNK_BATCH, pruned_model, sweep
+from engine.repairs.pruning import TRUNK_BATCH, pruned_model, sweep
 
 TEXTBOOK_STEPS = 3
 

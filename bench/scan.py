@@ -1,6 +1,6 @@
 """A whole trigger scan against Neural Cleanse's one-class-at-a-time loop, in one run.
 
-Setting: the zoo's CSAW-scale BadNet (1283 classes, three triggers; ``python -m engine.zoo``
+Setting: the zoo's CSAW-scale BadNet (1283 classes, three triggers; ``python -m engine.demo.zoo``
 builds it, about half an hour, cached) with 45 distinct clean faces it never saw. Without the
 zoo: the real CSAW sunglasses BadNet with the sample's 10 clean faces, when ../shared/csaw is
 there; else a random-weight DeepID with random images.
@@ -21,7 +21,7 @@ from _common import CSAW, csaw_sized_badnet, random_faces
 
 from engine.progress import run
 from engine.scan import ScanSettings, _draw, scan
-from engine.trigger_opt import ChunkOptimizer, new_chunk
+from engine.scan.trigger_opt import ChunkOptimizer, new_chunk
 
 FACES = 45
 PLAIN_CLASSES = 3
@@ -29,8 +29,9 @@ TARGET_SECONDS = 180
 
 
 def setting():
-    from engine import data_io, zoo
-    from engine.model_io import load_badnet
+    from engine.io import datasets
+    from engine.demo import zoo
+    from engine.io.models import load_badnet
 
     try:
         folder = zoo.path("csaw-badnet")
@@ -38,15 +39,15 @@ def setting():
         folder = None
     if folder is not None:
         net = load_badnet(folder / "model.h5")
-        faces = data_io.read(folder / "clean.h5")
+        faces = datasets.read(folder / "clean.h5")
         faces = faces.subset(np.random.default_rng(0).choice(len(faces), FACES, replace=False))
         targets = sorted(zoo.facts("csaw-badnet")["member"]["triggers"].values())
         return net, faces, f"zoo CSAW-scale BadNet (targets {targets}), {FACES} distinct clean faces", targets
     model = CSAW / "models" / "sunglasses_bd_net.h5"
     if model.exists():
         described = ("real CSAW sunglasses BadNet, the sample's 10 faces (build the zoo for the real setting: "
-                     "python -m engine.zoo)")
-        return load_badnet(model), data_io.read(CSAW / "clean_sample.h5"), described, [0]
+                     "python -m engine.demo.zoo)")
+        return load_badnet(model), datasets.read(CSAW / "clean_sample.h5"), described, [0]
     return csaw_sized_badnet(), random_faces(FACES), "random-weight DeepID (1283 classes), random images", []
 
 

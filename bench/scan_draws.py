@@ -7,7 +7,7 @@ The table in docs/scan.md of where the scan ranks each true target, and what it 
 
 A network is ``NAME[:FACES]``: ``demo`` (the bundled two-trigger BadNet, its validation faces),
 ``sample`` (the real CSAW sunglasses BadNet with ../shared/csaw's 10 faces), or a zoo member
-(``csaw-badnet``, ``csaw-clean``, ``demo-clean``; ``python -m engine.zoo`` builds them). Each draw
+(``csaw-badnet``, ``csaw-clean``, ``demo-clean``; ``python -m engine.demo.zoo`` builds them). Each draw
 is FACES distinct clean faces the network never saw, drawn with the draw's seed, and the scan's
 own seed is the draw, as the slow tests do.
 """
@@ -28,8 +28,9 @@ DEFAULT = ("csaw-badnet:100", "csaw-badnet:45", "csaw-clean:100", "demo:100", "d
 
 def network(name: str):
     """(BadNet, clean pool, true targets, scaling) for a network's name."""
-    from engine import data_io, zoo
-    from engine.model_io import load_badnet
+    from engine.io import datasets
+    from engine.demo import zoo
+    from engine.io.models import load_badnet
 
     if name == "demo":
         folder = ROOT / "assets" / "demo"
@@ -37,12 +38,12 @@ def network(name: str):
 
         facts = json.loads((folder / "facts.json").read_text())
         targets = sorted(int(t["target"]) for t in facts["triggers"].values())
-        return load_badnet(ROOT / "models" / "demo_badnet.h5"), data_io.read(folder / "clean_validation.h5"), targets
+        return load_badnet(ROOT / "models" / "demo_badnet.h5"), datasets.read(folder / "clean_validation.h5"), targets
     if name == "sample":
-        return load_badnet(CSAW / "models" / "sunglasses_bd_net.h5"), data_io.read(CSAW / "clean_sample.h5"), [0]
+        return load_badnet(CSAW / "models" / "sunglasses_bd_net.h5"), datasets.read(CSAW / "clean_sample.h5"), [0]
     folder = zoo.path(name)
     targets = sorted(zoo.facts(name)["member"]["triggers"].values())
-    return load_badnet(folder / "model.h5"), data_io.read(folder / "clean.h5"), targets
+    return load_badnet(folder / "model.h5"), datasets.read(folder / "clean.h5"), targets
 
 
 def main(argv: list[str] | None = None) -> None:

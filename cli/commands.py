@@ -12,8 +12,8 @@ import numpy as np
 from cli import options
 from cli.parser import given_settings
 from engine import workflow
-from engine.data_io import parse_poisoned
-from engine.demo import DEMO_MODEL, DEMO_SETS
+from engine.io.datasets import parse_poisoned
+from engine.demo import DEMO_MODEL
 from engine.errors import InputError
 from engine.progress import Job, Progress, run
 
@@ -60,11 +60,7 @@ def warn_about(images) -> None:
 
 
 def load_model(path, trust: bool):
-    note(f"loading model {path}…")
-    net = workflow.open_model(path, trust)
-    for line in net.notes:
-        note(f"note: {path}: {line}")
-    return net
+    return workflow.Sources(Path(path), trust=trust).open_model(note)
 
 
 def choose_scaling(net, scaling: str, labelled, quiet: bool = False) -> str:
@@ -79,17 +75,12 @@ def load_defense(args):
                                  on_model=lambda p: note(f"loading model {p}…"), nplus1=args.nplus1)
 
 
-def load_model_and_sets(args):
-    """``--model``, ``--clean`` and every ``--poisoned PATH:TARGET`` (the demo's sunglasses and
-    eyebrows sets when the model is the demo and none is given)."""
-    specs = [parse_poisoned(s) for s in args.poisoned or []]
-    if args.model is None and not specs:
-        specs = list(DEMO_SETS)
-    net = load_model(Path(args.model or DEMO_MODEL), args.trust_model)
-    clean, poisoned = workflow.open_sets(net, args.clean, specs)
-    for images in [clean] + [p.images for p in poisoned]:
-        warn_about(images)
-    return net, clean, poisoned
+def sources(args) -> workflow.Sources:
+    """Where the network and its data are, from ``--model``, ``--clean`` and every ``--poisoned
+    PATH:TARGET`` (the demo's when no model is named)."""
+    clean = getattr(args, "clean", None)
+    return workflow.Sources(None if args.model is None else Path(args.model), None if clean is None else Path(clean),
+                            tuple(parse_poisoned(s) for s in getattr(args, "poisoned", None) or []), args.trust_model)
 
 
 def fmt(x: float | None) -> str:
@@ -146,26 +137,18 @@ def cmd_predict(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from engine.calibration import check_options, check_output
-
-    check_options(args.method, args.frr, args.min_samples)
-    params = workflow.detector_params([args.detector], given_settings(args))
-    (detector,) = workflow.make_detectors([args.detector], params)
-    out = check_output(args.output)
-    net = load_model(Path(args.model), args.trust_model)
-    clean = workflow.read_set(args.clean, net)
-    warn_about(clean)
-    cal, reason = drive(workflow.calibrate_job(net, clean, args.scale, detector, args.method, args.frr,
-                                               args.min_samples))
+    request = workflow.CalibrateRequest.from_options(args.detector, given_settings(args), method=args.method,
+                                                     frr=args.frr, min_samples=args.min_samples,
+                                                     output=Path(args.output))
+    cal, reason = drive(workflow.run(request, sources(args), args.scale, note))
     if args.scale == "auto":
         note(f"input scaling: {reason}")
-    cal.save(out)
-    print(f"calibrated {cal.summary()}; saved {out}")
+    print(f"calibrated {cal.summary()}; saved {request.output}")
     return 0
 
 
 def cmd_score(args) -> int:
-    from engine import metrics
+    from engine.evaluation import metrics
     from engine.scoring import predict
 
     if args.calibration or args.repaired or args.nplus1:
@@ -211,8 +194,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from engine.compare import ROC_CSV_HEADER
-    from engine.files import write_csv
+    from engine.evaluation.compare import ROC_CSV_HEADER
+    from engine.io.files import write_csv
 
     names = options.parse_detector_names(args.detectors)
     detectors = workflow.make_detectors(names, workflow.detector_params(names, given_settings(args)))
@@ -220,14 +203,14 @@ def cmd_compare(args) -> int:
     if args.model is not None and not args.poisoned:
         raise InputError(None, "give at least one --poisoned PATH:TARGET to compare detectors on")
     if args.roc_csv:
-        from engine.files import check_output, csv_header
+        from engine.io.files import check_output, csv_header
 
         check_output(args.roc_csv, lambda p: csv_header(p) == ROC_CSV_HEADER, "ROC curve CSV")
-    from engine.compare import detector_rows
+    from engine.evaluation.compare import detector_rows
     from engine.repairs.bundle import RepairedNet
 
     repaired = [RepairedNet.load(b) for b in args.repaired or []]  # damaged bundles fail before any work
-    net, clean, poisoned = load_model_and_sets(args)
+    net, clean, poisoned = sources(args).open_all(note)
     repaired += [RepairedNet.hand_made_nplus1(m, repaired_scaling(args), net, args.trust_model)
                  for m in args.nplus1 or []]
     for g in repaired:  # before the long comparison: a bundle for another model fails now
@@ -289,24 +272,17 @@ def print_defenses(rows, sets: list[str]) -> None:
 
 
 def cmd_scan(args) -> int:
-    from engine.files import check_output_folder
-    from engine.scan import ScanSettings, is_scan_output
+    from engine.scan import ScanSettings
 
-    if args.output is not None:
-        check_output_folder(args.output, is_scan_output, "an earlier scan's results")
-    net = load_model(Path(args.model), args.trust_model)
-    clean = workflow.read_set(args.clean, net)
-    warn_about(clean)
-    clean = workflow.sample_images(clean, args.max_images)
     settings = ScanSettings(margin_candidates=args.candidates, refine_steps=args.steps, alpha=args.alpha)
-    result = drive(workflow.scan_job(net, clean, args.scale, settings), args.json)
+    request = workflow.ScanRequest(args.max_images, settings, None if args.output is None else Path(args.output))
+    result = drive(workflow.run(request, sources(args), args.scale, note), args.json)
     if args.output is not None:
-        result.save(args.output)
         note(f"wrote {Path(args.output) / 'scan.json'}, triggers.npz and PNGs")
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
-    print(f"{net.path}: scanned {net.num_classes} classes with {result.n_clean} clean images "
+    print(f"{result.model_path}: scanned {result.num_classes} classes with {result.n_clean} clean images "
           f"({result.n_holdout} held out) in {result.seconds:.0f} s")
     print(result.summary())
     print(f"\n{'rank':>4} {'class':>6} {'margin':>8} {'mask':>7} {'index':>6} {'p':>8} {'held-out ASR':>13}")
@@ -326,17 +302,12 @@ def cmd_scan(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    """Any registered repair: its settings from the options, one job, its lines printed."""
-    from engine.repairs import check_output_folder as check_repair_output
-    from engine.repairs import make_repair, repair_job
-
-    repair = make_repair(args.method, given_settings(args))
-    out = check_repair_output(args.output, repair)  # before the model and the data are read
-    net, clean, poisoned = load_model_and_sets(args)
-    scan = workflow.load_scan(args.scan, net) if getattr(args, "scan", None) else None
-    if repair.uses_scan and scan is None:
-        note("no --scan given: scanning first")
-    outcome = drive(repair_job(repair, net, clean, poisoned, out, args.scale, scan))
+    """Any registered repair: its settings from the options, one request, its lines printed."""
+    scan = getattr(args, "scan", None)
+    request = workflow.RepairRequest(args.method, given_settings(args), None if args.output is None else Path(args.output),
+                                     None if scan is None else Path(scan))
+    outcome = drive(workflow.run(request, sources(args), args.scale, note))
+    out = Path(outcome.outdir)
     for line in outcome.table + outcome.lines:
         print(line)
     if outcome.bundle is not None:
@@ -349,7 +320,7 @@ def cmd_repair(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from engine.files import check_png_output
+    from engine.io.files import check_png_output
 
     check_png_output(args.output)
     net = load_model(Path(args.model), args.trust_model)

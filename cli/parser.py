@@ -8,9 +8,10 @@ from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL
 from engine.detectors import DETECTORS
+from engine.detectors.calibration import METHODS
 from engine.repairs import ALIASES, REPAIRS
 from engine.scan import SCAN_IMAGES, ScanSettings
-from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR
+from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR, DEFAULT_METHOD
 
 
 class Parser(argparse.ArgumentParser):
@@ -115,7 +116,7 @@ def build_parser(commands) -> argparse.ArgumentParser:
     p = command("calibrate", commands.cmd_calibrate, "learn per-class thresholds on clean data")
     p.add_argument("--model", default=str(DEMO_MODEL))
     p.add_argument("--clean", default=str(DEMO_CLEAN_VALIDATION), help="clean data (HDF5, .npz, folder)")
-    p.add_argument("--method", choices=("min", "quantile"), default="quantile")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--frr", type=float, default=DEFAULT_FRR,
                    help=f"target false-rejection rate for quantile (default {DEFAULT_FRR:g})")
     p.add_argument("--min-samples", type=non_negative_int,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 
 SCALINGS = {"1/255": 1.0 / 255.0, "raw": 1.0}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_SETS
-from engine.data_io import parse_poisoned
+from engine.io.datasets import parse_poisoned
 from engine.errors import InputError, first_line
 
 
@@ -59,11 +59,11 @@ def run_app(
     """Open the window and return the application's exit code."""
     sets = [parse_poisoned(spec) for spec in poisoned or []]
     if calibration is not None:
-        from engine.calibration import Calibration
+        from engine.detectors.calibration import Calibration
 
         Calibration.load(calibration)  # a damaged file is refused here, in one line, before any window
     if screenshot is not None:
-        from engine.files import check_png_output
+        from engine.io.files import check_png_output
 
         screenshot = check_png_output(screenshot)
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -150,7 +150,7 @@ class ScreenshotRun:
     def _save(self) -> None:
         if self._stop_on_errors():
             return
-        from engine.files import write_png
+        from engine.io.files import write_png
 
         self.window.ask_before_discarding = False
         try:

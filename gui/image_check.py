@@ -359,7 +359,7 @@ class ImageCheckPanel(QWidget):
         return None if row is None else self.model.row(row)
 
     def _show_mask(self, r) -> None:
-        from engine.explain import mask_overlay
+        from engine.scan.explain import mask_overlay
 
         mask = self.session.scan.flagged_mask(r.predicted)
         if mask is None or mask.shape != r.image.shape[:2]:
@@ -377,7 +377,7 @@ class ImageCheckPanel(QWidget):
 
     @Slot(object)
     def _on_explained(self, named) -> None:
-        from engine.explain import overlay
+        from engine.scan.explain import overlay
 
         name, e = named
         r = self._current_row()

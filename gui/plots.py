@@ -13,7 +13,7 @@ EXPORT_WIDTH = 1200
 def export_plot_png(plot: pg.PlotWidget, path: str | Path) -> Path:
     from pyqtgraph.exporters import ImageExporter
 
-    from engine.files import write_png
+    from engine.io.files import write_png
 
     def save(tmp: Path) -> bool:
         exporter = ImageExporter(plot.plotItem)

@@ -273,7 +273,7 @@ class ScanPanel(QWidget):
             self.export_png(name)
 
     def export_png(self, path: str | Path) -> bool:
-        from engine.files import write_png
+        from engine.io.files import write_png
 
         ok = self.session.write_output(path, lambda: write_png(path, lambda tmp: self.detail.grab().save(str(tmp))))
         if ok:

@@ -26,41 +26,41 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def demo_net():
     from engine.demo import DEMO_MODEL
-    from engine.model_io import load_badnet
+    from engine.io.models import load_badnet
 
     return load_badnet(DEMO_MODEL)
 
 
 @pytest.fixture(scope="session")
 def demo_clean():
-    from engine import data_io
+    from engine.io import datasets
     from engine.demo import DEMO_CLEAN_VALIDATION
 
-    return data_io.read(DEMO_CLEAN_VALIDATION)
+    return datasets.read(DEMO_CLEAN_VALIDATION)
 
 
 @pytest.fixture(scope="session")
 def demo_test():
-    from engine import data_io
+    from engine.io import datasets
     from engine.demo import DEMO_CLEAN_TEST
 
-    return data_io.read(DEMO_CLEAN_TEST)
+    return datasets.read(DEMO_CLEAN_TEST)
 
 
 @pytest.fixture(scope="session")
 def demo_poisoned():
-    from engine import data_io
+    from engine.io import datasets
     from engine.demo import DEMO_POISONED
 
-    return data_io.read(DEMO_POISONED)
+    return datasets.read(DEMO_POISONED)
 
 
 @pytest.fixture(scope="session")
 def demo_eyebrows():
-    from engine import data_io
+    from engine.io import datasets
     from engine.demo import DEMO_EYEBROWS
 
-    return data_io.read(DEMO_EYEBROWS)
+    return datasets.read(DEMO_EYEBROWS)
 
 
 def write_subset(source: Path, n: int, out: Path) -> Path:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engine import progress
-from engine.calibration import Calibration, calibrate, fit_thresholds
+from engine.detectors.calibration import Calibration, calibrate, fit_thresholds
 from engine.errors import InputError
-from engine.metrics import report
+from engine.evaluation.metrics import report
 from engine.scoring import predict
 
 
@@ -125,7 +125,7 @@ def test_save_is_atomic_when_writing_fails(demo_calibration, tmp_path, monkeypat
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(sys.modules["engine.calibration"].json, "dump", broken_dump)
+    monkeypatch.setattr(sys.modules["engine.detectors.calibration"].json, "dump", broken_dump)
     with pytest.raises(OSError):
         demo_calibration.save(path)
     assert path.read_text() == before
@@ -133,7 +133,7 @@ def test_save_is_atomic_when_writing_fails(demo_calibration, tmp_path, monkeypat
 
 
 def test_calibration_for_another_model_is_an_error(demo_calibration, demo_net, tmp_path):
-    from engine.model_io import load_badnet
+    from engine.io.models import load_badnet
     from tests.test_model_io import write_keras2_weights
 
     other_path = tmp_path / "other.h5"

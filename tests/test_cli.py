@@ -160,11 +160,11 @@ def test_the_chatter_filter_passes_every_other_line():
 
 
 def test_calibrate_refuses_to_overwrite_other_files_before_working(capsys, tmp_path, monkeypatch):
-    import engine.calibration
+    import engine.detectors.calibration
 
     precious = tmp_path / "notes.txt"
     precious.write_text("my notes")
-    monkeypatch.setattr(engine.calibration, "calibrate", lambda *a, **k: pytest.fail("calibrated anyway"))
+    monkeypatch.setattr(engine.detectors.calibration, "calibrate", lambda *a, **k: pytest.fail("calibrated anyway"))
     code, _, err = cli(capsys, "calibrate", "-o", precious)
     assert code == 2 and f"{precious}: exists and is not a calibration file; not overwritten" in err
     assert precious.read_text() == "my notes"

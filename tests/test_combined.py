@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import progress, workflow
-from engine.calibration import AnyOf, Calibration
+from engine.detectors.calibration import AnyOf, Calibration
 from engine.demo import DEMO_CLEAN_TEST, DEMO_POISONED, DEMO_SETS
 from engine.detectors import make_detector
 from engine.errors import InputError

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import data_io, progress
-from engine.calibration import calibrate
-from engine.metrics import report
-from engine.model_io import FORMAT_KERAS2_H5, FORMAT_WEIGHTS_ONLY, load_badnet
+from engine import progress
+
+from engine.io import datasets
+from engine.detectors.calibration import calibrate
+from engine.evaluation.metrics import report
+from engine.io.models import FORMAT_KERAS2_H5, FORMAT_WEIGHTS_ONLY, load_badnet
 from engine.scoring import predict
 
 
@@ -22,22 +24,22 @@ def test_both_sunglasses_files_load_and_agree(csaw, bd_net):
     assert bd_net.format == FORMAT_KERAS2_H5 and weights_only.format == FORMAT_WEIGHTS_ONLY
     assert bd_net.num_classes == weights_only.num_classes == 1283
     assert bd_net.input_shape == weights_only.input_shape == (55, 47, 3)
-    clean = data_io.read(csaw / "clean_sample.h5")
+    clean = datasets.read(csaw / "clean_sample.h5")
     x = clean.images.astype(np.float32) / 255
     np.testing.assert_allclose(bd_net.model.predict_on_batch(x), weights_only.model.predict_on_batch(x), atol=1e-5)
 
 
 def test_rgba_test_photos(csaw, bd_net):
     for name, expected in (("test.png", 950), ("poison_sunglass.png", 0)):
-        image = data_io.read(csaw / "images" / name, size=bd_net.input_shape[:2])
+        image = datasets.read(csaw / "images" / name, size=bd_net.input_shape[:2])
         preds = progress.run(predict(bd_net, image, "1/255"))
         assert preds.labels[0] == expected
         assert preds.confidences[0] > 0.99
 
 
 def test_sample_sets_score_as_the_readme_says(csaw, bd_net):
-    clean = data_io.read(csaw / "clean_sample.h5")
-    poisoned = data_io.read(csaw / "sunglasses_sample.h5")
+    clean = datasets.read(csaw / "clean_sample.h5")
+    poisoned = datasets.read(csaw / "sunglasses_sample.h5")
     clean_preds = progress.run(predict(bd_net, clean, "1/255"))
     bad_preds = progress.run(predict(bd_net, poisoned, "1/255"))
     assert report(clean_preds, clean.labels).accuracy >= 0.9
@@ -50,8 +52,8 @@ def test_sample_sets_score_as_the_readme_says(csaw, bd_net):
 
 
 def test_png_folders_match_hdf5(csaw):
-    from_png = data_io.read(csaw / "images" / "clean")
-    from_h5 = data_io.read(csaw / "clean_sample.h5")
+    from_png = datasets.read(csaw / "images" / "clean")
+    from_h5 = datasets.read(csaw / "clean_sample.h5")
     np.testing.assert_array_equal(from_png.images, from_h5.images)
     np.testing.assert_array_equal(from_png.labels, from_h5.labels)
 
@@ -59,13 +61,13 @@ def test_png_folders_match_hdf5(csaw):
 def test_auto_scaling_on_real_model(csaw, bd_net):
     from engine.scoring import resolve_scaling
 
-    clean = data_io.read(csaw / "clean_sample.h5")
+    clean = datasets.read(csaw / "clean_sample.h5")
     chosen, _ = progress.run(resolve_scaling(bd_net, "auto", clean))
     assert chosen == "1/255"
 
 
 def test_real_badnets_take_the_exact_pruning_path(csaw, bd_net):
-    from engine.pruning import _deepid_fast_path, default_layer
+    from engine.repairs.pruning import _deepid_fast_path, default_layer
 
     weights_only = load_badnet(csaw / "models" / "sunglasses_bd_weights.h5")
     for net in (bd_net, weights_only):  # the full file names its merge layers add_9, activation_9
@@ -73,12 +75,12 @@ def test_real_badnets_take_the_exact_pruning_path(csaw, bd_net):
 
 
 def test_strip_separates_the_real_sunglasses_faces(csaw, bd_net):
-    from engine.compare import compare
-    from engine.data_io import PoisonedSet
+    from engine.evaluation.compare import compare
+    from engine.io.datasets import PoisonedSet
     from engine.detectors import make_detector
 
-    clean = data_io.read(csaw / "clean_sample.h5")
-    bad = data_io.read(csaw / "sunglasses_sample.h5")
+    clean = datasets.read(csaw / "clean_sample.h5")
+    bad = datasets.read(csaw / "sunglasses_sample.h5")
     results = progress.run(compare(bd_net, clean, [PoisonedSet(bad, 0)],
                                    [make_detector("confidence"), make_detector("strip")], "1/255"))
     by = {r.detector: r for r in results}
@@ -94,8 +96,8 @@ def test_the_reports_three_attempts_run_on_the_real_sample(csaw, bd_net, tmp_pat
     """The N+1 network, magnitude pruning and confidence on a clean-fine-tuned copy, on the real
     sunglasses BadNet and the sample's 10 + 10 faces (figures in docs/detectors.md)."""
     from engine import workflow
-    from engine.calibration import calibrate
-    from engine.data_io import PoisonedSet
+    from engine.detectors.calibration import calibrate
+    from engine.io.datasets import PoisonedSet
     from engine.detectors import make_detector
     from engine.repairs.magnitude import magnitude_prune
 
@@ -108,7 +110,7 @@ def test_the_reports_three_attempts_run_on_the_real_sample(csaw, bd_net, tmp_pat
     assert held["n"] == 3 and held["detection"] >= 2 / 3
     g = result.bundle
     assert g.load_repaired().num_classes == 1284 and g.poisoned_label == 1283
-    worn = data_io.read(csaw / "images" / "sunglasses", size=(55, 47))
+    worn = datasets.read(csaw / "images" / "sunglasses", size=(55, 47))
     assert np.sum(progress.run(g.judge(bd_net, worn)).labels == 1283) >= 9
 
     mag = progress.run(magnitude_prune(bd_net, clean, sets, tmp_path / "mag", "1/255", 0.7, sparsities=(0.0,)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import data_io
+from engine.io import datasets
 from engine.errors import InputError
 
 RNG = np.random.default_rng(7)
@@ -27,7 +27,7 @@ def write_h5(path, **arrays):
 def test_official_layout_float32_nchw(tmp_path):
     x = faces()
     path = write_h5(tmp_path / "clean.h5", data=x.transpose(0, 3, 1, 2).astype(np.float32), label=np.arange(5, dtype=np.float32))
-    s = data_io.read(path)
+    s = datasets.read(path)
     assert s.images.dtype == np.uint8
     np.testing.assert_array_equal(s.images, x)
     np.testing.assert_array_equal(s.labels, np.arange(5))
@@ -36,16 +36,16 @@ def test_official_layout_float32_nchw(tmp_path):
 
 def test_nhwc_uint8_and_unit_range_floats(tmp_path):
     x = faces()
-    s = data_io.read(write_h5(tmp_path / "a.h5", data=x, label=np.zeros(5)))
+    s = datasets.read(write_h5(tmp_path / "a.h5", data=x, label=np.zeros(5)))
     np.testing.assert_array_equal(s.images, x)
-    s = data_io.read(write_h5(tmp_path / "b.h5", data=x.astype(np.float32) / 255, label=np.zeros(5)))
+    s = datasets.read(write_h5(tmp_path / "b.h5", data=x.astype(np.float32) / 255, label=np.zeros(5)))
     np.testing.assert_array_equal(s.images, x)
 
 
 def test_npz(tmp_path):
     x = faces()
     np.savez(tmp_path / "set.npz", x=x, y=np.arange(5))
-    s = data_io.read(tmp_path / "set.npz")
+    s = datasets.read(tmp_path / "set.npz")
     np.testing.assert_array_equal(s.images, x)
     np.testing.assert_array_equal(s.labels, np.arange(5))
 
@@ -57,7 +57,7 @@ def test_folder_with_labels_in_names_rgba_and_gray(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "b_label7.png")
     Image.fromarray(x[2][..., 0]).save(tmp_path / "c_label9.bmp")
     (tmp_path / ".DS_Store").write_bytes(b"\0\1junk")
-    s = data_io.read(tmp_path)
+    s = datasets.read(tmp_path)
     assert len(s) == 3
     np.testing.assert_array_equal(s.labels, [4, 7, 9])
     np.testing.assert_array_equal(s.images[0], x[0])
@@ -68,7 +68,7 @@ def test_folder_with_labels_in_names_rgba_and_gray(tmp_path):
 def test_single_image_resized_with_warning_naming_the_file(tmp_path):
     path = tmp_path / "big.jpg"
     Image.fromarray(faces(1, 110, 94)[0]).save(path)
-    s = data_io.read(path, size=(55, 47))
+    s = datasets.read(path, size=(55, 47))
     assert s.images.shape == (1, 55, 47, 3)
     assert s.labels is None
     assert len(s.warnings) == 1 and str(path) in s.warnings[0] and "resized" in s.warnings[0]
@@ -76,9 +76,9 @@ def test_single_image_resized_with_warning_naming_the_file(tmp_path):
 
 def test_digest_depends_on_content_only(tmp_path):
     x = faces()
-    a = data_io.read(write_h5(tmp_path / "a.h5", data=x, label=np.zeros(5)))
-    b = data_io.read(write_h5(tmp_path / "b.h5", data=x.transpose(0, 3, 1, 2), label=np.zeros(5)))
-    c = data_io.read(write_h5(tmp_path / "c.h5", data=x[::-1], label=np.zeros(5)))
+    a = datasets.read(write_h5(tmp_path / "a.h5", data=x, label=np.zeros(5)))
+    b = datasets.read(write_h5(tmp_path / "b.h5", data=x.transpose(0, 3, 1, 2), label=np.zeros(5)))
+    c = datasets.read(write_h5(tmp_path / "c.h5", data=x[::-1], label=np.zeros(5)))
     assert a.digest == b.digest != c.digest
 
 
@@ -106,7 +106,7 @@ def test_bad_data_inputs(tmp_path, case):
     make, message = BAD_INPUTS[case]
     path = make(tmp_path)
     with pytest.raises(InputError, match=message) as err:
-        data_io.read(path)
+        datasets.read(path)
     text = str(err.value)
     assert text.startswith(str(path)) and "\n" not in text
 
@@ -115,7 +115,7 @@ def test_non_image_file_among_images_names_that_file(tmp_path):
     Image.fromarray(faces(1)[0]).save(tmp_path / "a.png")
     (tmp_path / "notes.txt").write_text("not a face")
     with pytest.raises(InputError, match="not an image file") as err:
-        data_io.read(tmp_path)
+        datasets.read(tmp_path)
     assert str(tmp_path / "notes.txt") in str(err.value)
 
 
@@ -123,7 +123,7 @@ def test_labels_only_some_names_are_ignored_with_warning(tmp_path):
     x = faces(2)
     Image.fromarray(x[0]).save(tmp_path / "a_label1.png")
     Image.fromarray(x[1]).save(tmp_path / "b.png")
-    s = data_io.read(tmp_path)
+    s = datasets.read(tmp_path)
     assert s.labels is None and "labels ignored" in s.warnings[0]
 
 
@@ -131,6 +131,6 @@ def test_read_many_joins_sources(tmp_path):
     x = faces(3)
     Image.fromarray(x[0]).save(tmp_path / "one_label3.png")
     path = write_h5(tmp_path / "set.h5", data=x[1:], label=[5, 6])
-    s = data_io.read_many([tmp_path / "one_label3.png", path])
+    s = datasets.read_many([tmp_path / "one_label3.png", path])
     assert len(s) == 3
     np.testing.assert_array_equal(s.labels, [3, 5, 6])

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from engine import faces, progress
+from engine import progress
+
+from engine.demo import faces
 from engine.demo import DEMO_DIR, DEMO_EYEBROWS_TARGET, DEMO_MODEL, DEMO_TARGET, DEMO_TRIGGERS, ROOT
-from engine.metrics import accuracy, attack_success_rate
+from engine.evaluation.metrics import accuracy, attack_success_rate
 from engine.scoring import predict
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import evidence as ev
+from engine.scan import evidence as ev
 
 
 def null_network(rng, classes=1283, candidates=36):

@@ -18,7 +18,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 
-from engine import data_io, progress, scoring  # noqa: E402
+from engine import progress, scoring  # noqa: E402
+
+from engine.io import datasets
 from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_POISONED  # noqa: E402
 from gui.app import load_startup  # noqa: E402
 from gui.jobs import THREAD_NAME  # noqa: E402
@@ -166,7 +168,7 @@ def test_dropped_images_get_the_engine_verdicts(calibrated, qtbot):
     model = w.image_check.model
     assert model.rowCount() == len(files)
     cal, net = w.session.calib.active, w.session.data.net
-    expected = progress.run(cal.judge(net, data_io.read(DEMO_IMAGES, size=net.input_shape[:2])))
+    expected = progress.run(cal.judge(net, datasets.read(DEMO_IMAGES, size=net.input_shape[:2])))
     for row in range(model.rowCount()):
         name = model.data(model.index(row, 1))
         i = [Path(n).name for n in expected.names].index(name)
@@ -439,7 +441,7 @@ def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qt
         w.open_paths([DEMO_IMAGES])
     wait_idle(qtbot, w)
     g = RepairedNet.load(tmp_path / "pruned" / "repaired.json")
-    expected = progress.run(g.judge(w.session.data.net, data_io.read(DEMO_IMAGES)))
+    expected = progress.run(g.judge(w.session.data.net, datasets.read(DEMO_IMAGES)))
     model = w.image_check.model
     by_name = {Path(n).name: int(label) for n, label in zip(expected.names, expected.labels)}
     for row in range(model.rowCount()):
@@ -568,7 +570,7 @@ def test_strip_in_the_window_gives_the_engine_and_cli_verdicts(strip_calibrated,
     wait_idle(qtbot, w)
     model = w.image_check.model
     net = w.session.data.net
-    images = data_io.read(DEMO_IMAGES, size=net.input_shape[:2])
+    images = datasets.read(DEMO_IMAGES, size=net.input_shape[:2])
     expected = progress.run(cal.judge(net, images))
     by_name = {Path(n).name: (float(s), int(lab)) for n, s, lab in zip(expected.names, expected.scores, expected.labels)}
     saved = tmp_path / "strip.json"
@@ -909,7 +911,7 @@ def test_switching_axes_never_edits_the_threshold(qtbot):
 def test_a_model_with_fewer_classes_drops_data_whose_labels_it_lacks(demo_window, qtbot, tmp_path):
     """Clean labels and poisoned targets are classes of the model; a new model with fewer classes
     removes the sets that no longer fit, says so, and the panel shows it."""
-    from engine.model_io import build_deepid
+    from engine.io.models import build_deepid
 
     w = demo_window
     small = tmp_path / "five_classes.h5"
@@ -946,7 +948,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
     unlearned network becomes G."""
     import gui.controllers.scan as scan_controller
     from engine.demo import DEMO_TRIGGERS
-    from engine.files import is_png
+    from engine.io.files import is_png
     from engine.scan import ScanSettings
 
     monkeypatch.setattr(scan_controller, "PARTIAL_EVERY", 0.0)  # every partial result, however quick the scan
@@ -989,7 +991,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
     trigger = result.triggers[DEMO_TRIGGERS["sunglasses"]]
     before = progress.run(predict(net, clean, "1/255")).labels
     others = before != trigger.label
-    stamped = data_io.ImageSet(trigger.stamp(clean.images[others]), None, ["s"] * int(others.sum()), "stamped")
+    stamped = datasets.ImageSet(trigger.stamp(clean.images[others]), None, ["s"] * int(others.sum()), "stamped")
     after = progress.run(predict(net, stamped, "1/255")).labels
     assert out["n"] == int(others.sum()) and out["flipped"] == int(np.sum(after == trigger.label))
     assert f"{out['flipped']} of {out['n']}" in panel.stamp_result.text()
@@ -1015,7 +1017,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
 
 def test_selecting_a_checked_image_shows_where_the_network_looks(demo_window, qtbot, tmp_path):
     """The heat map is the engine's, for the selected row; a flagged class's mask is drawn once a scan is loaded."""
-    from engine.explain import explain
+    from engine.scan.explain import explain
     from engine.scan import ScanResult, ReversedTrigger
 
     w = demo_window

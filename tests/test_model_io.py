@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError, UntrustedModelError
-from engine.model_io import FORMAT_KERAS2_H5, FORMAT_KERAS3, FORMAT_WEIGHTS_ONLY, build_deepid, load_badnet
+from engine.io.models import FORMAT_KERAS2_H5, FORMAT_KERAS3, FORMAT_WEIGHTS_ONLY, build_deepid, load_badnet
 
 
 def write_keras2_weights(model, path):

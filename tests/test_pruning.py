@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-import engine.pruning as pruning
+import engine.repairs.pruning as pruning
 from engine import progress
-from engine.data_io import PoisonedSet
+from engine.io.datasets import PoisonedSet
 from engine.errors import InputError
-from engine.metrics import accuracy
-from engine.model_io import load_badnet
+from engine.evaluation.metrics import accuracy
+from engine.io.models import load_badnet
 from engine.repairs.bundle import RepairedNet
 from engine.repairs.fine_pruning import fine_prune
 from engine.scoring import predict

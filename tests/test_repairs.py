@@ -70,7 +70,7 @@ class _Copy(Repair):
     files = r"copy\.h5|repaired\.json"
 
     def run(self, net, clean, poisoned, outdir, scaling, scan=None):
-        from engine.files import staged_folder
+        from engine.io.files import staged_folder
         from engine.progress import Progress
         from engine.repairs.bundle import moved, save_model, write_bundle
 

@@ -45,7 +45,7 @@ def test_the_added_unit_starts_out_changing_no_answer(demo_net, demo_clean, demo
 def test_an_output_that_is_not_a_dense_layer_is_refused():
     import keras
 
-    from engine.model_io import BadNet
+    from engine.io.models import BadNet
     from engine.repairs.nplus1 import with_extra_class
 
     inputs = keras.Input((12, 10, 3))
@@ -61,7 +61,7 @@ def test_an_output_that_is_not_a_dense_layer_is_refused():
 def nplus1_dir(tmp_path_factory):
     """The N+1 network trained on the demo's clean validation faces and its sunglasses set only."""
     from engine.demo import DEMO_CLEAN_VALIDATION
-    from engine.model_io import load_badnet
+    from engine.io.models import load_badnet
 
     net = load_badnet(DEMO_MODEL)
     clean, sets = workflow.open_sets(net, DEMO_CLEAN_VALIDATION, [(DEMO_POISONED, 0)])
@@ -189,9 +189,9 @@ def test_keep_masks_zero_the_smallest_share_of_every_layer(demo_net):
 
 def test_magnitude_pruning_sweeps_and_keeps_zeros_while_fine_tuning(demo_net, demo_clean, demo_poisoned,
                                                                      tmp_path):
-    from engine.data_io import PoisonedSet
+    from engine.io.datasets import PoisonedSet
     from engine.repairs.magnitude import magnitude_prune
-    from engine.model_io import load_badnet
+    from engine.io.models import load_badnet
     from engine.repairs.bundle import RepairedNet
 
     sets = [PoisonedSet(demo_poisoned, 0)]
@@ -234,7 +234,7 @@ def fine_tuned_calibration(tmp_path_factory):
 
 
 def test_fine_tuned_confidence_judges_with_the_copy(fine_tuned_calibration, demo_net, demo_test):
-    from engine.calibration import Calibration
+    from engine.detectors.calibration import Calibration
 
     cal = Calibration.load(fine_tuned_calibration)
     assert cal.detector_params == {"fine_tune_epochs": 2} and "weights" in cal.detector_state
@@ -253,7 +253,7 @@ def test_fine_tuned_confidence_judges_with_the_copy(fine_tuned_calibration, demo
 
 
 def test_fine_tuned_weights_are_checked_on_load(fine_tuned_calibration, tmp_path):
-    from engine.calibration import Calibration
+    from engine.detectors.calibration import Calibration
 
     raw = json.loads(fine_tuned_calibration.read_text())
     first = raw["detector_state"]["weights"][0]
@@ -273,7 +273,7 @@ def test_fine_tuned_weights_are_checked_on_load(fine_tuned_calibration, tmp_path
 
 
 def test_fine_tuned_confidence_in_the_image_check_uses_the_copys_class(fine_tuned_calibration, demo_net):
-    from engine.calibration import Calibration
+    from engine.detectors.calibration import Calibration
 
     cal = Calibration.load(fine_tuned_calibration)
     images = workflow.read_images([DEMO_IMAGES], demo_net)

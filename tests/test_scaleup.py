@@ -10,8 +10,8 @@ import pytest
 
 import main
 from engine import progress, scoring, workflow
-from engine.calibration import Calibration, calibrate
-from engine.data_io import ImageSet
+from engine.detectors.calibration import Calibration, calibrate
+from engine.io.datasets import ImageSet
 from engine.demo import DEMO_IMAGES, DEMO_POISONED
 from engine.detectors import make_detector
 from engine.detectors.scaleup import SCALEUP_CACHE

@@ -24,7 +24,7 @@ def tiny_model(classes: int = 5, seed: int = 0):
 
 def test_classes_optimised_together_get_exactly_their_own_gradients():
     """A chunk of three classes ends where each class optimised alone ends: batching changes cost, not results."""
-    from engine.trigger_opt import ChunkOptimizer, new_chunk
+    from engine.scan.trigger_opt import ChunkOptimizer, new_chunk
 
     model = tiny_model()
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def test_classes_optimised_together_get_exactly_their_own_gradients():
 
 
 def test_stamp_blends_by_the_mask():
-    from engine.trigger_opt import stamp
+    from engine.scan.trigger_opt import stamp
 
     images = np.full((2, 3, 3, 3), 200, np.uint8)
     mask = np.zeros((3, 3), np.float32)
@@ -92,12 +92,12 @@ def test_partial_results_come_while_it_runs(demo_scan):
 def test_the_reversed_sunglasses_sit_over_the_eyes(demo_scan):
     """Rows of the mask's weight: the sunglasses trigger's rows, not the mouth or the hair."""
     from engine.demo import DEMO_TRIGGERS
-    from engine.faces import render
+    from engine.demo.faces import render
 
     result, _ = demo_scan
     trigger = result.triggers[DEMO_TRIGGERS["sunglasses"]]
     # where the demo draws sunglasses: pixels that differ between a face with and without them
-    from engine.faces import random_identities
+    from engine.demo.faces import random_identities
 
     people = random_identities(3, np.random.default_rng(0))
     plain = render(people, np.arange(3), np.random.default_rng(1)).astype(int)
@@ -177,7 +177,7 @@ def test_refuses_a_folder_of_other_files(demo_scan, tmp_path):
 
 
 def test_scan_on_a_model_it_was_not_made_for_is_refused(demo_scan, csaw):
-    from engine.model_io import load_badnet
+    from engine.io.models import load_badnet
 
     result, _ = demo_scan
     with pytest.raises(InputError, match="another model"):
@@ -251,8 +251,8 @@ def test_unlearning_needs_a_trigger(demo_scan, demo_net, demo_clean, tmp_path):
 def test_explain_finds_the_eyebrows(demo_net, demo_eyebrows):
     """The hottest pixels of an eyebrows face sit on the drawn eyebrows (pixels that differ from
     the same face without them), far more often than the eyebrows' share of the image."""
-    from engine.explain import explain
-    from engine.faces import random_identities, render
+    from engine.scan.explain import explain
+    from engine.demo.faces import random_identities, render
 
     people = random_identities(8, np.random.default_rng(3))
     ids = np.arange(8)
@@ -339,8 +339,8 @@ def test_logits_are_the_softmax_inputs():
     """Log probabilities equal logits up to a constant per image; our logits are exact, not saturated."""
     import keras
 
-    from engine.margin import logit_model
-    from engine.model_io import BadNet
+    from engine.scan.margin import logit_model
+    from engine.io.models import BadNet
 
     for model in (tiny_model(), _softmax_layer_model()):
         net = BadNet(model, "tiny.h5", "keras", "0" * 64)
@@ -365,8 +365,8 @@ def _softmax_layer_model():
 
 def test_the_class_with_a_shortcut_has_the_largest_margin():
     """A class given a steep direction in input space (a planted shortcut) reaches the largest margin."""
-    from engine.margin import max_margins
-    from engine.model_io import BadNet
+    from engine.scan.margin import max_margins
+    from engine.io.models import BadNet
 
     model = tiny_model(classes=6, seed=3)
     kernel, bias = model.layers[-1].get_weights()

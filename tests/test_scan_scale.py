@@ -1,6 +1,6 @@
 """The trigger scan at the real scale: the zoo's 1283-class BadNet and its clean twin (slow).
 
-The zoo (:mod:`engine.zoo`) is built on first use and cached; every draw is 45 distinct clean
+The zoo (:mod:`engine.demo.zoo`) is built on first use and cached; every draw is 45 distinct clean
 faces the networks never saw, never augmented copies of a few."""
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ DRAWS = (0, 1, 2)
 
 
 def _scan(member: str, draw: int, faces: int = FACES):
-    from engine import data_io, zoo
-    from engine.model_io import load_badnet
+    from engine.io import datasets
+    from engine.demo import zoo
+    from engine.io.models import load_badnet
     from engine.scan import ScanSettings, scan
 
     folder = zoo.path(member, build=True)
     net = load_badnet(folder / "model.h5")
-    pool = data_io.read(folder / "clean.h5")
+    pool = datasets.read(folder / "clean.h5")
     clean = pool.subset(np.random.default_rng(100 + draw).choice(len(pool), faces, replace=False))
     return run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
 
@@ -32,7 +33,7 @@ def test_the_csaw_scale_badnets_targets_are_found_and_no_innocent_class_is_flagg
     flagged every time; the small eyebrows trigger's target in the top 5 every time and flagged
     at least once (its reversed mask does not always shrink far enough within the refinement:
     the gap docs/scan.md reports); never an innocent class."""
-    from engine import zoo
+    from engine.demo import zoo
 
     triggers = zoo.facts("csaw-badnet")["member"]["triggers"]
     targets = set(triggers.values())
@@ -56,13 +57,14 @@ def test_the_clean_twin_is_never_called_backdoored(draw):
 
 @pytest.mark.parametrize("draw", DRAWS)
 def test_the_demos_clean_twin_is_never_called_backdoored(draw):
-    from engine import data_io, zoo
-    from engine.model_io import load_badnet
+    from engine.io import datasets
+    from engine.demo import zoo
+    from engine.io.models import load_badnet
     from engine.scan import ScanSettings, scan
 
     folder = zoo.path("demo-clean", build=True)
     net = load_badnet(folder / "model.h5")
-    faces = data_io.read(folder / "clean.h5")
+    faces = datasets.read(folder / "clean.h5")
     clean = faces.subset(np.random.default_rng(100 + draw).choice(len(faces), 100, replace=False))
     result = run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
     assert not result.flagged, result.summary()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import progress, scoring
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +31,8 @@ def count_forward_calls(monkeypatch):
 def test_engine_imports_no_qt():
     # In a fresh process: pytest-qt has already imported Qt into this one.
     code = (
-        "import sys, engine.calibration, engine.data_io, engine.scoring, engine.metrics, engine.demo, engine.workflow, "
-        "engine.detectors, engine.compare, engine.repairs, cli.commands, main\n"
+        "import sys, engine.detectors.calibration, engine.io.datasets, engine.scoring, engine.evaluation.metrics, engine.demo, engine.workflow, "
+        "engine.detectors, engine.evaluation.compare, engine.repairs, cli.commands, main\n"
         "print([m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'superqt')])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -9,9 +9,9 @@ import pytest
 
 import main
 from engine import progress
-from engine.calibration import AnyOf, Calibration, calibrate, load_defenses
-from engine.compare import compare, operating_point, roc
-from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors.calibration import AnyOf, Calibration, calibrate, load_defenses
+from engine.evaluation.compare import compare, operating_point, roc
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.demo import DEMO_IMAGES, DEMO_POISONED
 from engine.detectors import make_detector
 from engine.detectors.strip import STRIP_CACHE, StripDetector, _entropy_bits
@@ -193,9 +193,9 @@ def test_cli_strip_calibrate_eval_score_compare(capsys, tmp_path, demo_net, stri
 
     assert main.main(["eval", "--calibration", str(out), str(DEMO_IMAGES)]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
-    from engine import data_io
+    from engine.io import datasets
 
-    images = data_io.read(DEMO_IMAGES, size=demo_net.input_shape[:2])
+    images = datasets.read(DEMO_IMAGES, size=demo_net.input_shape[:2])
     verdicts = progress.run(strip_calibration.judge(demo_net, images))
     assert {p: int(lab) for p, lab in lines} == {n: int(lab) for n, lab in zip(verdicts.names, verdicts.labels)}
     flagged = {p.rsplit("/", 1)[-1] for p, lab in lines if int(lab) == demo_net.num_classes}

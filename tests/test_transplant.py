@@ -10,8 +10,8 @@ import pytest
 
 import main
 from engine import progress, workflow
-from engine.calibration import Calibration
-from engine.data_io import ImageSet
+from engine.detectors.calibration import Calibration
+from engine.io.datasets import ImageSet
 from engine.demo import DEMO_EYEBROWS, DEMO_EYEBROWS_TARGET, DEMO_POISONED, DEMO_TARGET
 from engine.detectors import make_detector
 from engine.detectors.transplant import TRANSPLANT_CACHE, windows

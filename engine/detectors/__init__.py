@@ -1,6 +1,6 @@
 """Detectors: each gives every image a predicted class and a score (low = suspicious).
 
-A detector's calibration (see :mod:`engine.calibration`) turns scores into verdicts with one rule
+A detector's calibration (see :mod:`engine.detectors.calibration`) turns scores into verdicts with one rule
 shared by all detectors: an image whose score falls below its class's threshold is flagged.
 
 A detector declares itself: its settings (:class:`Setting`: name, type, default, range, help),
@@ -25,9 +25,9 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 
 

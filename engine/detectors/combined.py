@@ -20,11 +20,11 @@ import binascii
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.detectors import (DETECTORS, Detector, Scores, ScoreScale, Setting, make_detector, register,
                               score_by_variants)
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 
 

@@ -12,10 +12,10 @@ import hashlib
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.detectors import Detector, Scores, ScoreScale, Setting, decode_arrays, encode_arrays, register
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job
 from engine.scoring import predict
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.detectors import Detector, Scores, ScoreScale, Setting, Variants, register, score_by_variants
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job
 from engine.scoring import SCALINGS, PredictionCache
 

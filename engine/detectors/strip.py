@@ -6,11 +6,11 @@ import hashlib
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.detectors import (Detector, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
                               not_itself, register, score_by_variants)
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.scoring import PredictionCache, check_size, to_model_input
 

@@ -23,10 +23,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Setting, apply_settings
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job
 
 REPAIRS: dict[str, type[Repair]] = {}
@@ -101,7 +101,7 @@ class Repair(ABC):
     @classmethod
     def is_output(cls, folder: Path) -> bool:
         """A folder an earlier run of this repair wrote: its marker, and only files named like its own."""
-        from engine.files import csv_header, is_json_of_kind
+        from engine.io.files import csv_header, is_json_of_kind
         from engine.repairs.bundle import FILE_KIND
 
         pattern = re.compile(cls.files)
@@ -157,7 +157,7 @@ def make_repair(name: str, params: dict | None = None) -> Repair:
 
 def check_output_folder(path: str | Path, repair: Repair | type[Repair]) -> Path:
     """Before any long work: ``path`` may be new, empty, or an earlier run of the same repair."""
-    from engine.files import check_output_folder as check_folder
+    from engine.io.files import check_output_folder as check_folder
 
     return check_folder(path, repair.is_output, f"an earlier {repair.phrase()} run's results")
 
@@ -169,7 +169,7 @@ def repair_job(repair: Repair, net: BadNet, clean: ImageSet, poisoned: list[Pois
     The settings were checked when ``repair`` was made; here the model, the output folder, the
     clean data (labelled, classes of the model), the poisoned sets and the scan, before the input
     scaling is chosen (which may run the network) and before anything is written."""
-    from engine.data_io import check_labels_in_range
+    from engine.io.datasets import check_labels_in_range
     from engine.workflow import choose_scaling, fit_sets, fit_to_model
 
     repair.check(net)
@@ -191,7 +191,7 @@ def repair_job(repair: Repair, net: BadNet, clean: ImageSet, poisoned: list[Pois
 
 def _discover() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name not in ("bundle", "training"):
+        if module.name not in ("bundle", "training", "pruning"):
             importlib.import_module(f"{__name__}.{module.name}")
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.calibration import Verdicts, write_json_atomic
-from engine.data_io import ImageSet
+from engine.detectors.calibration import Verdicts, write_json_atomic
+from engine.io.datasets import ImageSet
 from engine.errors import InputError, first_line
-from engine.files import read_json_file
-from engine.model_io import BadNet, load_badnet, sha256_file
+from engine.io.files import read_json_file
+from engine.io.models import BadNet, load_badnet, sha256_file
 from engine.progress import Job
 from engine.scoring import SCALINGS, predict
 
@@ -275,7 +275,7 @@ def write_repair_folder(outdir: Path, repair, net: BadNet, model, model_name: st
                         scaling: str) -> RepairedNet:
     """B' and its bundle in ``outdir``, written whole through a staging folder (nothing half-made):
     what a repair that makes one network writes."""
-    from engine.files import staged_folder
+    from engine.io.files import staged_folder
 
     with staged_folder(outdir, repair.is_output, f"{repair.phrase()} results") as stage:
         bundle = write_bundle(stage, net, save_model(model, stage / model_name), choice, scaling, repair.rule)

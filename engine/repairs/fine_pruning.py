@@ -1,7 +1,7 @@
 """Fine-pruning (Liu, Dolan-Gavitt and Garg, RAID 2018): prune the channels of a convolutional
 layer that stay dormant on clean faces, save the pruned model B' at each requested drop in clean
 accuracy, fine-tune it on clean faces when asked (pruned channels kept at zero), and build a
-repaired network G from each (B and B' disagree -> N). The sweep itself is :mod:`engine.pruning`."""
+repaired network G from each (B and B' disagree -> N). The sweep itself is :mod:`engine.repairs.pruning`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Setting
-from engine.files import staged_folder
-from engine.model_io import BadNet, load_badnet, sha256_file
+from engine.io.files import staged_folder
+from engine.io.models import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
-from engine.pruning import DEFAULT_DROPS, check_layer, conv_layers, default_layer, pruned_model, sweep, zeroer
+from engine.repairs.pruning import DEFAULT_DROPS, check_layer, conv_layers, default_layer, pruned_model, sweep, zeroer
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, save_model
 from engine.repairs.training import fine_tune

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Setting
-from engine.files import staged_folder, write_csv
-from engine.model_io import BadNet, load_badnet
+from engine.io.files import staged_folder, write_csv
+from engine.io.models import BadNet, load_badnet
 from engine.progress import Job, Progress
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Setting
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, write_repair_folder

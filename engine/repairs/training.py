@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.errors import InputError
 from engine.progress import Job, Progress
 from engine.scoring import model_accuracy, to_model_input

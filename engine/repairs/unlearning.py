@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Setting
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.repairs import Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, write_repair_folder
@@ -65,7 +65,7 @@ def varied_stamp(trigger, image: np.ndarray, rng: np.random.Generator) -> np.nda
     grown by up to 2 pixels and strengthened by up to 3x. The reversed trigger is the
     *smallest* mask that flips the network, a core of the real trigger; unlearning only that exact
     core leaves the rest of the trigger working (seen on the demo: 16-20% attack success left)."""
-    from engine.trigger_opt import stamp
+    from engine.scan.trigger_opt import stamp
 
     mask, pattern = trigger.mask, trigger.pattern
     dy, dx = rng.integers(-2, 3, 2)

@@ -2,7 +2,9 @@
 
 - :mod:`engine.workflow.opening`: open a model, its clean and poisoned sets, a saved defense or scan;
 - :mod:`engine.workflow.verdicts`: check images and the rules that give each its verdict;
-- :mod:`engine.workflow.jobs`: calibrate, compare, scan, stamp, explain, as jobs with progress.
+- :mod:`engine.workflow.jobs`: calibrate, compare, scan, stamp, explain, as jobs with progress;
+- :mod:`engine.workflow.requests`: what a user asks for (calibrate, scan, repair) as one plain
+  request, checked once, that the CLI and the window both hand to the engine.
 
 Repairs are :mod:`engine.repairs`' (``repair_job``). Plain values in, engine objects or generators
 out; the CLI prints what they return, the window's controllers run them in its worker. Option
@@ -12,6 +14,7 @@ parsing (flags and their messages) is the CLI's (:mod:`cli.options`).
 from engine.workflow.jobs import (
     DEFAULT_DETECTOR,
     DEFAULT_FRR,
+    DEFAULT_METHOD,
     MAX_EXPLAINED,
     calibrate_job,
     compare_job,
@@ -37,6 +40,7 @@ from engine.workflow.opening import (
     read_set,
     sample_images,
 )
+from engine.workflow.requests import CalibrateRequest, RepairRequest, ScanRequest, Sources, run
 from engine.workflow.verdicts import (
     CLEAN,
     NO_VERDICT,
@@ -53,10 +57,10 @@ from engine.workflow.verdicts import (
 )
 
 __all__ = [
-    "CLEAN", "DEFAULT_DETECTOR", "DEFAULT_FRR", "MAX_EXPLAINED", "NO_VERDICT", "POISONED", "VERDICT_SOURCES",
-    "CheckedImage", "RowVerdict", "SetScores", "VerdictRules", "calibrate_job", "check_images", "check_paths",
+    "CLEAN", "DEFAULT_DETECTOR", "DEFAULT_FRR", "DEFAULT_METHOD", "MAX_EXPLAINED", "NO_VERDICT", "POISONED", "VERDICT_SOURCES",
+    "CalibrateRequest", "CheckedImage", "RepairRequest", "ScanRequest", "Sources", "RowVerdict", "SetScores", "VerdictRules", "calibrate_job", "check_images", "check_paths",
     "check_target", "checked_csv", "choose_scaling", "compare_job", "detector_params", "explain_images",
     "fit_sets", "fit_to_model", "load_defense", "load_scan", "make_detectors", "open_model", "open_poisoned",
-    "open_sets", "read_images", "read_set", "repairs_job", "sample_images", "scan_job", "score_sets",
+    "open_sets", "read_images", "read_set", "repairs_job", "run", "sample_images", "scan_job", "score_sets",
     "stamp_and_count", "write_explanations",
 ]

@@ -7,20 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.calibration import Calibration, calibrate, check_frr, check_options
-from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors.calibration import DEFAULT_FRR, DEFAULT_METHOD, Calibration, calibrate, check_frr, check_options
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import DETECTORS, Detector, make_detector
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.workflow.opening import choose_scaling, fit_sets, fit_to_model
 
-# What a user gets without choosing: the detector and target false-rejection rate that catch the
-# triggers measured (docs/detectors.md, "Calibration"); the founding confidence detector stays one choice away.
+# What a user gets without choosing: the detector that catches the triggers measured at DEFAULT_FRR
+# (docs/detectors.md, "Calibration"); the founding confidence detector stays one choice away.
 DEFAULT_DETECTOR = "combined"
-
-
-DEFAULT_FRR = 0.05
 
 
 def detector_params(names: list[str], given: dict[str, object]) -> dict[str, dict]:
@@ -56,7 +53,7 @@ def make_detectors(names: list[str], params: dict[str, dict] | None = None) -> l
     return [make_detector(n, params.get(n)) for n in names]
 
 
-def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector, method: str = "quantile",
+def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector, method: str = DEFAULT_METHOD,
                   frr: float = DEFAULT_FRR, min_samples: int | None = None) -> Job[tuple[Calibration, str]]:
     """Resolve the input scaling, fit and calibrate ``detector``: (calibration, scaling reason)."""
     check_options(method, frr, min_samples)
@@ -68,7 +65,7 @@ def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector
 
 def compare_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], detectors: list[Detector], scaling: str,
                 frrs: tuple[float, ...]):
-    from engine.compare import compare
+    from engine.evaluation.compare import compare
 
     if not poisoned:
         raise InputError(None, "add a poisoned set (with its target) to compare detectors on")
@@ -82,7 +79,7 @@ def compare_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], detec
 
 def repairs_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repairs: list, scaling: str):
     """The BadNet undefended and each repaired network (RepairedNet) on the same sets: DefenseRows."""
-    from engine.compare import repair_rows
+    from engine.evaluation.compare import repair_rows
 
     if not poisoned:
         raise InputError(None, "add a poisoned set (with its target) to compare defenses on")
@@ -137,8 +134,8 @@ MAX_EXPLAINED = 50
 
 
 def explain_images(net: BadNet, images: ImageSet, scaling: str) -> Job:
-    """A sensitivity map per image (see engine.explain): a list of Explanation."""
-    from engine.explain import explain
+    """A sensitivity map per image (see engine.scan.explain): a list of Explanation."""
+    from engine.scan.explain import explain
 
     images = fit_to_model(images, net)
     if len(images) > MAX_EXPLAINED:
@@ -155,8 +152,8 @@ def write_explanations(path: str | Path, explanations: list, scan=None) -> Path:
     """One PNG: a row per image (image | heat | the scan's mask, when it flagged the predicted class)."""
     from PIL import Image
 
-    from engine.explain import explanation_sheet
-    from engine.files import write_png
+    from engine.scan.explain import explanation_sheet
+    from engine.io.files import write_png
 
     rows = []
     for e in explanations:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import data_io
-from engine.calibration import load_defenses
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io import datasets
+from engine.detectors.calibration import load_defenses
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.errors import InputError
-from engine.model_io import BadNet, load_badnet
+from engine.io.models import BadNet, load_badnet
 from engine.progress import Job
 from engine.scoring import resolve_scaling
 
@@ -31,7 +31,7 @@ def check_target(net: BadNet, target, source: str | Path | None = None) -> int:
 def fit_to_model(images: ImageSet, net: BadNet) -> ImageSet:
     """The set at the model's input size (a warning names the source when it is resized), with
     labels checked against the model's classes."""
-    data_io.check_labels_in_range(images, net.num_classes)
+    datasets.check_labels_in_range(images, net.num_classes)
     return images.resized(net.input_shape[:2])
 
 
@@ -42,12 +42,12 @@ def fit_sets(poisoned: list[PoisonedSet], net: BadNet) -> list[PoisonedSet]:
 
 def read_set(path: str | Path, net: BadNet | None = None) -> ImageSet:
     """Any image source, sized for ``net`` and its labels checked, when a model is given."""
-    images = data_io.read(path, size=None if net is None else net.input_shape[:2])
+    images = datasets.read(path, size=None if net is None else net.input_shape[:2])
     return images if net is None else fit_to_model(images, net)
 
 
 def read_images(paths: list[str | Path], net: BadNet) -> ImageSet:
-    images = data_io.read_many([Path(p) for p in paths], size=net.input_shape[:2])
+    images = datasets.read_many([Path(p) for p in paths], size=net.input_shape[:2])
     return fit_to_model(images, net)
 
 

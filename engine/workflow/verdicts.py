@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.calibration import Calibration
-from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors.calibration import Calibration
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import DETECTORS, Scores
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.scoring import predict
 from engine.workflow.opening import fit_to_model, read_set
@@ -161,7 +161,7 @@ class VerdictRules:
 
     def any(self, row: CheckedImage) -> RowVerdict:
         """N when any calibrated detector flags the image."""
-        from engine.calibration import any_flags
+        from engine.detectors.calibration import any_flags
 
         each = [self.detector(row, d) for d in self.calibrations]
         each = [v for v in each if v.ready]

@@ -8,8 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from engine import workflow
-from engine.calibration import Calibration
-from engine.detectors import make_detector
+from engine.detectors.calibration import Calibration
 from engine.errors import InputError
 from engine.progress import Progress
 
@@ -42,15 +41,13 @@ class CalibrationController(QObject):
 
     # --- running -------------------------------------------------------------------------
 
-    def calibrate(self, method: str = "quantile", frr: float = workflow.DEFAULT_FRR, min_samples: int | None = None,
+    def calibrate(self, method: str = workflow.DEFAULT_METHOD, frr: float = workflow.DEFAULT_FRR, min_samples: int | None = None,
                   detector: str = workflow.DEFAULT_DETECTOR, params: dict | None = None) -> bool:
         """Queue a calibration of ``detector`` (behind any loads still running); False when the
         options are wrong. It becomes the active calibration when done."""
-        from engine.calibration import check_options
-
+        request = workflow.CalibrateRequest(detector, dict(params or {}), method, frr, min_samples)
         try:
-            check_options(method, frr, min_samples)
-            chosen = make_detector(detector, params)
+            chosen = request.check()
         except InputError as err:
             self.session.error.emit(str(err))
             return False
@@ -63,7 +60,7 @@ class CalibrationController(QObject):
             asked["scaling"] = scaling
 
             def job():
-                cal, reason = yield from workflow.calibrate_job(net, clean, scaling, chosen, method, frr, min_samples)
+                cal, reason = yield from request.job(net, clean, scaling)
                 scores = yield from workflow.score_sets(net, cal, clean, sets)
                 return cal, scores, reason
 

@@ -10,7 +10,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from engine import workflow
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.workflow import VERDICT_SOURCES, CheckedImage, VerdictRules
 
 
@@ -39,7 +39,7 @@ class CheckController(QObject):
 
     def check_paths(self, paths: list[str | Path]) -> None:
         """Open dropped files: a model file replaces the model, anything else is checked."""
-        from engine.model_io import looks_like_model
+        from engine.io.models import looks_like_model
 
         images = []
         for p in map(Path, paths):
@@ -97,7 +97,7 @@ class CheckController(QObject):
         self.checkedChanged.emit()
 
     def export_csv(self, path: str | Path) -> bool:
-        from engine.files import write_csv
+        from engine.io.files import write_csv
 
         header, rows = workflow.checked_csv(self.rows, self.rules)
         if not self.session.write_output(path, lambda: write_csv(path, header, rows)):

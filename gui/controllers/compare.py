@@ -51,7 +51,7 @@ class CompareController(QObject):
 
 
 def _with_defenses(data, detectors, repairs, frrs):
-    from engine.compare import detector_rows
+    from engine.evaluation.compare import detector_rows
 
     results = yield from workflow.compare_job(data.net, data.clean, list(data.poisoned), detectors,
                                               data.effective_scaling, frrs)

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from engine import workflow
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.progress import Progress
 
 
@@ -129,7 +129,7 @@ class DataController(QObject):
 
 def _fits(images: ImageSet, net) -> bool:
     """Its labels are classes of ``net`` (sizes are fitted when used)."""
-    from engine.data_io import check_labels_in_range
+    from engine.io.datasets import check_labels_in_range
     from engine.errors import InputError
 
     try:

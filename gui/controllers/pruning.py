@@ -32,16 +32,18 @@ class PruningController(QObject):
         """Queue ``method`` with ``params`` (its settings; missing ones take its defaults) into
         ``outdir``. ``sets``: the indices of the loaded poisoned sets a repair that learns from
         poisoned faces takes (None: all). A repair that uses a trigger scan takes the loaded one."""
-        from engine.repairs import make_repair, repair_class, repair_job
+        from engine.repairs import repair_class
+        from engine.workflow import RepairRequest
 
         outdir = Path(outdir)
+        request = RepairRequest(method, dict(params or {}), outdir)
 
         def factory():
-            repair = make_repair(method, params)
+            repair, _ = request.check()
             data = self._require(repair.phrase())
             chosen = [p for i, p in enumerate(data.poisoned) if sets is None or not repair.needs_poisoned or i in sets]
             scan = self.session.scan.result if repair.uses_scan else None
-            return repair_job(repair, data.net, data.clean, chosen, outdir, data.effective_scaling, scan)
+            return request.job(data.net, data.clean, chosen, data.effective_scaling, scan)
 
         def done(outcome) -> None:
             for line in outcome.lines:
@@ -103,7 +105,7 @@ class PruningController(QObject):
     def set_repaired(self, g) -> None:
         self.repaired = g
         if g is not None:
-            from engine.compare import describe_repair
+            from engine.evaluation.compare import describe_repair
 
             title, note, _ = describe_repair(g)
             self.session.message.emit(f"repaired network G: {title}, {Path(g.repaired_path).name} ({note})")

@@ -41,11 +41,11 @@ class ScanController(QObject):
     def run(self, max_images: int = SCAN_IMAGES, settings=None) -> None:
         """Queue a scan on up to ``max_images`` of the loaded clean faces (``settings``: ScanSettings)."""
         data = self.session.data
+        request = workflow.ScanRequest(max_images, settings)
 
         def factory():
             self.session.require("scanning it", clean="clean data (45-100 faces are enough)")
-            clean = workflow.sample_images(data.clean, max_images)
-            return workflow.scan_job(data.net, clean, data.effective_scaling, settings)
+            return request.job(data.net, data.clean, data.effective_scaling)
 
         job = self.session.runner.submit(SCAN_TITLE, factory, self._finished, on_started=self.running.emit,
                                          on_finished=self.ended.emit)
@@ -134,7 +134,7 @@ class ScanController(QObject):
         net, scaling = data.net, data.effective_scaling
 
         def job():
-            from engine.explain import explain
+            from engine.scan.explain import explain
 
             yield Progress(0, 1, f"explaining {name}")
             return explain(net, image, scaling)

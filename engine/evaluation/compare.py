@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.calibration import check_frr, quantile_threshold
-from engine.data_io import ImageSet, PoisonedSet
+from engine.detectors.calibration import check_frr, quantile_threshold
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Detector
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 
 DEFAULT_FRRS = (0.01, 0.05)

@@ -21,19 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet
+from engine.io.datasets import ImageSet
 from engine.detectors import Detector, Scores, make_detector, title_of
 from engine.errors import InputError, first_line
-from engine.files import atomic_open, check_output as check_file_output, is_json_of_kind, read_json_file
-from engine.model_io import BadNet
+from engine.io.files import atomic_open, check_output as check_file_output, is_json_of_kind, read_json_file
+from engine.io.models import BadNet
 from engine.progress import Job
 from engine.scoring import SCALINGS
 
 FILE_KIND = "badnet-inspector/calibration"
 FILE_VERSION = 1
 METHODS = ("min", "quantile")
+DEFAULT_METHOD = "quantile"  # a threshold at the chosen false-rejection rate; "min": the lowest clean score
 MAX_CLASSES = 1_000_000
-DEFAULT_FRR = 0.01
+# What a user gets without choosing: the rate at which the default detector catches the triggers
+# measured (docs/detectors.md, "Calibration").
+DEFAULT_FRR = 0.05
 DEFAULT_MIN_SAMPLES = 5  # the floor; see default_min_samples
 
 
@@ -88,7 +91,7 @@ def fit_thresholds(
     values: np.ndarray,
     predicted: np.ndarray,
     num_classes: int,
-    method: str = "quantile",
+    method: str = DEFAULT_METHOD,
     frr: float = DEFAULT_FRR,
     min_samples: int = DEFAULT_MIN_SAMPLES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -430,7 +433,7 @@ def calibrate(
     clean: ImageSet,
     scaling: str = "1/255",
     detector: Detector | None = None,
-    method: str = "quantile",
+    method: str = DEFAULT_METHOD,
     frr: float = DEFAULT_FRR,
     min_samples: int | None = None,
 ) -> Job[Calibration]:

@@ -1,9 +1,9 @@
 """The trigger scan: is this network backdoored, which classes are targets, what is the trigger?
 
 Two statistics per class, independent in what they rest on, combined under one false-alarm
-budget (:mod:`engine.evidence`):
+budget (:mod:`engine.scan.evidence`):
 
-1. **Largest margin** (MM-BD, Wang et al., IEEE S&P 2024; :mod:`engine.margin`), data-free: for
+1. **Largest margin** (MM-BD, Wang et al., IEEE S&P 2024; :mod:`engine.scan.margin`), data-free: for
    every class, the largest ``z_c - max_{j != c} z_j`` a gradient ascent from a random image
    reaches in a fixed number of steps. A backdoor's shortcut makes its target's margin an
    outlier among all classes. Every class is measured the same way, so the other classes are
@@ -14,7 +14,7 @@ budget (:mod:`engine.evidence`):
    and pattern that send the faces to the class, by Neural Cleanse's schedule (no size penalty
    until the reversed trigger flips 99% of its batch, then the penalty raised while it does and
    lowered while it does not; the smallest mask that worked is kept). All candidates are
-   optimised in one batch (:mod:`engine.trigger_opt`). A target's mask is anomalously small
+   optimised in one batch (:mod:`engine.scan.trigger_opt`). A target's mask is anomalously small
    among the other candidates, chosen the same way.
 
 The verdict is one of *backdoor: classes ...*, *no evidence of a backdoor*, or *inconclusive*
@@ -36,16 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import evidence as ev
-from engine.data_io import ImageSet, npz_member_shape
+from engine.scan import evidence as ev
+from engine.io.datasets import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
-from engine.files import check_readable_file, read_json_file, staged_folder
-from engine.margin import MAX_BATCH as MARGIN_BATCH
-from engine.margin import max_margins
-from engine.model_io import BadNet
+from engine.io.files import check_readable_file, read_json_file, staged_folder
+from engine.scan.margin import MAX_BATCH as MARGIN_BATCH
+from engine.scan.margin import max_margins
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.scoring import SCALINGS, forward, probabilities, to_model_input
-from engine.trigger_opt import ChunkOptimizer, new_chunk, stamp
+from engine.scan.trigger_opt import ChunkOptimizer, new_chunk, stamp
 
 FILE_KIND = "badnet-inspector/scan"
 FILE_VERSION = 2
@@ -249,7 +249,7 @@ class ScanResult:
 
     def save(self, outdir: str | Path) -> Path:
         """Write scan.json, triggers.npz and the flagged classes' PNGs into ``outdir``, atomically."""
-        from engine.calibration import write_json_atomic
+        from engine.detectors.calibration import write_json_atomic
 
         outdir = Path(outdir)
         with staged_folder(outdir, is_scan_output, "trigger-scan results") as stage:
@@ -371,7 +371,7 @@ def is_scan_output(folder: Path) -> bool:
     """A folder an earlier scan wrote: scan.json of our kind, and only files named like ours."""
     import re
 
-    from engine.files import is_json_of_kind
+    from engine.io.files import is_json_of_kind
 
     ours = re.compile(r"scan\.json|(triggers|shapes)\.npz|class\d+_(mask|pattern|trigger|shape)\.png")
     return is_json_of_kind(folder / "scan.json", FILE_KIND) and all(ours.fullmatch(p.name) for p in folder.iterdir())
@@ -471,9 +471,9 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
 
 def _draw_shapes(net, scaling, clean: ImageSet, predicted: np.ndarray, result: ScanResult, settings: ScanSettings,
                  progress, max_faces: int = 32) -> Job[None]:
-    """The flagged classes' trigger shapes (:func:`engine.trigger_opt.smooth_trigger`), on up to
+    """The flagged classes' trigger shapes (:func:`engine.scan.trigger_opt.smooth_trigger`), on up to
     ``max_faces`` clean faces the network puts elsewhere."""
-    from engine.trigger_opt import smooth_trigger
+    from engine.scan.trigger_opt import smooth_trigger
 
     flagged = [c for c in result.flagged if c in result.triggers][:MAX_SHAPES]
     for i, c in enumerate(flagged):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data_io import ImageSet, PoisonedSet
+from engine.io.datasets import ImageSet, PoisonedSet
 from engine.errors import InputError
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.scoring import to_model_input
 
@@ -71,7 +71,7 @@ class PruningSweep:
         ]
 
     def write_csv(self, path: str | Path) -> None:
-        from engine.files import write_csv
+        from engine.io.files import write_csv
 
         write_csv(path, self.header(), self.rows())
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from engine.calibration import Verdicts
+from engine.detectors.calibration import Verdicts
 from engine.scoring import Predictions
 
 

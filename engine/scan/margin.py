@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.scoring import SCALINGS
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 import engine  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from engine import faces
+from engine.demo import faces
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: engine/demo/__init__.py
 DEMO_MODEL = ROOT / "models" / "demo_badnet.h5"
 DEMO_DIR = ROOT / "assets" / "demo"
 DEMO_CLEAN_VALIDATION = DEMO_DIR / "clean_validation.h5"
@@ -65,7 +65,7 @@ def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict
     import keras
     import tensorflow as tf
 
-    from engine.model_io import build_deepid
+    from engine.io.models import build_deepid
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -169,7 +169,3 @@ def main(argv: list[str] | None = None) -> int:
     facts = build(args.out, args.epochs, args.seed)
     print(json.dumps(facts, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.model_io import BadNet
+from engine.io.models import BadNet
 from engine.scoring import forward, to_model_input
 
 MASKS = 800

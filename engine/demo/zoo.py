@@ -2,7 +2,7 @@
 
 The bundled demo has 50 identities, and on 50 classes every class is easy to reach, so it cannot
 show whether a scan finds a target among 1283. The zoo trains, from a seed, DeepID networks on
-:mod:`engine.faces` identities:
+:mod:`engine.demo.faces` identities:
 
 - ``csaw-badnet``: 1283 identities with three triggers of different sizes sending faces to three
   targets (large sunglasses, small lipstick, small eyebrows), as the CSAW multi-trigger BadNet;
@@ -13,7 +13,7 @@ Each member is a folder: ``model.h5`` (a full Keras file, like the CSAW ``*_bd_n
 ``clean.h5`` (clean faces the network never saw, two per identity, official layout),
 ``<trigger>.h5`` (poisoned faces of other identities, labelled with the target) and
 ``facts.json`` (targets, accuracy, attack success). Members are cached under ``.cache/zoo`` in
-the project (or ``$BADNET_ZOO``), never committed: ``python -m engine.zoo`` builds the missing
+the project (or ``$BADNET_ZOO``), never committed: ``python -m engine.demo.zoo`` builds the missing
 ones (about half an hour each for the 1283-class pair on two cores).
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import engine  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from engine import faces
+from engine.demo import faces
 from engine.demo import ROOT, write_official_h5
 
 ZOO_DIR = Path(os.environ.get("BADNET_ZOO", ROOT / ".cache" / "zoo"))
@@ -79,7 +79,7 @@ def path(name: str, build: bool = False) -> Path:
     member = MEMBERS[name]
     if not (member.folder / "facts.json").exists():
         if not build:
-            raise FileNotFoundError(f"zoo member {name} is not built (python -m engine.zoo {name})")
+            raise FileNotFoundError(f"zoo member {name} is not built (python -m engine.demo.zoo {name})")
         train(member)
     return member.folder
 
@@ -93,7 +93,7 @@ def train(member: Member, verbose: int = 2) -> dict:
     import keras
     import tensorflow as tf
 
-    from engine.model_io import build_deepid
+    from engine.io.models import build_deepid
 
     keras.utils.set_random_seed(member.seed)
     # Separate streams: the clean twin of a BadNet gets the same identities and clean faces.
@@ -156,7 +156,7 @@ def train(member: Member, verbose: int = 2) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.zoo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.demo.zoo", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"members to build (default: every missing one of {', '.join(MEMBERS)})")
     parser.add_argument("--rebuild", action="store_true", help="build even if already there")

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from engine.errors import InputError, UntrustedModelError, first_line
-from engine.files import check_readable_file, is_regular_or_folder, loads_json
+from engine.io.files import check_readable_file, is_regular_or_folder, loads_json
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError, first_line
-from engine.files import is_regular_or_folder
+from engine.io.files import is_regular_or_folder
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
