@@ -63,6 +63,19 @@ def demo_eyebrows():
     return datasets.read(DEMO_EYEBROWS)
 
 
+@pytest.fixture
+def fresh_caches(monkeypatch):
+    """Every prediction and score cache empty for this one test (one that counts network calls
+    starts cold), the suite's own put back afterwards, so later tests reuse what earlier ones
+    scored (the demo's sets under the default detector, scored once for the whole run)."""
+    from engine import scoring
+    from engine.detectors import scaleup, strip, transplant
+
+    for module, name in ((scoring, "CACHE"), (strip, "STRIP_CACHE"), (transplant, "TRANSPLANT_CACHE"),
+                         (scaleup, "SCALEUP_CACHE")):
+        monkeypatch.setattr(module, name, scoring.PredictionCache(getattr(module, name).max_entries))
+
+
 def write_subset(source: Path, n: int, out: Path) -> Path:
     """The first ``n`` faces (and labels) of an official-layout HDF5 file, as a new file: a small
     set for tests about mechanics, where the demo's 300 faces would only cost time."""
@@ -86,7 +99,8 @@ def small_demo(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def demo_scan(demo_net, demo_clean):
-    """One trigger scan of the demo (60 faces, 120 refinement steps), shared by the engine, CLI
+    """One trigger scan of the demo (60 faces, 80 refinement steps: both targets flagged, as with the
+    default 150 on more faces, in two thirds of the time), shared by the engine, CLI
     and window tests that need a finished scan; with the partial results it reported."""
     from engine.progress import run
     from engine.scan import ScanSettings, scan
@@ -99,8 +113,23 @@ def demo_scan(demo_net, demo_clean):
             seen.append((step.partial.stage, len(step.partial.triggers)))
 
     clean = sample_images(demo_clean, 60)
-    result = run(scan(demo_net, clean, "1/255", ScanSettings(refine_steps=120)), watch)
+    result = run(scan(demo_net, clean, "1/255", ScanSettings(refine_steps=80)), watch)
     return result, seen
+
+
+SHORT_SCAN = dict(margin_steps=3, margin_candidates=4, prior_candidates=2, refine_steps=12, refine_min_steps=6,
+                  patience=6, shape_steps=5)  # seconds, not a minute: for tests of files and mechanics
+
+
+@pytest.fixture(scope="session")
+def short_scan(demo_net, demo_clean):
+    """A scan of the demo too short to find anything reliably, for the tests that need only some
+    finished ScanResult (saving, refusing, which classes were refined); the quick layer's scan."""
+    from engine.progress import run
+    from engine.scan import ScanSettings, scan
+    from engine.workflow import sample_images
+
+    return run(scan(demo_net, sample_images(demo_clean, 20), "1/255", ScanSettings(**SHORT_SCAN)))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from gui.app import load_startup  # noqa: E402
 from gui.jobs import THREAD_NAME  # noqa: E402
 from gui.image_check import COL_VERDICT  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
+from tests.conftest import SHORT_SCAN  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_TIMEOUT = 120_000  # ms; the first job imports TensorFlow
@@ -104,7 +105,7 @@ def test_window_opens_on_demo_and_calibration_fills_histograms(calibrated):
     assert w.isWindowModified()  # a fresh calibration is not saved yet
 
 
-def test_progress_reaches_the_bar(demo_window, qtbot, monkeypatch):
+def test_progress_reaches_the_bar(demo_window, qtbot, monkeypatch, fresh_caches):
     scoring.CACHE.clear()
     seen = []
     demo_window.session.runner.progress.connect(seen.append)
@@ -116,7 +117,7 @@ def test_progress_reaches_the_bar(demo_window, qtbot, monkeypatch):
     assert panel.calibrate_button.isEnabled() and not panel.cancel_button.isEnabled()
 
 
-def test_cancel_stops_a_run_and_keeps_the_old_calibration(calibrated, qtbot, monkeypatch):
+def test_cancel_stops_a_run_and_keeps_the_old_calibration(calibrated, qtbot, monkeypatch, fresh_caches):
     w = calibrated
     old = w.session.calib.active
     old_thresholds = old.thresholds.copy()
@@ -142,7 +143,7 @@ def test_cancel_stops_a_run_and_keeps_the_old_calibration(calibrated, qtbot, mon
     assert "cancelled" in w.log.toPlainText()
 
 
-def test_ui_stays_responsive_while_calibrating(demo_window, qtbot, monkeypatch):
+def test_ui_stays_responsive_while_calibrating(demo_window, qtbot, monkeypatch, fresh_caches):
     scoring.CACHE.clear()
     real_forward = scoring.forward
     monkeypatch.setattr(scoring, "forward", lambda net, x: (time.sleep(1.0), real_forward(net, x))[1])
@@ -607,6 +608,7 @@ def test_strip_in_the_window_gives_the_engine_and_cli_verdicts(strip_calibrated,
     assert w.histograms.axis_box.currentText().startswith("confidence")
 
 
+@pytest.mark.slow  # the demo's figures: cheap after the engine's comparisons (their scores are cached)
 def test_compare_tab_draws_roc_curves_with_auc(demo_window, qtbot, tmp_path):
     from PIL import Image
 
@@ -955,10 +957,8 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
     w = demo_window
     partial = []
     w.session.scan.partial.connect(lambda r: partial.append((r.stage, len(r.triggers))))
-    short = ScanSettings(margin_steps=3, margin_candidates=4, prior_candidates=2, refine_steps=12,
-                         refine_min_steps=6, patience=6, shape_steps=5)
     with qtbot.waitSignal(w.session.scan.scanChanged, timeout=JOB_TIMEOUT):
-        w.session.scan.run(20, short)
+        w.session.scan.run(20, ScanSettings(**SHORT_SCAN))
     wait_idle(qtbot, w)
     quick = w.session.scan.result
     assert quick.n_clean == 20 and len(quick.triggers) <= 6

@@ -68,26 +68,36 @@ def test_logit_output_gets_softmax_note(tmp_path):
     assert any("softmax" in n for n in net.notes)
 
 
-MAKE_LAMBDA_MODEL = """
+MAKE_LAMBDA_MODELS = """
 import sys, keras
-out = sys.argv[2]
 inp = keras.Input((55, 47, 3))
 # The marker path is a literal inside the lambda, so its bytecode needs no globals.
 payload = eval("lambda t: (open(%r, 'w').close(), t)[1]" % sys.argv[1])
 x = keras.layers.Lambda(payload)(inp)
 x = keras.layers.Flatten()(x)
 model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
-model.save(out)
+for out in sys.argv[2:]:
+    model.save(out)
 """
 
 
+@pytest.fixture(scope="module")
+def lambda_models(tmp_path_factory):
+    """A model whose Lambda layer creates a marker file when it runs, as .keras and .h5, written in
+    another process (one, for both) so the lambda is not already defined in this one."""
+    folder = tmp_path_factory.mktemp("lambda")
+    marker = folder / "marker"
+    paths = {suffix: folder / f"evil{suffix}" for suffix in (".keras", ".h5")}
+    subprocess.run([sys.executable, "-c", MAKE_LAMBDA_MODELS, str(marker), *map(str, paths.values())], check=True,
+                   capture_output=True)
+    return marker, paths
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
-def test_lambda_model_is_refused_and_runs_nothing(tmp_path, suffix):
-    marker = tmp_path / "marker"
-    path = tmp_path / f"evil{suffix}"
-    # Written in another process, so the lambda is not already defined in this one.
-    subprocess.run([sys.executable, "-c", MAKE_LAMBDA_MODEL, str(marker), str(path)], check=True, capture_output=True)
-    marker.unlink()  # building the model ran the lambda once; start clean
+def test_lambda_model_is_refused_and_runs_nothing(lambda_models, suffix):
+    marker, paths = lambda_models
+    path = paths[suffix]
+    marker.unlink(missing_ok=True)  # building the model ran the lambda; start clean
     with pytest.raises(UntrustedModelError) as err:
         load_badnet(path)
     assert "Lambda" in str(err.value) and str(path) in str(err.value)
@@ -95,12 +105,10 @@ def test_lambda_model_is_refused_and_runs_nothing(tmp_path, suffix):
     assert not marker.exists()
 
 
-def test_lambda_model_loads_when_trusted(tmp_path):
-    marker = tmp_path / "marker"
-    path = tmp_path / "evil.keras"
-    subprocess.run([sys.executable, "-c", MAKE_LAMBDA_MODEL, str(marker), str(path)], check=True, capture_output=True)
-    marker.unlink()
-    net = load_badnet(path, trust=True)
+def test_lambda_model_loads_when_trusted(lambda_models):
+    marker, paths = lambda_models
+    marker.unlink(missing_ok=True)
+    net = load_badnet(paths[".keras"], trust=True)
     net.model.predict_on_batch(np.zeros((1, 55, 47, 3), np.float32))
     assert marker.exists()  # the test above would notice code running
 

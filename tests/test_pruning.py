@@ -83,6 +83,7 @@ def test_step_for_drop():
     assert sw.step_for_drop(2) == 2 and sw.step_for_drop(4) == 3 and sw.step_for_drop(85) is None
 
 
+@pytest.mark.slow
 def test_sweep_csv(pruned_dir, bad_set):
     out, result = pruned_dir
     with open(out / "sweep.csv", newline="") as fh:
@@ -94,6 +95,7 @@ def test_sweep_csv(pruned_dir, bad_set):
     np.testing.assert_allclose(back.clean_accuracy, result.sweep.clean_accuracy, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_pruned_models_have_zeroed_channels_and_the_swept_accuracy(pruned_dir, demo_net, demo_clean):
     import keras
 
@@ -118,6 +120,7 @@ def test_saved_pruned_models_have_zeroed_channels_and_the_swept_accuracy(pruned_
         assert plain.count_params() == net.model.count_params()
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_pruned_channels_at_zero(pruned_dir):
     out, result = pruned_dir
     for entry in result.saved:
@@ -128,6 +131,7 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(pruned_dir):
         assert 0.0 <= tuned["holdout_accuracy_after"] <= 1.0
 
 
+@pytest.mark.slow
 def test_repaired_network_verdicts(pruned_dir, demo_net, demo_test, bad_set):
     out, result = pruned_dir
     g = RepairedNet.load(out / "repaired.json")
@@ -143,6 +147,7 @@ def test_repaired_network_verdicts(pruned_dir, demo_net, demo_test, bad_set):
     assert verdicts.flagged.mean() == pytest.approx(np.mean(b != second))
 
 
+@pytest.mark.slow
 def test_repaired_network_refuses_another_badnet(pruned_dir, tmp_path):
     out, _ = pruned_dir
     g = RepairedNet.load(out / "repaired.json")

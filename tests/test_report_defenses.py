@@ -73,6 +73,7 @@ def nplus1_dir(tmp_path_factory):
     return out, outcome.detail
 
 
+@pytest.mark.slow
 def test_nplus1_detects_held_out_sunglasses_faces(nplus1_dir, demo_net):
     """The report's extra-output network on the demo: held-out sunglasses faces (those the BadNet sends to the
     target) get class N, held-out clean faces rarely do, and clean accuracy holds up."""
@@ -95,6 +96,7 @@ def test_nplus1_detects_held_out_sunglasses_faces(nplus1_dir, demo_net):
     assert r["train_layers"] == "output"
 
 
+@pytest.mark.slow
 def test_nplus1_is_weak_on_a_trigger_it_never_saw(nplus1_dir, demo_net, demo_test):
     """Held-out clean test faces pass; the eyebrows trigger (not trained on) is mostly missed."""
     from engine.repairs.bundle import RepairedNet
@@ -113,6 +115,7 @@ def test_nplus1_is_weak_on_a_trigger_it_never_saw(nplus1_dir, demo_net, demo_tes
     assert rates[0] >= 0.95 and rates[7] < rates[0] - 0.3
 
 
+@pytest.mark.slow
 def test_eval_and_score_take_the_nplus1_bundle_and_a_hand_made_network(nplus1_dir, capsys):
     out, _ = nplus1_dir
     code, text, _ = cli(capsys, "eval", "--repaired", out / "repaired.json", DEMO_IMAGES)
@@ -148,6 +151,7 @@ def test_repair_nplus1_needs_a_poisoned_set_and_refuses_unlearning_options(capsy
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_a_bundle_with_an_unknown_rule_is_refused(nplus1_dir, tmp_path):
     from engine.repairs.bundle import RepairedNet
 
@@ -187,6 +191,7 @@ def test_keep_masks_zero_the_smallest_share_of_every_layer(demo_net):
         np.testing.assert_array_equal(kernel[~zeroed], original[~zeroed])
 
 
+@pytest.mark.slow
 def test_magnitude_pruning_sweeps_and_keeps_zeros_while_fine_tuning(demo_net, demo_clean, demo_poisoned,
                                                                      tmp_path):
     from engine.io.datasets import PoisonedSet
@@ -233,6 +238,7 @@ def fine_tuned_calibration(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_fine_tuned_confidence_judges_with_the_copy(fine_tuned_calibration, demo_net, demo_test):
     from engine.detectors.calibration import Calibration
 
@@ -252,6 +258,7 @@ def test_fine_tuned_confidence_judges_with_the_copy(fine_tuned_calibration, demo
     np.testing.assert_array_equal(v.labels, expected)
 
 
+@pytest.mark.slow
 def test_fine_tuned_weights_are_checked_on_load(fine_tuned_calibration, tmp_path):
     from engine.detectors.calibration import Calibration
 
@@ -272,6 +279,7 @@ def test_fine_tuned_weights_are_checked_on_load(fine_tuned_calibration, tmp_path
         Calibration.load(bad).make_detector()
 
 
+@pytest.mark.slow
 def test_fine_tuned_confidence_in_the_image_check_uses_the_copys_class(fine_tuned_calibration, demo_net):
     from engine.detectors.calibration import Calibration
 
@@ -286,6 +294,7 @@ def test_fine_tuned_confidence_in_the_image_check_uses_the_copys_class(fine_tune
 # --- every defense side by side ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_lists_repaired_networks_beside_detectors(nplus1_dir, capsys):
     out, _ = nplus1_dir
     code, text, _ = cli(capsys, "compare", "--clean", DEMO_CLEAN_TEST, "--detectors", "confidence",

@@ -14,14 +14,14 @@ from engine.detectors.calibration import Calibration, calibrate
 from engine.io.datasets import ImageSet
 from engine.demo import DEMO_IMAGES, DEMO_POISONED
 from engine.detectors import make_detector
-from engine.detectors.scaleup import SCALEUP_CACHE
+from engine.detectors import scaleup
 from engine.errors import InputError
 from engine.scoring import forward
 from tests.test_scoring import count_forward_calls
 
 
-def test_drift_is_one_minus_the_mean_probability_of_the_original_class(demo_net, demo_poisoned):
-    SCALEUP_CACHE.clear()
+def test_drift_is_one_minus_the_mean_probability_of_the_original_class(demo_net, demo_poisoned, fresh_caches):
+    scaleup.SCALEUP_CACHE.clear()
     few = ImageSet(demo_poisoned.images[:3], None, ["a", "b", "c"], "three")
     detector = make_detector("scaleup", {"factors": "2, 4.5"})
     scores = progress.run(detector.score(demo_net, few, "1/255"))
@@ -33,8 +33,8 @@ def test_drift_is_one_minus_the_mean_probability_of_the_original_class(demo_net,
         assert scores.values[i] == pytest.approx(1.0 - np.mean(kept), abs=1e-5)
 
 
-def test_one_call_per_image_with_its_copies_clipped_to_the_pixel_range(demo_net, demo_test, monkeypatch):
-    SCALEUP_CACHE.clear()
+def test_one_call_per_image_with_its_copies_clipped_to_the_pixel_range(demo_net, demo_test, monkeypatch, fresh_caches):
+    scaleup.SCALEUP_CACHE.clear()
     seen = []
     real = scoring.forward
 
@@ -51,8 +51,8 @@ def test_one_call_per_image_with_its_copies_clipped_to_the_pixel_range(demo_net,
     assert seen[0][0] == 6 and seen[0][1] == pytest.approx(255.0)
 
 
-def test_scores_are_cached_per_factors(demo_net, demo_test, monkeypatch):
-    SCALEUP_CACHE.clear()
+def test_scores_are_cached_per_factors(demo_net, demo_test, monkeypatch, fresh_caches):
+    scaleup.SCALEUP_CACHE.clear()
     calls = count_forward_calls(monkeypatch)
     progress.run(make_detector("scaleup").score(demo_net, demo_test, "1/255"))
     n = len(calls)
@@ -115,8 +115,8 @@ def test_real_csaw_sample_separates(csaw):
     assert result.auc >= 0.9  # measured: 1.0 on the 10 + 10 faces
 
 
-def test_calibrate_is_one_pass_over_the_clean_set(demo_net, demo_clean, monkeypatch):
-    SCALEUP_CACHE.clear()
+def test_calibrate_is_one_pass_over_the_clean_set(demo_net, demo_clean, monkeypatch, fresh_caches):
+    scaleup.SCALEUP_CACHE.clear()
     calls = count_forward_calls(monkeypatch)
     cal = progress.run(calibrate(demo_net, demo_clean, "1/255", make_detector("scaleup"), frr=0.05))
     assert sum(calls) == 6 * len(demo_clean)

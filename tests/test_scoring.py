@@ -40,7 +40,7 @@ def test_engine_imports_no_qt():
     assert result.stdout.strip() == "[]"
 
 
-def test_predict_yields_progress_and_caches(demo_net, demo_clean, monkeypatch):
+def test_predict_yields_progress_and_caches(demo_net, demo_clean, monkeypatch, fresh_caches):
     scoring.CACHE.clear()
     calls = count_forward_calls(monkeypatch)
     steps = []
@@ -55,7 +55,7 @@ def test_predict_yields_progress_and_caches(demo_net, demo_clean, monkeypatch):
     assert sum(calls) == 2 * len(demo_clean)  # another scaling is another pass
 
 
-def test_predict_stops_between_batches(demo_net, demo_clean, monkeypatch):
+def test_predict_stops_between_batches(demo_net, demo_clean, monkeypatch, fresh_caches):
     scoring.CACHE.clear()
     calls = count_forward_calls(monkeypatch)
     job = scoring.predict(demo_net, demo_clean, "1/255", batch_size=50)

@@ -14,7 +14,8 @@ from engine.evaluation.compare import compare, operating_point, roc
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.demo import DEMO_IMAGES, DEMO_POISONED
 from engine.detectors import make_detector
-from engine.detectors.strip import STRIP_CACHE, StripDetector, _entropy_bits
+from engine.detectors import strip
+from engine.detectors.strip import StripDetector, _entropy_bits
 from engine.errors import InputError
 from engine.scoring import forward
 
@@ -80,7 +81,7 @@ def test_one_image_costs_one_batched_call(demo_net, demo_test, strip_calibration
     assert calls == [99]
 
 
-def test_score_is_the_mean_blend_entropy_without_self_blends(demo_net, demo_clean):
+def test_score_is_the_mean_blend_entropy_without_self_blends(demo_net, demo_clean, fresh_caches):
     detector = StripDetector(blends=4, alpha=0.5, seed=3)
     progress.run(detector.fit(demo_net, demo_clean, "1/255"))
     overlays = detector.overlays.astype(np.float32)
@@ -89,7 +90,7 @@ def test_score_is_the_mean_blend_entropy_without_self_blends(demo_net, demo_clea
     inside = detector.overlays[1]
     outside = next(img for img in demo_clean.images if not any(np.array_equal(img, o) for o in detector.overlays))
     images = ImageSet(np.stack([inside, outside]), None, ["in", "out"], "two faces")
-    STRIP_CACHE.clear()
+    strip.STRIP_CACHE.clear()
     scores = progress.run(detector.score(demo_net, images, "1/255"))
 
     def by_hand(img, skip=None):

@@ -14,7 +14,8 @@ from engine.detectors.calibration import Calibration
 from engine.io.datasets import ImageSet
 from engine.demo import DEMO_EYEBROWS, DEMO_EYEBROWS_TARGET, DEMO_POISONED, DEMO_TARGET
 from engine.detectors import make_detector
-from engine.detectors.transplant import TRANSPLANT_CACHE, windows
+from engine.detectors import transplant
+from engine.detectors.transplant import windows
 from engine.errors import InputError
 from engine.scoring import forward
 from tests.test_scoring import count_forward_calls
@@ -33,8 +34,8 @@ def test_windows_cover_every_pixel_and_stay_inside(height, width, sizes):
         assert len(boxes) == 30  # rows 0, 8, ..., 39; columns 0, 8, ..., 31
 
 
-def test_score_is_one_minus_the_best_windows_mean_takeover(demo_net, demo_test, demo_eyebrows):
-    TRANSPLANT_CACHE.clear()
+def test_score_is_one_minus_the_best_windows_mean_takeover(demo_net, demo_test, demo_eyebrows, fresh_caches):
+    transplant.TRANSPLANT_CACHE.clear()
     detector = make_detector("transplant", {"hosts": 2, "windows": "24"})
     progress.run(detector.fit(demo_net, demo_test, "1/255"))
     hosts = detector.host_images.astype(np.float32) / 255
@@ -52,8 +53,8 @@ def test_score_is_one_minus_the_best_windows_mean_takeover(demo_net, demo_test, 
         assert scores.values[i] == pytest.approx(1.0 - best, abs=1e-5)
 
 
-def test_one_call_per_image_and_never_its_own_host(demo_net, demo_test, monkeypatch):
-    TRANSPLANT_CACHE.clear()
+def test_one_call_per_image_and_never_its_own_host(demo_net, demo_test, monkeypatch, fresh_caches):
+    transplant.TRANSPLANT_CACHE.clear()
     seen = count_forward_calls(monkeypatch)
     detector = make_detector("transplant", {"hosts": 3})
     progress.run(detector.fit(demo_net, demo_test, "1/255"))
@@ -65,7 +66,7 @@ def test_one_call_per_image_and_never_its_own_host(demo_net, demo_test, monkeypa
     mine = progress.run(detector.score(demo_net, host, "1/255")).values[0]
     others = make_detector("transplant", {"hosts": 2})
     others.host_images = detector.host_images[1:]
-    TRANSPLANT_CACHE.clear()
+    transplant.TRANSPLANT_CACHE.clear()
     assert progress.run(others.score(demo_net, host, "1/255")).values[0] == pytest.approx(mine, abs=1e-6)
 
 

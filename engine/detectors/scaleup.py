@@ -60,4 +60,4 @@ class ScaleUpDetector(Detector):
         return (yield from score_by_variants(net, images, scaling, [self.variants(net, images, scaling)]))[0]
 
 
-SCALEUP_CACHE = PredictionCache(16)  # scores per (model, data, scaling, factors)
+SCALEUP_CACHE = PredictionCache(64)  # scores per (model, data, scaling, factors)

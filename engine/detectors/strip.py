@@ -114,4 +114,4 @@ def _entropy_bits(p: np.ndarray) -> np.ndarray:
     return np.maximum(-terms.sum(axis=-1), 0.0)
 
 
-STRIP_CACHE = PredictionCache(16)  # STRIP scores per (model, data, scaling, blend settings)
+STRIP_CACHE = PredictionCache(64)  # STRIP scores per (model, data, scaling, blend settings)

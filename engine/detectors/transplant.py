@@ -135,4 +135,4 @@ class TransplantDetector(Detector):
         return (yield from score_by_variants(net, images, scaling, [self.variants(net, images, scaling)]))[0]
 
 
-TRANSPLANT_CACHE = PredictionCache(16)  # scores per (model, data, scaling, windows, hosts)
+TRANSPLANT_CACHE = PredictionCache(64)  # scores per (model, data, scaling, windows, hosts)
