@@ -111,6 +111,17 @@ class _Bridge(QObject):
     ended = Signal(object)
 
 
+def import_tensorflow() -> None:
+    """Import TensorFlow and Keras now, on the calling (GUI) thread, before the window is shown.
+
+    Imported lazily by the first job, TensorFlow's start-up (its native libraries loaded and
+    initialised under the GIL) froze the window's event loop for about a second while the demo
+    loaded (``bench/window.py``: the longest stall 1,345 ms while loading; 21 ms with TensorFlow
+    imported first), so a user's first drag or click stuttered. Imported before the window
+    appears, the same seconds are spent while nothing is on screen yet, once per process."""
+    import keras  # noqa: F401  (imports TensorFlow, the backend chosen in engine/__init__.py)
+
+
 class JobRunner(QObject):
     """A FIFO of jobs, run one at a time on a dedicated Python thread."""
 

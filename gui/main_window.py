@@ -29,6 +29,7 @@ from superqt import QElidingLabel
 from engine.progress import Progress
 from gui.histograms import HistogramPanel
 from gui.image_check import ImageCheckPanel
+from gui.jobs import import_tensorflow
 from gui.panels import LeftColumn
 from gui.compare_panel import ComparePanel
 from gui.pruning_panel import PruningPanel
@@ -76,6 +77,7 @@ class ErrorBanner(QFrame):
 
 class MainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, settings: QSettings | None = None):
+        import_tensorflow()  # here, not in the first job, where its import stalls the event loop
         super().__init__()
         self.session = session or Session(parent=self)
         self.settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
