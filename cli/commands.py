@@ -55,8 +55,7 @@ def note(text: str) -> None:
 
 
 def warn_about(images) -> None:
-    for w in images.warnings:
-        note(f"warning: {w}")
+    workflow.warn_about(images, note)
 
 
 def load_model(path, trust: bool):
@@ -75,11 +74,14 @@ def load_defense(args):
                                  on_model=lambda p: note(f"loading model {p}…"), nplus1=args.nplus1)
 
 
+def optional_path(value) -> Path | None:
+    return None if value is None else Path(value)
+
+
 def sources(args) -> workflow.Sources:
     """Where the network and its data are, from ``--model``, ``--clean`` and every ``--poisoned
     PATH:TARGET`` (the demo's when no model is named)."""
-    clean = getattr(args, "clean", None)
-    return workflow.Sources(None if args.model is None else Path(args.model), None if clean is None else Path(clean),
+    return workflow.Sources(optional_path(args.model), optional_path(getattr(args, "clean", None)),
                             tuple(parse_poisoned(s) for s in getattr(args, "poisoned", None) or []), args.trust_model)
 
 
@@ -275,7 +277,7 @@ def cmd_scan(args) -> int:
     from engine.scan import ScanSettings
 
     settings = ScanSettings(margin_candidates=args.candidates, refine_steps=args.steps, alpha=args.alpha)
-    request = workflow.ScanRequest(args.max_images, settings, None if args.output is None else Path(args.output))
+    request = workflow.ScanRequest(args.max_images, settings, optional_path(args.output))
     result = drive(workflow.run(request, sources(args), args.scale, note), args.json)
     if args.output is not None:
         note(f"wrote {Path(args.output) / 'scan.json'}, triggers.npz and PNGs")
@@ -303,9 +305,8 @@ def cmd_scan(args) -> int:
 
 def cmd_repair(args) -> int:
     """Any registered repair: its settings from the options, one request, its lines printed."""
-    scan = getattr(args, "scan", None)
-    request = workflow.RepairRequest(args.method, given_settings(args), None if args.output is None else Path(args.output),
-                                     None if scan is None else Path(scan))
+    request = workflow.RepairRequest(args.method, given_settings(args), optional_path(args.output),
+                                     optional_path(getattr(args, "scan", None)))
     outcome = drive(workflow.run(request, sources(args), args.scale, note))
     out = Path(outcome.outdir)
     for line in outcome.table + outcome.lines:

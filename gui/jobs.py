@@ -116,9 +116,10 @@ def import_tensorflow() -> None:
 
     Imported lazily by the first job, TensorFlow's start-up (its native libraries loaded and
     initialised under the GIL) froze the window's event loop for about a second while the demo
-    loaded (``bench/window.py``: the longest stall 1,345 ms while loading; 21 ms with TensorFlow
-    imported first), so a user's first drag or click stuttered. Imported before the window
-    appears, the same seconds are spent while nothing is on screen yet, once per process."""
+    loaded (``bench/window.py``: the load phase's longest stall 1,345 ms, 308 ms with TensorFlow
+    imported first; a model load alone: 1,060 ms, 21 ms), so a user's first drag or click
+    stuttered. Imported before the window appears, the same seconds are spent while nothing is on
+    screen yet, once per process."""
     import keras  # noqa: F401  (imports TensorFlow, the backend chosen in engine/__init__.py)
 
 

@@ -40,7 +40,7 @@ from engine.workflow.opening import (
     read_set,
     sample_images,
 )
-from engine.workflow.requests import CalibrateRequest, RepairRequest, ScanRequest, Sources, run
+from engine.workflow.requests import CalibrateRequest, RepairRequest, ScanRequest, Sources, run, warn_about
 from engine.workflow.verdicts import (
     CLEAN,
     NO_VERDICT,
@@ -57,10 +57,11 @@ from engine.workflow.verdicts import (
 )
 
 __all__ = [
-    "CLEAN", "DEFAULT_DETECTOR", "DEFAULT_FRR", "DEFAULT_METHOD", "MAX_EXPLAINED", "NO_VERDICT", "POISONED", "VERDICT_SOURCES",
-    "CalibrateRequest", "CheckedImage", "RepairRequest", "ScanRequest", "Sources", "RowVerdict", "SetScores", "VerdictRules", "calibrate_job", "check_images", "check_paths",
-    "check_target", "checked_csv", "choose_scaling", "compare_job", "detector_params", "explain_images",
-    "fit_sets", "fit_to_model", "load_defense", "load_scan", "make_detectors", "open_model", "open_poisoned",
-    "open_sets", "read_images", "read_set", "repairs_job", "run", "sample_images", "scan_job", "score_sets",
-    "stamp_and_count", "write_explanations",
+    "CLEAN", "DEFAULT_DETECTOR", "DEFAULT_FRR", "DEFAULT_METHOD", "MAX_EXPLAINED", "NO_VERDICT", "POISONED",
+    "VERDICT_SOURCES", "CalibrateRequest", "CheckedImage", "RepairRequest", "RowVerdict", "ScanRequest", "SetScores",
+    "Sources", "VerdictRules", "calibrate_job", "check_images", "check_paths", "check_target", "checked_csv",
+    "choose_scaling", "compare_job", "detector_params", "explain_images", "fit_sets", "fit_to_model", "load_defense",
+    "load_scan", "make_detectors", "open_model", "open_poisoned", "open_sets", "read_images", "read_set",
+    "repairs_job", "run", "sample_images", "scan_job", "score_sets", "stamp_and_count", "warn_about",
+    "write_explanations",
 ]

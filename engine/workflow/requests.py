@@ -4,8 +4,8 @@ window's controllers fill one from their forms, and both hand it to the engine o
 A request is checked completely by :meth:`check` (every option, the output's place) before any
 file is read, so a wrong option fails in a second, not after loading a network; its
 :meth:`job` then runs on a model and data already open (the window's) and :func:`run` opens
-them first from :class:`Sources` (the command line's paths). Defaults come from the engine's
-constants, nowhere else.
+them first from :class:`Sources` (the command line's paths). A job given what ``check``
+returned does not check again. Defaults come from the engine's constants, nowhere else.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Sources:
         from engine.demo import DEMO_CLEAN_VALIDATION
 
         clean = read_set(self.clean or DEMO_CLEAN_VALIDATION, net)
-        _warn(clean, note)
+        warn_about(clean, note)
         return clean
 
     def open_all(self, note: Note = _quiet) -> tuple[BadNet, ImageSet, list[PoisonedSet]]:
@@ -65,11 +65,12 @@ class Sources:
         net = self.open_model(note)
         clean, sets = open_sets(net, self.clean or DEMO_CLEAN_VALIDATION, specs)
         for images in [clean] + [s.images for s in sets]:
-            _warn(images, note)
+            warn_about(images, note)
         return net, clean, sets
 
 
-def _warn(images: ImageSet, note: Note) -> None:
+def warn_about(images: ImageSet, note: Note) -> None:
+    """Each warning reading ``images`` raised (a resized set, skipped files), as a note."""
     for w in images.warnings:
         note(f"warning: {w}")
 
@@ -100,9 +101,10 @@ class CalibrateRequest:
             check_calibration_output(self.output)
         return detector
 
-    def job(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[tuple[Calibration, str]]:
+    def job(self, net: BadNet, clean: ImageSet, scaling: str,
+            checked: Detector | None = None) -> Job[tuple[Calibration, str]]:
         """(calibration, how the input scaling was chosen); written to ``output`` when given."""
-        detector = self.check()
+        detector = checked if checked is not None else self.check()
         cal, reason = yield from calibrate_job(net, clean, scaling, detector, self.method, self.frr, self.min_samples)
         if self.output is not None:
             cal.save(self.output)
@@ -117,18 +119,20 @@ class ScanRequest:
     settings: object = None  # engine.scan.ScanSettings; None: its defaults
     output: Path | None = None
 
-    def check(self) -> None:
+    def check(self) -> bool:
         from engine.io.files import check_output_folder
         from engine.scan import ScanSettings, is_scan_output
 
         (self.settings or ScanSettings()).check()
         if self.output is not None:
             check_output_folder(self.output, is_scan_output, "an earlier scan's results")
+        return True
 
-    def job(self, net: BadNet, clean: ImageSet, scaling: str):
+    def job(self, net: BadNet, clean: ImageSet, scaling: str, checked: bool = False):
         from engine.scan import SCAN_IMAGES
 
-        self.check()
+        if not checked:
+            self.check()
         limit = SCAN_IMAGES if self.max_images is None else self.max_images
         result = yield from scan_job(net, sample_images(clean, limit), scaling, self.settings)
         if self.output is not None:
@@ -153,11 +157,11 @@ class RepairRequest:
         repair = make_repair(self.method, self.settings)
         return repair, check_output_folder(self.output, repair)
 
-    def job(self, net: BadNet, clean: ImageSet, sets: list[PoisonedSet], scaling: str, scan=None):
+    def job(self, net: BadNet, clean: ImageSet, sets: list[PoisonedSet], scaling: str, scan=None, checked=None):
         """The repair's outcome; ``scan``: a ScanResult already loaded (the window's), else the request's folder's."""
         from engine.repairs import repair_job
 
-        repair, out = self.check()
+        repair, out = checked if checked is not None else self.check()
         if scan is None and self.scan is not None:
             scan = load_scan(self.scan, net)
         return (yield from repair_job(repair, net, clean, sets, out, scaling, scan))
@@ -170,7 +174,7 @@ def run(request, sources: Sources, scaling: str, note: Note = _quiet) -> Job:
         net, clean, sets = sources.open_all(note)
         if request.scan is None and checked[0].uses_scan:
             note("no --scan given: scanning first")
-        return (yield from request.job(net, clean, sets, scaling))
+        return (yield from request.job(net, clean, sets, scaling, checked=checked))
     net = sources.open_model(note)
     clean = sources.open_clean(net, note)
-    return (yield from request.job(net, clean, scaling))
+    return (yield from request.job(net, clean, scaling, checked=checked))

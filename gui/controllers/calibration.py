@@ -41,8 +41,9 @@ class CalibrationController(QObject):
 
     # --- running -------------------------------------------------------------------------
 
-    def calibrate(self, method: str = workflow.DEFAULT_METHOD, frr: float = workflow.DEFAULT_FRR, min_samples: int | None = None,
-                  detector: str = workflow.DEFAULT_DETECTOR, params: dict | None = None) -> bool:
+    def calibrate(self, method: str = workflow.DEFAULT_METHOD, frr: float = workflow.DEFAULT_FRR,
+                  min_samples: int | None = None, detector: str = workflow.DEFAULT_DETECTOR,
+                  params: dict | None = None) -> bool:
         """Queue a calibration of ``detector`` (behind any loads still running); False when the
         options are wrong. It becomes the active calibration when done."""
         request = workflow.CalibrateRequest(detector, dict(params or {}), method, frr, min_samples)
@@ -60,7 +61,7 @@ class CalibrationController(QObject):
             asked["scaling"] = scaling
 
             def job():
-                cal, reason = yield from request.job(net, clean, scaling)
+                cal, reason = yield from request.job(net, clean, scaling, checked=chosen)
                 scores = yield from workflow.score_sets(net, cal, clean, sets)
                 return cal, scores, reason
 

@@ -39,11 +39,12 @@ class PruningController(QObject):
         request = RepairRequest(method, dict(params or {}), outdir)
 
         def factory():
-            repair, _ = request.check()
+            checked = request.check()
+            repair = checked[0]
             data = self._require(repair.phrase())
             chosen = [p for i, p in enumerate(data.poisoned) if sets is None or not repair.needs_poisoned or i in sets]
             scan = self.session.scan.result if repair.uses_scan else None
-            return request.job(data.net, data.clean, chosen, data.effective_scaling, scan)
+            return request.job(data.net, data.clean, chosen, data.effective_scaling, scan, checked=checked)
 
         def done(outcome) -> None:
             for line in outcome.lines:
