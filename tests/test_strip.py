@@ -73,12 +73,18 @@ def test_one_image_costs_one_batched_call(demo_net, demo_test, strip_calibration
     monkeypatch.setattr(demo_net.model, "predict_on_batch", counting)
     one = ImageSet(demo_test.images[:1], None, ["one"], "one face")
     detector = strip_calibration.make_detector()
-    progress.run(detector.score(demo_net, one, "1/255"))
-    assert calls == [33]  # the image and its 32 blends, together
+    first = detector.first_blends
+    strip.STRIP_CACHE.clear()
+    score = progress.run(detector.score(demo_net, one, "1/255")).values[0]
+    # The image and its first blends together; the rest, in a second call, only when the first
+    # blends leave its entropy below the cut.
+    assert calls == ([1 + first] if score >= detector.early_cut else [1 + first, 32 - first])
     calls.clear()
+    strip.STRIP_CACHE.clear()
+    whole = StripDetector(overlays=detector.overlays, first_blends=0)
     three = ImageSet(demo_test.images[1:4], None, ["a", "b", "c"], "three faces")
-    progress.run(detector.score(demo_net, three, "1/255"))
-    assert calls == [99]
+    progress.run(whole.score(demo_net, three, "1/255"))
+    assert calls == [99]  # with first blends 0: every blend at once
 
 
 def test_score_is_the_mean_blend_entropy_without_self_blends(demo_net, demo_clean, fresh_caches):
@@ -100,6 +106,41 @@ def test_score_is_the_mean_blend_entropy_without_self_blends(demo_net, demo_clea
     assert scores.values[0] == pytest.approx(by_hand(inside, skip=1), abs=1e-4)
     assert scores.values[1] == pytest.approx(by_hand(outside), abs=1e-4)
     assert scores.values[0] != pytest.approx(by_hand(inside), abs=1e-4)  # the self-blend would count
+
+
+def test_only_the_images_the_first_blends_leave_low_get_the_rest(demo_net, demo_clean, demo_test, demo_poisoned,
+                                                                   fresh_caches):
+    """With first blends on, an image's score is its first blends' mean entropy when that is at
+    or above the cut learnt on clean images (their median), else the mean over every blend."""
+    early = StripDetector(blends=12, first_blends=4)
+    progress.run(early.fit(demo_net, demo_clean, "1/255"))
+    assert early.early == 4 and early.early_cut is not None
+    first = StripDetector(overlays=early.overlays[:4], first_blends=0)
+    whole = StripDetector(overlays=early.overlays, first_blends=0)
+    faces = ImageSet(np.concatenate([demo_test.images[:20], demo_poisoned.images[:10]]), None,
+                     [str(i) for i in range(30)], "faces")
+    got, by_first, by_all = (progress.run(d.score(demo_net, faces, "1/255")).values for d in (early, first, whole))
+    low = by_first < early.early_cut
+    assert low.any() and (~low).any()
+    np.testing.assert_allclose(got[low], by_all[low], atol=1e-9)
+    np.testing.assert_allclose(got[~low], by_first[~low], atol=1e-9)
+    assert np.mean(progress.run(first.score(demo_net, demo_clean, "1/255")).values < early.early_cut) == \
+        pytest.approx(0.5, abs=0.05)  # the cut: the clean images' median, on a sample of 200
+
+
+def test_a_calibration_saved_before_the_first_blends_blends_fully(strip_calibration, tmp_path):
+    path = tmp_path / "strip.json"
+    strip_calibration.save(path)
+    saved = json.loads(path.read_text())
+    assert isinstance(saved["detector_state"]["early_cut"], float)
+    assert Calibration.load(path).make_detector().early == 8
+    del saved["detector_state"]["early_cut"]  # as calibrations were written before issue 20
+    path.write_text(json.dumps(saved))
+    assert Calibration.load(path).make_detector().early == 0
+    saved["detector_state"]["early_cut"] = "lots"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="early cut"):
+        Calibration.load(path)
 
 
 def test_entropy_in_bits():

@@ -36,7 +36,7 @@ def test_windows_cover_every_pixel_and_stay_inside(height, width, sizes):
 
 def test_score_is_one_minus_the_best_windows_mean_takeover(demo_net, demo_test, demo_eyebrows, fresh_caches):
     transplant.TRANSPLANT_CACHE.clear()
-    detector = make_detector("transplant", {"hosts": 2, "windows": "24"})
+    detector = make_detector("transplant", {"hosts": 2, "windows": "24", "confirm": 0})
     progress.run(detector.fit(demo_net, demo_test, "1/255"))
     hosts = detector.host_images.astype(np.float32) / 255
     two = ImageSet(np.stack([demo_test.images[-1], demo_eyebrows.images[0]]), None, ["clean", "eyebrows"], "two")
@@ -53,21 +53,70 @@ def test_score_is_one_minus_the_best_windows_mean_takeover(demo_net, demo_test, 
         assert scores.values[i] == pytest.approx(1.0 - best, abs=1e-5)
 
 
-def test_one_call_per_image_and_never_its_own_host(demo_net, demo_test, monkeypatch, fresh_caches):
+@pytest.mark.parametrize("confirm, calls", [
+    (0, [1 + 30 * 3]),  # the image and 30 windows x 3 hosts, in one call
+    (5, [1 + 30, 5 * 1]),  # a first look, each window in one host, then 5 windows on the other host
+])
+def test_two_calls_per_image_and_never_its_own_host(demo_net, demo_test, monkeypatch, fresh_caches, confirm, calls):
     transplant.TRANSPLANT_CACHE.clear()
     seen = count_forward_calls(monkeypatch)
-    detector = make_detector("transplant", {"hosts": 3})
+    detector = make_detector("transplant", {"hosts": 3, "confirm": confirm})
     progress.run(detector.fit(demo_net, demo_test, "1/255"))
     host = ImageSet(detector.host_images[:1].copy(), None, ["host"], "host")
     progress.run(detector.score(demo_net, host, "1/255"))
-    assert seen == [1 + 30 * 3]  # the image and 30 windows x 3 hosts, in one call
+    assert seen == calls  # the host itself is never a host: two hosts left, one seen on the first look
     # A host scored against itself would be taken over by its own face in every window; without
     # itself its score is that of the other two hosts only.
     mine = progress.run(detector.score(demo_net, host, "1/255")).values[0]
-    others = make_detector("transplant", {"hosts": 2})
+    others = make_detector("transplant", {"hosts": 2, "confirm": confirm})
     others.host_images = detector.host_images[1:]
     transplant.TRANSPLANT_CACHE.clear()
     assert progress.run(others.score(demo_net, host, "1/255")).values[0] == pytest.approx(mine, abs=1e-6)
+
+
+def test_two_looks_confirm_the_first_looks_best_windows_on_every_host(demo_net, demo_test, demo_eyebrows,
+                                                                       fresh_caches):
+    """The first look pastes window w into host w mod 4; the windows that take their host over
+    most are pasted into the other hosts too, and the score is 1 minus the best of their means.
+    Confirming every window is the one-look score; confirming fewer never scores lower."""
+    detector = make_detector("transplant", {"hosts": 4, "confirm": 2})
+    progress.run(detector.fit(demo_net, demo_test, "1/255"))
+    hosts = detector.host_images.astype(np.float32) / 255
+    boxes = windows(55, 47, (16,))
+    four = ImageSet(np.stack([demo_test.images[0], demo_test.images[1], demo_eyebrows.images[0],
+                              demo_eyebrows.images[1]]), None, list("abcd"), "four")
+    scores = progress.run(detector.score(demo_net, four, "1/255")).values
+    for i, img in enumerate(four.images):
+        x = img.astype(np.float32) / 255
+        own = forward(demo_net, x[None])[0].argmax()
+        takeover = np.empty((len(boxes), 4))
+        for w, (y0, x0, h, wd) in enumerate(boxes):
+            pasted = hosts.copy()
+            pasted[:, y0:y0 + h, x0:x0 + wd] = x[y0:y0 + h, x0:x0 + wd]
+            takeover[w] = forward(demo_net, pasted)[:, own]
+        first = takeover[np.arange(len(boxes)), np.arange(len(boxes)) % 4]
+        best = np.argsort(-first, kind="stable")[:2]
+        assert scores[i] == pytest.approx(1.0 - takeover[best].mean(axis=1).max(), abs=1e-5)
+    every = {}
+    for confirm in (0, len(boxes)):
+        transplant.TRANSPLANT_CACHE.clear()
+        d = make_detector("transplant", {"hosts": 4, "confirm": confirm})
+        d.host_images = detector.host_images
+        every[confirm] = progress.run(d.score(demo_net, four, "1/255")).values
+    np.testing.assert_allclose(every[len(boxes)], every[0], atol=1e-6)
+    assert np.all(scores >= every[0] - 1e-6)
+
+
+def test_a_calibration_saved_before_the_first_look_keeps_one_look(small_demo, tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    assert main.main(["calibrate", "--detector", "transplant", "--clean", str(small_demo["clean"]),
+                      "-o", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["detector_params"]["confirm"] == transplant.TransplantDetector.DEFAULT_CONFIRM
+    assert Calibration.load(out).make_detector().confirm == transplant.TransplantDetector.DEFAULT_CONFIRM
+    del saved["detector_params"]["confirm"]  # as calibrations were written before issue 20
+    out.write_text(json.dumps(saved))
+    assert Calibration.load(out).make_detector().confirm == 0
 
 
 @pytest.mark.parametrize("params, message", [
@@ -86,7 +135,7 @@ def test_saved_host_faces_come_back_and_damaged_ones_are_refused(small_demo, tmp
     assert main.main(["calibrate", "--detector", "transplant", "--hosts", "3", "--windows", "12,20",
                       "--clean", str(small_demo["clean"]), "-o", str(out)]) == 0
     raw = json.loads(out.read_text())
-    assert raw["detector_params"] == {"hosts": 3, "windows": [12, 20], "seed": 0}
+    assert raw["detector_params"] == {"hosts": 3, "windows": [12, 20], "confirm": 5, "seed": 0}
     cal = Calibration.load(out)
     detector = cal.make_detector()
     assert detector.host_images.shape == (3, 55, 47, 3) and detector.windows == (12, 20)

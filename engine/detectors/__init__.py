@@ -220,14 +220,22 @@ class Variants:
     image, and returns the variants as (b, k, H, W, 3). ``reduce(p, start)`` gets the
     probabilities (b, k + 1, classes), the image's own first, and returns one score per image.
     ``cache`` and ``key`` keep the scores, so no pass runs twice.
+
+    A plan that looks twice sets ``follow`` instead of using ``reduce``: ``follow(x, p, start)``
+    gets the first look's probabilities and returns ``(more, finish)``: ``more`` the further
+    variants the first look asked for, any number of them for the whole batch (m, H, W, 3), and
+    ``finish(q)`` the batch's scores from their probabilities (m, classes). Transplant confirms
+    only its most promising windows on every host this way, and STRIP blends further only the
+    images whose first blends look suspicious.
     """
 
     k: int
     make: Callable
-    reduce: Callable
+    reduce: Callable | None
     stage: str
     cache: object  # engine.scoring.PredictionCache
     key: tuple
+    follow: Callable | None = None
 
 
 def score_by_variants(net: BadNet, images: ImageSet, scaling: str, plans: list[Variants]) -> Job[list[Scores]]:
@@ -262,9 +270,19 @@ def score_by_variants(net: BadNet, images: ImageSet, scaling: str, plans: list[V
             batch[:, ends[j]:ends[j + 1]] = plan.make(x, start)
         p = forward(net, batch.reshape(-1, *x.shape[1:])).reshape(stop - start, total, -1)
         predicted[start:stop] = p[:, 0].argmax(axis=1)
+        second = []  # (plan index, its further variants, finish) of plans that look twice
         for j, plan in enumerate(run):
             own = np.concatenate([p[:, :1], p[:, ends[j]:ends[j + 1]]], axis=1)
-            values[j][start:stop] = plan.reduce(own, start)
+            if plan.follow is None:
+                values[j][start:stop] = plan.reduce(own, start)
+            else:
+                second.append((j, *plan.follow(x, own, start)))
+        if second:  # every plan's second look in one call too
+            more = [m for _, m, _ in second]
+            sizes = np.cumsum([0] + [len(m) for m in more])
+            q = forward(net, np.concatenate(more)) if sizes[-1] else np.zeros((0, p.shape[-1]), np.float32)
+            for (j, _, finish), a, b in zip(second, sizes[:-1], sizes[1:]):
+                values[j][start:stop] = finish(q[a:b])
         yield Progress(stop, n, stage)
     for i, plan, v in zip(todo, run, values):
         out[i] = Scores(predicted, v)
@@ -272,12 +290,58 @@ def score_by_variants(net: BadNet, images: ImageSet, scaling: str, plans: list[V
     return out
 
 
-def not_itself(images: np.ndarray, references: np.ndarray) -> Callable[[int, int], np.ndarray]:
+class Prepared:
+    """A detector's clean reference images (STRIP's blend images, Transplant's hosts) as scoring
+    uses them: their digest and their model input, computed once per array and scaling rather
+    than for every image a user drops in."""
+
+    def __init__(self):
+        self._array = None
+        self._digest = ""
+        self._inputs: dict[tuple, np.ndarray] = {}
+        self._index: dict[bytes, int] = {}
+
+    def _follow(self, images: np.ndarray) -> None:
+        if images is not self._array:
+            import hashlib
+
+            self._array = images
+            self._digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
+            self._inputs = {}
+            self._index = {r.tobytes(): j for j, r in enumerate(images)}
+
+    def digest(self, images: np.ndarray) -> str:
+        self._follow(images)
+        return self._digest
+
+    def inputs(self, images: np.ndarray, scaling: str, weight: float = 1.0) -> np.ndarray:
+        """The images as the model's float input, times ``weight`` (read-only: shared between calls)."""
+        from engine.scoring import to_model_input
+
+        self._follow(images)
+        key = (scaling, weight)
+        if key not in self._inputs:
+            x = to_model_input(images, scaling)
+            if weight != 1.0:
+                x *= np.float32(weight)
+            x.flags.writeable = False
+            self._inputs[key] = x
+        return self._inputs[key]
+
+    def not_itself(self, images: np.ndarray, references: np.ndarray) -> Callable[[int, int], np.ndarray]:
+        """:func:`not_itself` with the references' index kept between calls."""
+        self._follow(references)
+        return not_itself(images, references, self._index)
+
+
+def not_itself(images: np.ndarray, references: np.ndarray,
+               index: dict[bytes, int] | None = None) -> Callable[[int, int], np.ndarray]:
     """For detectors whose variants use clean reference images (STRIP's blends, Transplant's
     hosts): ``mask(start, count)`` is a bool array (count, references), False where image
     ``start + i`` is itself reference j, so an image is never judged against itself (unless it
-    is the only reference)."""
-    index = {r.tobytes(): j for j, r in enumerate(references)}
+    is the only reference). ``index``: the references' bytes to their place, when kept."""
+    if index is None:
+        index = {r.tobytes(): j for j, r in enumerate(references)}
 
     def mask(start: int, count: int) -> np.ndarray:
         valid = np.ones((count, len(references)), dtype=bool)

@@ -21,17 +21,16 @@ two miss (docs/detectors.md, "Transplant").
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 
 from engine.io.datasets import ImageSet
-from engine.detectors import (Detector, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
-                              not_itself, register, score_by_variants)
+from engine.detectors import (Detector, Prepared, Scores, ScoreScale, Setting, Variants, decode_images, encode_images,
+                              register, score_by_variants)
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import PredictionCache, check_size, to_model_input
+from engine.scoring import PredictionCache, check_size
 
 
 def windows(height: int, width: int, sizes) -> list[tuple[int, int, int, int]]:
@@ -66,17 +65,22 @@ class TransplantDetector(Detector):
     DEFAULT_HOSTS = 4
     MAX_HOSTS = 64
     DEFAULT_WINDOWS = (16,)
+    DEFAULT_CONFIRM = 5
     settings = (
         Setting("hosts", "host faces", int, DEFAULT_HOSTS, 1, MAX_HOSTS,
                 "clean faces each window is pasted into"),
         Setting("windows", "window sizes", tuple, DEFAULT_WINDOWS, 2, 4096,
                 "sides of the square windows, in pixels (each size half-overlapping)", item=int),
+        Setting("confirm", "windows confirmed", int, DEFAULT_CONFIRM, 0, 4096,
+                "windows pasted into every host after a first look with each window in one host "
+                "(0: every window into every host at once)"),
         Setting("seed", "seed", int, 0, 0, 2**31 - 1, "seed for picking the host faces", shown=False),
     )
 
     def __init__(self, host_images: np.ndarray | None = None, **params):
         super().__init__(**params)
         self.host_images = host_images
+        self._prepared = Prepared()
 
     def state(self) -> dict:
         return {} if self.host_images is None else {"host_images": encode_images(self.host_images)}
@@ -85,7 +89,9 @@ class TransplantDetector(Detector):
     def from_saved(cls, params: dict, state: dict) -> TransplantDetector:
         raw = state.get("host_images")
         hosts = None if raw is None else decode_images(raw, "Transplant host faces", cls.MAX_HOSTS)
-        return cls(host_images=hosts, **params)
+        # A calibration saved before the first look scored every window on every host: keep
+        # scoring so, or its thresholds would not fit its scores.
+        return cls(host_images=hosts, **{"confirm": 0, **params})
 
     def fitted(self) -> bool:
         return self.host_images is not None
@@ -106,11 +112,77 @@ class TransplantDetector(Detector):
         if self.host_images is None:
             raise InputError(None, "Transplant has no host faces: calibrate it on clean data first")
         check_size(net, self.host_images, "Transplant host faces")
-        hosts = to_model_input(self.host_images, scaling)  # (h, H, W, 3)
+        hosts = self._prepared.inputs(self.host_images, scaling)  # (h, H, W, 3)
         height, width = hosts.shape[1:3]
         boxes = windows(height, width, self.windows)
         n_hosts, n_windows = len(hosts), len(boxes)
-        valid_hosts = not_itself(images.images, self.host_images)  # an image is never its own host
+        valid_hosts = self._prepared.not_itself(images.images, self.host_images)  # an image is never its own host
+        hosts_digest = self._prepared.digest(self.host_images)
+        key = (net.sha256, images.digest, scaling, self.name, tuple(self.windows), hosts_digest, self.confirm)
+        stage = "Transplant: pasting windows and predicting"
+
+        def paste(x, into, which):
+            """Image ``i``'s window ``which[i]`` pasted into host ``into[i]``, for each i."""
+            out = hosts[into]
+            for w in np.unique(which):
+                y0, x0, sy, sx = boxes[w]
+                rows = np.flatnonzero(which == w)
+                out[rows, y0:y0 + sy, x0:x0 + sx] = x[rows, y0:y0 + sy, x0:x0 + sx]
+            return out
+
+        if self.confirm == 0 or n_hosts == 1:
+            return Variants(n_windows * n_hosts, *self._every_window(hosts, boxes, valid_hosts), stage,
+                            TRANSPLANT_CACHE, key)
+        confirm = min(self.confirm, n_windows)
+
+        def first_hosts(start, count):
+            """The image's valid hosts (count, hosts) and the host each window goes into on the
+            first look (count, windows): the image's valid hosts in turn."""
+            valid = valid_hosts(start, count)
+            order = np.argsort(~valid, axis=1, kind="stable")  # each image's valid hosts first, in order
+            place = np.arange(n_windows)[None] % valid.sum(axis=1)[:, None]
+            return valid, np.take_along_axis(order, place, axis=1)
+
+        def first_look(x, start):
+            _, into = first_hosts(start, len(x))
+            out = hosts[into.reshape(-1)].reshape(len(x), n_windows, height, width, 3)
+            for w, (y0, x0, sy, sx) in enumerate(boxes):
+                out[:, w, y0:y0 + sy, x0:x0 + sx] = x[:, y0:y0 + sy, x0:x0 + sx]
+            return out
+
+        def follow(x, p, start):
+            b = len(p)
+            cls = p[:, 0].argmax(axis=1)
+            first = np.take_along_axis(p[:, 1:], cls[:, None, None], axis=2)[..., 0]  # (b, windows)
+            valid, into = first_hosts(start, b)
+            best = np.argsort(-first, axis=1, kind="stable")[:, :confirm]  # (b, confirm)
+            rows, slots, wins, more_hosts = [], [], [], []  # one entry per further copy
+            for i in range(b):
+                for r, w in enumerate(best[i]):
+                    others = np.flatnonzero(valid[i])
+                    others = others[others != into[i, w]]
+                    rows += [i] * len(others)
+                    slots += [r] * len(others)
+                    wins += [w] * len(others)
+                    more_hosts.append(others)
+            rows, slots, wins = (np.asarray(v, dtype=np.int64) for v in (rows, slots, wins))
+            more = paste(x[rows], np.concatenate(more_hosts).astype(np.int64), wins)
+
+            def finish(q):
+                total = np.take_along_axis(first, best, axis=1).astype(np.float64)  # (b, confirm)
+                np.add.at(total, (rows, slots), q[np.arange(len(rows)), cls[rows]])
+                return 1.0 - (total / valid.sum(axis=1)[:, None]).max(axis=1)
+
+            return more, finish
+
+        return Variants(n_windows, first_look, None, stage, TRANSPLANT_CACHE, key, follow=follow)
+
+    @staticmethod
+    def _every_window(hosts, boxes, valid_hosts):
+        """Every window pasted into every host in one look (``confirm`` 0, and calibrations made
+        before there was a first look)."""
+        n_hosts, n_windows = len(hosts), len(boxes)
+        height, width = hosts.shape[1:3]
 
         def transplants(x, start):
             out = np.broadcast_to(hosts[None, None], (len(x), n_windows, *hosts.shape)).copy()
@@ -126,10 +198,7 @@ class TransplantDetector(Detector):
             mean = (kept * valid[:, None]).sum(axis=2) / valid.sum(axis=1)[:, None]
             return 1.0 - mean.max(axis=1).astype(np.float64)
 
-        hosts_digest = hashlib.sha256(self.host_images.tobytes()).hexdigest()
-        key = (net.sha256, images.digest, scaling, self.name, tuple(self.windows), hosts_digest)
-        return Variants(n_windows * n_hosts, transplants, takeover, "Transplant: pasting windows and predicting",
-                        TRANSPLANT_CACHE, key)
+        return transplants, takeover
 
     def score(self, net: BadNet, images: ImageSet, scaling: str) -> Job[Scores]:
         return (yield from score_by_variants(net, images, scaling, [self.variants(net, images, scaling)]))[0]
