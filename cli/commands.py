@@ -141,7 +141,7 @@ def cmd_predict(args) -> int:
 def cmd_calibrate(args) -> int:
     request = workflow.CalibrateRequest.from_options(args.detector, given_settings(args), method=args.method,
                                                      frr=args.frr, min_samples=args.min_samples,
-                                                     output=Path(args.output))
+                                                     sample=args.sample, output=Path(args.output))
     cal, reason = drive(workflow.run(request, sources(args), args.scale, note))
     if args.scale == "auto":
         note(f"input scaling: {reason}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import progress
-from engine.detectors.calibration import Calibration, calibrate, fit_thresholds
+from engine.detectors.calibration import Calibration, calibrate, fit_thresholds, frr_interval, sample_size
 from engine.errors import InputError
 from engine.evaluation.metrics import report
 from engine.scoring import predict
@@ -38,6 +38,49 @@ def test_quantile_threshold_holds_the_rate_on_new_clean_images(n):
     mean = float(np.mean(held_out))
     assert mean <= frr + 0.002                     # at most the target, in expectation
     assert mean >= frr - 1.0 / (n + 1) - 0.002     # and no more than one order statistic below it
+
+
+@pytest.mark.parametrize("n, method, frr", [(45, "quantile", 0.05), (300, "quantile", 0.05), (120, "min", 0.05),
+                                            (1168, "quantile", 0.05)])
+def test_the_reported_interval_holds_the_rate_of_new_clean_images(n, method, frr):
+    """The interval a calibration reports: where the false rejection of new clean images lies for
+    95% of draws of the n clean images the threshold is set on (simulated draws)."""
+    lo, hi = frr_interval(n, method, frr)
+    rng = np.random.default_rng(n)
+    rates = []
+    for _ in range(2000):
+        values = rng.uniform(size=n)
+        thresholds, *_ = fit_thresholds(values, np.zeros(n, dtype=int), 1, method, frr=frr, min_samples=1)
+        rates.append(thresholds[0])  # uniform scores: the share of new images below t is t
+    inside = np.mean((np.asarray(rates) >= lo) & (np.asarray(rates) <= hi))
+    assert 0.93 <= inside <= 0.97
+    assert lo < (frr if method == "quantile" else 1 / (n + 1)) < hi
+
+
+def test_sample_size_keeps_the_interval_within_a_quarter_of_the_rate():
+    assert sample_size("min", 0.05) == 0 and sample_size("quantile", 0.0) == 0  # every image
+    for frr in (0.01, 0.05, 0.1):
+        n = sample_size("quantile", frr)
+        lo, hi = frr_interval(n, "quantile", frr)
+        assert frr - lo <= 0.27 * frr and hi - frr <= 0.27 * frr  # a quarter, up to the order statistic's step
+        lo, hi = frr_interval(n // 2, "quantile", frr)
+        assert hi - lo > 0.5 * frr  # half as many would not do
+    assert sample_size("quantile", 0.05) == 1168
+
+
+def test_calibrating_on_a_sample(demo_net, demo_clean):
+    """A sample: as many clean images as asked, drawn at random, recorded with the interval;
+    0 or a sample larger than the set: every image."""
+    cal = progress.run(calibrate(demo_net, demo_clean, "1/255", frr=0.05, sample=100))
+    assert cal.data["n"] == 100 and cal.data["of"] == len(demo_clean) and cal.counts.sum() == 100
+    assert f"on 100 of {len(demo_clean)} clean images (a random sample; false rejection" in cal.summary()
+    assert cal.data["frr_interval"] == pytest.approx(list(frr_interval(100, "quantile", 0.05)))
+    for sample in (0, None, 10_000):  # None: 1168 at 5%, more than the demo has
+        cal = progress.run(calibrate(demo_net, demo_clean, "1/255", frr=0.05, sample=sample))
+        assert cal.data["n"] == cal.data["of"] == len(demo_clean)
+        assert "random sample" not in cal.summary()
+    with pytest.raises(InputError, match="sample"):
+        progress.run(calibrate(demo_net, demo_clean, "1/255", sample=-1))
 
 
 def test_min_method_and_pooled_fallback():

@@ -54,12 +54,14 @@ def make_detectors(names: list[str], params: dict[str, dict] | None = None) -> l
 
 
 def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector, method: str = DEFAULT_METHOD,
-                  frr: float = DEFAULT_FRR, min_samples: int | None = None) -> Job[tuple[Calibration, str]]:
+                  frr: float = DEFAULT_FRR, min_samples: int | None = None,
+                  sample: int | None = None) -> Job[tuple[Calibration, str]]:
     """Resolve the input scaling, fit and calibrate ``detector``: (calibration, scaling reason)."""
     check_options(method, frr, min_samples)
     clean = fit_to_model(clean, net)
     chosen, reason = yield from choose_scaling(net, scaling, clean)
-    cal = yield from calibrate(net, clean, chosen, detector, method=method, frr=frr, min_samples=min_samples)
+    cal = yield from calibrate(net, clean, chosen, detector, method=method, frr=frr, min_samples=min_samples,
+                               sample=sample)
     return cal, reason
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.detectors import Detector
-from engine.detectors.calibration import DEFAULT_METHOD, Calibration, check_options
+from engine.detectors.calibration import DEFAULT_METHOD, Calibration, check_options, check_sample
 from engine.detectors.calibration import check_output as check_calibration_output
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.io.models import BadNet
@@ -85,6 +85,7 @@ class CalibrateRequest:
     method: str = DEFAULT_METHOD
     frr: float = DEFAULT_FRR
     min_samples: int | None = None
+    sample: int | None = None  # clean images to calibrate on; None: what the rate needs; 0: all
     output: Path | None = None
 
     @classmethod
@@ -96,6 +97,7 @@ class CalibrateRequest:
     def check(self) -> Detector:
         """Every option and the output's place; the detector to calibrate."""
         check_options(self.method, self.frr, self.min_samples)
+        check_sample(self.sample)
         (detector,) = make_detectors([self.detector], {self.detector: self.params})
         if self.output is not None:
             check_calibration_output(self.output)
@@ -105,7 +107,8 @@ class CalibrateRequest:
             checked: Detector | None = None) -> Job[tuple[Calibration, str]]:
         """(calibration, how the input scaling was chosen); written to ``output`` when given."""
         detector = checked if checked is not None else self.check()
-        cal, reason = yield from calibrate_job(net, clean, scaling, detector, self.method, self.frr, self.min_samples)
+        cal, reason = yield from calibrate_job(net, clean, scaling, detector, self.method, self.frr, self.min_samples,
+                                                self.sample)
         if self.output is not None:
             cal.save(self.output)
         return cal, reason
