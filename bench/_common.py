@@ -51,6 +51,27 @@ def per_image(fn, images) -> float:
     return float(np.median(times))
 
 
+def per_image_side_by_side(fns: dict, images, rounds: int = 3) -> dict:
+    """Median seconds per image of each ``fn(one image)``, the functions taking turns on every
+    image (each after one warm-up call), so a machine that speeds up or slows down during the
+    run weighs on all of them alike. A function that caches by image is timed on its first call
+    per image only."""
+    import numpy as np
+
+    for fn in fns.values():
+        fn(images[0])
+    times = {name: [] for name in fns}
+    for r in range(rounds):
+        for img in images[1:]:
+            for name, fn in fns.items():
+                if r and getattr(fn, "caches", False):
+                    continue
+                start = time.perf_counter()
+                fn(img)
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def timed(fn, repeats: int = 3) -> tuple[float, float]:
     """Median wall time of ``fn()`` over ``repeats`` runs, and how far (MiB) the peak RSS rose
     above the resident size at the start."""

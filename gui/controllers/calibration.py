@@ -13,6 +13,11 @@ from engine.errors import InputError
 from engine.progress import Progress
 
 
+def _nothing():
+    yield Progress(1, 1, "nothing to score")
+    return []
+
+
 class CalibrationController(QObject):
     calibrationChanged = Signal(object)  # the active Calibration | None
     thresholdsChanged = Signal(int)  # the class edited, -1 for all
@@ -43,10 +48,11 @@ class CalibrationController(QObject):
 
     def calibrate(self, method: str = workflow.DEFAULT_METHOD, frr: float = workflow.DEFAULT_FRR,
                   min_samples: int | None = None, detector: str = workflow.DEFAULT_DETECTOR,
-                  params: dict | None = None) -> bool:
+                  params: dict | None = None, sample: int | None = None) -> bool:
         """Queue a calibration of ``detector`` (behind any loads still running); False when the
-        options are wrong. It becomes the active calibration when done."""
-        request = workflow.CalibrateRequest(detector, dict(params or {}), method, frr, min_samples)
+        options are wrong. It becomes the active calibration when done, with the clean set's
+        histogram; the poisoned sets are scored after it, each in a job of its own."""
+        request = workflow.CalibrateRequest(detector, dict(params or {}), method, frr, min_samples, sample)
         try:
             chosen = request.check()
         except InputError as err:
@@ -57,12 +63,13 @@ class CalibrationController(QObject):
 
         def factory():
             self.session.require("calibrating", clean="clean data")
-            net, clean, sets, scaling = data.net, data.clean, list(data.poisoned), data.scaling
+            net, clean, scaling = data.net, data.clean, data.scaling
             asked["scaling"] = scaling
 
             def job():
                 cal, reason = yield from request.job(net, clean, scaling, checked=chosen)
-                scores = yield from workflow.score_sets(net, cal, clean, sets)
+                # The clean set's scores are the calibration's own (cached) when it used them all.
+                scores = yield from workflow.score_sets(net, cal, clean, [])
                 return cal, scores, reason
 
             return job()
@@ -75,33 +82,52 @@ class CalibrationController(QObject):
             self.session.message.emit(f"calibrated {cal.summary()}")
             self._add(cal, scores)
             self._set_unsaved(cal.detector, True)
+            self.score_sets([cal.detector], clean=False)
 
         self.session.runner.submit(f"Calibrate {chosen.title}", factory, done)
         return True
 
-    def score_sets(self) -> None:
-        """Score the loaded sets under every calibration (after a new model or a new set)."""
+    def score_sets(self, detectors: list[str] | None = None, clean: bool = True) -> None:
+        """Score the loaded sets under every calibration (or those of ``detectors``; after a new
+        model or a new set), one job per calibration and set, the active calibration's first, so
+        each histogram appears as soon as its set is scored and the window stays usable."""
         data = self.session.data
-        if not self.calibrations:
-            return
+        names = [d for d in (detectors or list(self.calibrations)) if d in self.calibrations]
+        names.sort(key=lambda d: d != self.active_detector)
+        sets = ([None] if clean and data.clean is not None else []) + list(data.poisoned)
+        for name in names:
+            cal = self.calibrations[name]
+            if clean or name not in self.scores:
+                self.scores[name] = []
+            for one in sets:
+                self._score_one(name, cal, one)
+
+    def _score_one(self, name: str, cal: Calibration, one) -> None:
+        """Queue the scores of one loaded set (``None``: the clean set) under ``cal``."""
+        data = self.session.data
+        what = "clean set" if one is None else one.name
 
         def factory():
             self.session.require("scoring the loaded sets")
-            net, clean, sets, cals = data.net, data.clean, list(data.poisoned), dict(self.calibrations)
+            if self.calibrations.get(name) is not cal:  # replaced or cleared while queued
+                return _nothing()
+            net = data.net
+            if one is None:
+                return workflow.score_sets(net, cal, data.clean, [])
+            if all(p is not one for p in data.poisoned):  # removed while queued
+                return _nothing()
+            return workflow.score_sets(net, cal, None, [one])
 
-            def job():
-                out = {}
-                for name, cal in cals.items():
-                    out[name] = yield from workflow.score_sets(net, cal, clean, sets)
-                return out
+        def done(scores) -> None:
+            if not scores or self.calibrations.get(name) is not cal:
+                return
+            have = [s for s in self.scores.get(name, []) if s.name != scores[0].name]
+            order = {workflow.CLEAN: 0, **{p.name: i + 1 for i, p in enumerate(data.poisoned)}}  # clean first
+            self.scores[name] = sorted(have + scores, key=lambda s: order.get(s.name, len(order)))
+            if name == self.active_detector:
+                self.setScoresChanged.emit(list(self.set_scores))
 
-            return job()
-
-        def done(scores: dict) -> None:
-            self.scores.update(scores)
-            self.setScoresChanged.emit(list(self.set_scores))
-
-        self.session.runner.submit("Score loaded sets", factory, done)
+        self.session.runner.submit(f"Score {what} ({cal.detector_title})", factory, done)
 
     # --- state ---------------------------------------------------------------------------
 
