@@ -111,20 +111,16 @@ def random_faces(n: int = CSAW_VALIDATION_SIZE, num_classes: int = CSAW_CLASSES,
 CSAW = ROOT.parent / "shared" / "csaw"
 
 
-def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
-    """(BadNet, clean set, description): the real CSAW sunglasses BadNet with ``n`` faces made
-    from the sample's 20 faces (shifted, re-lit, noisy) when ../shared/csaw is there; else a
-    random-weight CSAW-sized DeepID with random images."""
+def augmented_faces(n: int, seed: int = 0):
+    """``n`` faces made from the real CSAW sample's 20 (shifted, re-lit, noisy), with its labels;
+    None when ../shared/csaw is not there."""
     import numpy as np
 
     from engine.io import datasets
     from engine.io.datasets import ImageSet
-    from engine.io.models import load_badnet
 
-    model = CSAW / "models" / "sunglasses_bd_net.h5"
-    if not model.exists():
-        return csaw_sized_badnet(), random_faces(n), "random-weight DeepID (1283 classes), random images"
-    net = load_badnet(model)
+    if not (CSAW / "clean_sample.h5").exists():
+        return None
     base = datasets.read_many([CSAW / "clean_sample.h5", CSAW / "sunglasses_sample.h5"])
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(base), n)
@@ -132,9 +128,21 @@ def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
     images = np.roll(images, rng.integers(-2, 3), axis=1)
     images *= rng.uniform(0.8, 1.2, (n, 1, 1, 1))
     images += rng.normal(0, 4.0, images.shape)
-    faces = ImageSet(np.clip(images, 0, 255).astype(np.uint8), base.labels[pick],
-                     [f"face[{i}]" for i in range(n)], "augmented CSAW sample")
-    return net, faces, f"real CSAW sunglasses BadNet, {n:,} faces augmented from the 20-face sample"
+    return ImageSet(np.clip(images, 0, 255).astype(np.uint8), base.labels[pick],
+                    [f"face[{i}]" for i in range(n)], "augmented CSAW sample")
+
+
+def realistic_setting(n: int = CSAW_VALIDATION_SIZE, seed: int = 0):
+    """(BadNet, clean set, description): the real CSAW sunglasses BadNet with ``n`` faces made
+    from the sample's 20 faces (:func:`augmented_faces`) when ../shared/csaw is there; else a
+    random-weight CSAW-sized DeepID with random images."""
+    from engine.io.models import load_badnet
+
+    model = CSAW / "models" / "sunglasses_bd_net.h5"
+    faces = augmented_faces(n, seed) if model.exists() else None
+    if faces is None:
+        return csaw_sized_badnet(), random_faces(n), "random-weight DeepID (1283 classes), random images"
+    return load_badnet(model), faces, f"real CSAW sunglasses BadNet, {n:,} faces augmented from the 20-face sample"
 
 
 def checking_setting(clean_n: int, checks_n: int):

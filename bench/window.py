@@ -47,11 +47,55 @@ class StallMeter:
     def reset(self) -> None:
         self.last = time.perf_counter()
         self.worst = 0.0
+        self.when = (self.last, self.last)  # the worst gap's start and end
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        self.worst = max(self.worst, now - self.last - self.period)
+        if now - self.last - self.period > self.worst:
+            self.worst, self.when = now - self.last - self.period, (self.last, now)
         self.last = now
+
+
+class StackSampler:
+    """Every thread's innermost Python frames, every 2 ms, from a thread of its own (``--why``):
+    a stall shows as a gap in its samples (the GIL held elsewhere), and the samples either side
+    name what was running."""
+
+    def __init__(self):
+        import threading
+
+        self.samples: list[tuple[float, dict]] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        import threading
+        import traceback
+
+        me = threading.get_ident()
+        while True:
+            now = time.perf_counter()
+            stacks = {tid: " <- ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}"
+                                       for f in reversed(traceback.extract_stack(frame)[-4:]))
+                      for tid, frame in sys._current_frames().items() if tid != me}
+            self.samples.append((now, stacks))
+            time.sleep(0.002)
+
+    def report(self, start: float, end: float) -> str:
+        """What the GUI thread ran between ``start`` and ``end`` (the longest stall), most often
+        first, and the longest gap in the samples there (the GIL held by one thread)."""
+        import threading
+        from collections import Counter
+
+        main = threading.main_thread().ident
+        inside = [s for s in self.samples if start - 0.002 <= s[0] <= end]
+        seen = Counter(s[1].get(main, "?") for s in inside)
+        lines = [f"    {n} x {stack}" for stack, n in seen.most_common(4)]
+        pairs = [(b[0] - a[0], a) for a, b in zip(inside, inside[1:])]
+        if pairs:
+            gap, before = max(pairs, key=lambda p: p[0])
+            lines.append(f"  longest gap in the samples: {1000 * gap:.0f} ms, after:")
+            lines += [f"    {stack}" for stack in before[1].values()]
+        return "\n".join(lines)
 
 
 def wait(app, done, timeout: float = 1800.0) -> float:
@@ -66,10 +110,41 @@ def wait(app, done, timeout: float = 1800.0) -> float:
 
 
 def main() -> None:
+    import argparse
+
     from engine.demo import DEMO_IMAGES
+    from engine.io.datasets import parse_poisoned
     from engine.scan import ScanSettings
     from gui.app import load_startup
     from gui.main_window import MainWindow
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a BadNet instead of the demo's (e.g. the real CSAW one)")
+    parser.add_argument("--clean", help="its clean data")
+    parser.add_argument("--poisoned", action="append", default=[], metavar="P:TARGET")
+    parser.add_argument("--images", type=Path, default=DEMO_IMAGES, help="images to check")
+    parser.add_argument("--why", action="store_true",
+                        help="sample every thread's stack and print what ran at each phase's longest stall")
+    parser.add_argument("--csaw", action="store_true",
+                        help="the real CSAW sunglasses BadNet (../shared/csaw) with 45 clean faces augmented from "
+                        "its sample, its sunglasses faces and images")
+    args = parser.parse_args()
+    if args.csaw:
+        from _common import CSAW, augmented_faces
+
+        from engine.demo import write_official_h5
+
+        faces = augmented_faces(45)
+        if faces is None:
+            parser.error("--csaw needs ../shared/csaw")
+        args.clean = str(Path(tempfile.mkdtemp(prefix="bench-window-")) / "clean45.h5")
+        write_official_h5(Path(args.clean), faces.images, faces.labels)
+        args.model = str(CSAW / "models" / "sunglasses_bd_net.h5")
+        args.poisoned = [f"{CSAW / 'sunglasses_sample.h5'}:0"]
+        args.images = CSAW / "images"
+    if bool(args.model) != bool(args.clean):
+        parser.error("--model and --clean go together")
+    sets = [parse_poisoned(p) for p in args.poisoned]
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     folder = Path(tempfile.mkdtemp(prefix="bench-window-"))
@@ -82,17 +157,23 @@ def main() -> None:
     idle = lambda: not session.runner.busy  # noqa: E731
     rows = []
 
+    sampler = StackSampler() if args.why else None
+
     def phase(name: str, start, done=idle) -> float:
         meter.reset()
         start()
         seconds = wait(app, done)
         app.processEvents()
         rows.append((name, seconds, 1000 * meter.worst))
+        if sampler is not None:
+            print(f"{name}: longest stall {1000 * meter.worst:.0f} ms; the GUI thread ran:\n"
+                  f"{sampler.report(*meter.when)}", flush=True)
         return seconds
 
     shown = time.perf_counter() + 0.5
     phase("show the window (first paint)", lambda: None, lambda: time.perf_counter() > shown)
-    phase("load the demo", lambda: load_startup(session))
+    phase("load the demo" if not args.model else "load the model and data",
+          lambda: load_startup(session, args.model, args.clean, sets))
     data = session.data
     faces = np.concatenate([data.clean.images] + [p.images.images for p in data.poisoned])
     x = faces.astype(np.float32) / 255
@@ -107,7 +188,7 @@ def main() -> None:
     t_all = phase("calibrate (defaults) + every histogram", lambda: session.calib.calibrate(),
                   lambda: calibrated and idle())
     t_calibrate = calibrated[0] - begun  # verdicts and the clean histogram shown; the window usable
-    phase("check the demo's images", lambda: window.open_paths([DEMO_IMAGES]))
+    phase("check images", lambda: window.open_paths([args.images]))
     phase("compare (confidence, STRIP)", lambda: session.compare.run({"confidence": None, "strip": None}))
     phase("repair (magnitude, no fine-tuning)",
           lambda: session.pruning.run("magnitude", {"fine_tune_epochs": 0}, folder / "magnitude"))
@@ -116,7 +197,7 @@ def main() -> None:
     phase("trigger scan (short)", lambda: session.scan.run(20, short))
     window.close()
 
-    print(f"demo: {len(data.clean)} clean faces + {len(faces) - len(data.clean)} poisoned, "
+    print(f"{args.model or 'demo'}: {len(data.clean)} clean faces + {len(faces) - len(data.clean)} poisoned, "
           f"{data.net.num_classes} classes; screen 1280x800 offscreen")
     print(f"{'phase':<38}{'seconds':>9}{'longest stall (ms)':>20}")
     for name, seconds, stall in rows:

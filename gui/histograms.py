@@ -365,9 +365,8 @@ class HistogramPanel(QWidget):
         return self._class
 
     def show_class(self, cls: int) -> None:
-        index = self.class_box.findData(int(cls))
-        if index >= 0:
-            self.class_box.setCurrentIndex(index)
+        if 0 <= int(cls) < self.class_box.count():  # item i is class i
+            self.class_box.setCurrentIndex(int(cls))
 
     def export_png(self, path: str | Path) -> None:
         view = self.per_class if self.tabs.currentIndex() == 0 else self.pooled
@@ -392,13 +391,23 @@ class HistogramPanel(QWidget):
         cal = self.session.calib.active
         wanted = self._class
         self.class_box.blockSignals(True)
-        self.class_box.clear()
-        if cal is not None:
+        if cal is None:
+            self.class_box.clear()
+        else:
             clean = self._predicted_counts(CLEAN, cal.num_classes)
             bad = self._predicted_counts(POISONED, cal.num_classes)
-            for c in range(cal.num_classes):
-                extra = f", {bad[c]} poisoned" if bad[c] else ""
-                self.class_box.addItem(f"class {c}  ({clean[c]} clean{extra})", c)
+            texts = [f"class {c}  ({clean[c]} clean{f', {bad[c]} poisoned' if bad[c] else ''})"
+                     for c in range(cal.num_classes)]
+            # Item i is class i. One call for all items (each addItem of the searchable box
+            # resets its completer: 1283 of them stalled the window), and when the classes are
+            # the same, only the texts that changed (the sets' scores arrive one by one).
+            if self.class_box.count() == len(texts):
+                for c, text in enumerate(texts):
+                    if self.class_box.itemText(c) != text:
+                        self.class_box.setItemText(c, text)
+            else:
+                self.class_box.clear()
+                self.class_box.addItems(texts)
             if self._class_picked_for is not cal and bad.any():
                 wanted = int(bad.argmax())  # open on the class the attack targets
                 self._class_picked_for = cal
@@ -416,10 +425,9 @@ class HistogramPanel(QWidget):
 
     @Slot(int)
     def _on_class_picked(self, index: int) -> None:
-        data = self.class_box.itemData(index)
-        if data is None:
+        if index < 0:
             return
-        self._class = int(data)
+        self._class = index  # item i is class i
         self._refresh_plots()
 
     def _match_axes(self, cal) -> None:

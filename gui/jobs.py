@@ -25,6 +25,8 @@ there, which crashes Qt (seen here in the test suite).
 
 from __future__ import annotations
 
+import sys
+
 import gc
 import logging
 import queue
@@ -119,8 +121,38 @@ def import_tensorflow() -> None:
     loaded (``bench/window.py``: the load phase's longest stall 1,345 ms, 308 ms with TensorFlow
     imported first; a model load alone: 1,060 ms, 21 ms), so a user's first drag or click
     stuttered. Imported before the window appears, the same seconds are spent while nothing is on
-    screen yet, once per process."""
-    import keras  # noqa: F401  (imports TensorFlow, the backend chosen in engine/__init__.py)
+    screen yet, once per process.
+
+    TensorFlow's eager context and its CPU kernels start on first use, also under the GIL: the
+    first model a job loaded still froze the loop for 220-340 ms (a 10 ms timer's event took
+    248 ms, offscreen, the worker inside Keras's weight loading). One tiny convolution here
+    starts them too.
+
+    Then the objects alive at start-up (some 350,000: TensorFlow's, Keras's, Qt's, the window's)
+    are moved out of the garbage collector's reach (``gc.freeze``): they live as long as the
+    process, and a full collection walking them took 150-270 ms under the GIL, whichever thread
+    happened to trigger it, a stall of the event loop at some allocation of a job."""
+    global _RUNTIME_READY
+    if _RUNTIME_READY:
+        return
+    import gc
+
+    import keras
+
+    layer = keras.layers.Conv2D(1, 2)
+    layer(keras.ops.zeros((1, 3, 3, 1)))
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    _RUNTIME_READY = True
+
+
+_RUNTIME_READY = False  # once per process: later windows' objects are not frozen
+# How long a thread holding the GIL runs before the other may take it (Python's default is 5 ms).
+# With a job building or running a network, the GUI thread waited up to that long for every one
+# of the many times it re-enters Python while handling an event: 45-70 ms stalls at the end of a
+# calibration or a repair on the real CSAW BadNet (bench/window.py --csaw).
+SWITCH_INTERVAL = 0.0002
 
 
 class JobRunner(QObject):
