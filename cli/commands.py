@@ -339,3 +339,47 @@ def cmd_explain(args) -> int:
               f"(probability {e.peak:.2f} higher when kept){mask}")
     print(f"wrote {args.output}")
     return 0
+
+
+def cmd_audit(args) -> int:
+    from engine import report
+    from engine.detectors.calibration import Calibration
+    from engine.repairs.bundle import RepairedNet
+
+    out = report.check_output(args.output)  # before any long work
+    calibrations = [(Calibration.load(c), f"loaded from {c}") for c in args.calibration or []]
+    repaired = [RepairedNet.load(b) for b in args.repaired or []]
+    net, clean, poisoned = sources(args).open_all(note)
+    scan = workflow.load_scan(args.scan, net) if args.scan else None
+    for g in repaired:
+        g.check_model(net)
+        g.load_repaired(trust=args.trust_model)
+    images = workflow.read_images(args.images, net) if args.images else None
+    audit = drive(report.audit_job(net, clean, poisoned, args.scale, calibrations=calibrations, scan=scan,
+                                    scan_source=f"read from {args.scan}" if args.scan else "",
+                                    repaired=repaired, images=images, scan_images=args.scan_images,
+                                    commands=audit_commands(args, net, clean, poisoned)))
+    report.write(audit, out)
+    verdict = audit.scan.summary() if audit.scan is not None else "no scan"
+    print(f"wrote audit report {out}: {verdict}")
+    return 0
+
+
+def audit_commands(args, net, clean, poisoned) -> list[str]:
+    """The CLI lines that recompute each of the report's figures."""
+    from engine.report import command_line
+
+    base = ["python", "main.py"]
+    model = ["--model", str(net.path)]
+    sets = [w for p in poisoned for w in ("--poisoned", f"{p.images.source}:{p.target}")]
+    scale = ["--scale", args.scale]
+    lines = [command_line(base + ["scan"] + model + ["--clean", clean.source, "--max-images",
+                                                     str(args.scan_images)] + scale + ["-o", "scan-out"])]
+    if poisoned:
+        lines.append(command_line(base + ["compare"] + model + ["--clean", clean.source] + sets + ["--frr", "1,5"]
+                                  + scale + [w for r in args.repaired or [] for w in ("--repaired", r)]))
+    lines.append(command_line(base + ["calibrate"] + model + ["--clean", clean.source] + scale
+                              + ["-o", "calibration.json"]))
+    lines.append(command_line(base + [a for a in sys.argv[1:]]) if sys.argv[1:2] == ["audit"] else
+                 command_line(base + ["audit"] + model + ["--clean", clean.source] + sets + scale + ["-o", "report.html"]))
+    return lines

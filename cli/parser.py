@@ -236,6 +236,24 @@ def build_parser(commands) -> argparse.ArgumentParser:
                    help="write scan.json, triggers.npz and PNGs of the flagged classes here")
     p.add_argument("--json", action="store_true", help="print the ranked table as JSON")
 
+    p = command("audit", commands.cmd_audit, "one self-contained HTML report of everything found about a network: "
+                "the scan's verdict and reversed triggers, the model and data, every detector's ROC and "
+                "thresholds, every defense side by side, checked images, how to reproduce")
+    p.add_argument("--model", help="the BadNet (default: the bundled demo, with its data)")
+    p.add_argument("--clean", help="clean data (default: the demo's validation faces)")
+    poisoned_option(p)
+    p.add_argument("--calibration", action="append", metavar="CAL.json",
+                   help="a calibration to report (repeatable; default: the default detector, calibrated here)")
+    p.add_argument("--scan", metavar="DIR", help="a scan folder written by 'scan' (default: scan here)")
+    p.add_argument("--scan-images", type=non_negative_int, default=SCAN_IMAGES, metavar="N",
+                   help=f"clean images the scan uses when it runs here (default {SCAN_IMAGES}; 0: all)")
+    p.add_argument("--repaired", action="append", metavar="R.json",
+                   help="a repaired-network bundle to put beside the detectors (repeatable)")
+    p.add_argument("--images", action="append", type=Path, metavar="IMAGE_OR_DIR",
+                   help="images to check and show (repeatable)")
+    scale_option(p, "1/255")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.html")
+
     p = command("explain", commands.cmd_explain, "where is the trigger: a map of the pixels that drive each image's "
                 "predicted class (random-mask sensitivity, RISE), and a scan's reversed-trigger mask for that class")
     p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE", help="image files, folders or a small HDF5 set")

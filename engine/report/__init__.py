@@ -1,0 +1,202 @@
+"""The audit: everything the tool finds about one network, in one self-contained HTML report.
+
+:func:`audit_job` gathers it (the trigger scan's verdict and reversed triggers, the model and
+the data, every detector's ROC curves and operating points, the confidence histograms that show
+why the founding idea fails, the chosen calibrations, every defense side by side, the checked
+images) and computes what it is not given; :func:`render` turns it into one HTML page (pictures
+embedded, no script, printable on A4) with a Jinja2 template that escapes every text; and
+:func:`write` writes it atomically, never over a file that is not one of our reports.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import InputError
+from engine.io.datasets import ImageSet, PoisonedSet
+from engine.io.models import BadNet
+from engine.progress import Job, Progress
+
+GENERATOR = "badnet-inspector audit report"  # in every report's <meta name="generator">: how we know our own
+FRRS = (0.01, 0.05)
+PREVIEW_FACES = 6
+MAX_CHECKED = 200
+
+
+@dataclass
+class DataFile:
+    role: str  # "clean", "poisoned", "checked images"
+    path: str
+    count: int
+    digest: str  # the pixels' and labels' content digest (engine.io.datasets.ImageSet.digest)
+    file_sha256: str | None  # the file's, when it is one file
+    target: int | None = None
+
+
+@dataclass
+class Audit:
+    """What a report shows; every field plain data, so the report renders the same anywhere."""
+
+    created: str
+    version: str
+    model: dict
+    data: list[DataFile]
+    scaling: str
+    scan: object | None = None  # engine.scan.ScanResult
+    scan_source: str = ""  # the folder it was read from, or "computed for this report"
+    previews: dict = field(default_factory=dict)  # flagged class -> engine.workflow.stamp_and_count(limit=...)
+    comparisons: list = field(default_factory=list)  # engine.evaluation.compare.Comparison
+    frrs: tuple = FRRS
+    defenses: list = field(default_factory=list)  # engine.evaluation.compare.DefenseRow
+    confidences: dict = field(default_factory=dict)  # set name -> top-1 confidences (the founding idea)
+    calibrations: list = field(default_factory=list)  # (Calibration, where it came from, list[SetScores])
+    checked: list = field(default_factory=list)  # engine.workflow.CheckedImage
+    commands: list = field(default_factory=list)  # CLI lines that recompute each figure
+    notes: list = field(default_factory=list)
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("badnet-inspector")
+    except Exception:  # not installed: a checkout run in place
+        return "unknown (not installed)"
+
+
+def _file_sha256(path: str | None) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_facts(net: BadNet) -> dict:
+    layers = [(layer.name, type(layer).__name__) for layer in net.model.layers]
+    params = int(sum(int(np.prod(w.shape)) for w in net.model.weights))
+    return {"path": str(net.path), "sha256": net.sha256, "format": net.format,
+            "input": "x".join(str(d) for d in net.input_shape), "classes": net.num_classes,
+            "layers": layers, "parameters": params, "notes": list(net.notes)}
+
+
+def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling: str, *,
+              calibrations: list | None = None, scan=None, scan_source: str = "", repaired: list | None = None,
+              images: ImageSet | None = None, scan_images: int | None = None,
+              commands: list[str] | None = None) -> Job[Audit]:
+    """Everything for the report; what is not given is computed: the trigger scan (on up to
+    ``scan_images`` clean faces), a calibration of the default detector, the comparison of every
+    detector on each poisoned set, the defenses side by side, the checked images' verdicts.
+    ``calibrations``: (Calibration, where it came from) pairs."""
+    from engine import workflow
+    from engine.detectors import DETECTORS, make_detector
+    from engine.evaluation.compare import compare, detector_rows
+    from engine.scan import SCAN_IMAGES
+    from engine.scoring import predict
+
+    clean = workflow.fit_to_model(clean, net)
+    poisoned = workflow.fit_sets(poisoned, net)
+    scaling, _ = yield from workflow.choose_scaling(net, scaling, clean)
+    out = Audit(created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), version=version(),
+                model=model_facts(net), data=[], scaling=scaling, commands=list(commands or []))
+    out.data.append(DataFile("clean", clean.source, len(clean), clean.digest, _file_sha256(clean.source)))
+    for p in poisoned:
+        out.data.append(DataFile("poisoned", p.images.source, len(p.images), p.images.digest,
+                                 _file_sha256(p.images.source), p.target))
+    if images is not None:
+        if len(images) > MAX_CHECKED:
+            out.notes.append(f"checked images: the first {MAX_CHECKED} of {len(images)} are shown")
+            images = images.subset(np.arange(MAX_CHECKED))
+        images = workflow.fit_to_model(images, net)
+        out.data.append(DataFile("checked images", images.source, len(images), images.digest,
+                                 _file_sha256(images.source)))
+
+    # 1. The verdict: the trigger scan, read or computed.
+    if scan is None:
+        limit = SCAN_IMAGES if scan_images is None else scan_images
+        scan = yield from workflow.scan_job(net, workflow.sample_images(clean, limit), scaling)
+        scan_source = "computed for this report"
+    else:
+        scan.check_model(net)
+    out.scan, out.scan_source = scan, scan_source
+    for label in scan.flagged:
+        if label in scan.triggers:
+            out.previews[label] = yield from workflow.stamp_and_count(net, clean, scan, label, limit=PREVIEW_FACES)
+
+    # 4. Per-image detection: the founding idea's confidences, every detector's ROC, the calibrations.
+    for name, images_ in [("clean", clean)] + [(p.name, p.images) for p in poisoned]:
+        out.confidences[name] = (yield from predict(net, images_, scaling)).confidences
+    if poisoned:
+        detectors = [make_detector(n) for n in DETECTORS]
+        out.comparisons = yield from compare(net, clean, poisoned, detectors, scaling, FRRS)
+        out.defenses = detector_rows(out.comparisons, FRRS[-1])
+        if repaired:
+            out.defenses = (yield from workflow.repairs_job(net, clean, poisoned, repaired, scaling)) + out.defenses
+    given = list(calibrations or [])
+    if not given:
+        cal, _ = yield from workflow.CalibrateRequest().job(net, clean, scaling)
+        given = [(cal, "calibrated for this report on the clean data, with the defaults")]
+    for cal, where in given:
+        cal.check_model(net)
+        scores = yield from workflow.score_sets(net, cal, clean, poisoned)
+        out.calibrations.append((cal, where, scores))
+
+    # 6. The checked images.
+    if images is not None:
+        cals = {cal.detector: cal for cal, _, _ in out.calibrations}
+        out.checked = yield from workflow.check_images(net, images, scaling, cals)
+    yield Progress(1, 1, "audit gathered")
+    return out
+
+
+def command_line(words: list[str]) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def render(audit: Audit) -> str:
+    """The report as one HTML page."""
+    from engine.report.page import page
+
+    return page(audit)
+
+
+def is_report(path: Path) -> bool:
+    """Is the file at ``path`` one of our reports (so it may be replaced)?"""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return f'<meta name="generator" content="{GENERATOR}">'.encode() in head
+
+
+def check_output(path: str | Path) -> Path:
+    """Fail before any long work if a report cannot be written to ``path``."""
+    from engine.io.files import check_output as check_file_output
+
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise InputError(path, "an audit report is an .html file")
+    return check_file_output(path, is_report, "BadNet Inspector audit report")
+
+
+def write(audit: Audit, path: str | Path) -> Path:
+    """Render and write atomically: a failure leaves no file and any previous report intact."""
+    from engine.io.files import atomic_open
+
+    path = check_output(path)
+    text = render(audit)
+    with atomic_open(path) as fh:
+        fh.write(text)
+    return path

@@ -1,0 +1,162 @@
+"""The report's page: its figures drawn and its template filled (Jinja2, every text escaped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.report import GENERATOR, Audit
+from engine.report import figures
+
+TEMPLATE = Path(__file__).with_name("report.html.j2")
+SET_COLOURS = ["#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * float(v):.1f}%"
+
+
+def _sets(audit: Audit) -> list[str]:
+    return [name for name in audit.confidences]
+
+
+def _trigger_views(audit: Audit) -> list[dict]:
+    scan = audit.scan
+    out = []
+    for label in scan.flagged:
+        t = scan.triggers.get(label)
+        if t is None:
+            continue
+        mask = t.shape_mask if t.shape_mask is not None else t.mask
+        pattern = t.shape_pattern if t.shape_pattern is not None else t.pattern
+        view = {"label": label, "size": _pct(t.size), "flips": _pct(t.attack_success),
+                "mask": figures.png_uri(mask, 4), "pattern": figures.png_uri(pattern, 4),
+                "product": figures.png_uri(mask[..., None] * pattern, 4), "faces": []}
+        preview = audit.previews.get(label)
+        if preview and preview.get("faces") is not None:
+            view["flipped"] = f"{preview['flipped']} of {preview['n']}"
+            for face, stamped, before, after in zip(preview["faces"], preview["stamped"], preview["before"],
+                                                    preview["after"]):
+                view["faces"].append({"before": figures.png_uri(face, 2), "after": figures.png_uri(stamped, 2),
+                                      "class_before": before, "class_after": after})
+        out.append(view)
+    return out
+
+
+def _detection(audit: Audit) -> list[dict]:
+    """Per poisoned set: its ROC figure and a table of every detector's AUC and detection at each rate."""
+    from engine.detectors import DETECTORS
+
+    out = []
+    for name in dict.fromkeys(c.poisoned for c in audit.comparisons):
+        rows = [c for c in audit.comparisons if c.poisoned == name]
+        curves = [(c.title, getattr(DETECTORS.get(c.detector), "colour", (80, 80, 80)), c.roc.frr, c.roc.detection,
+                   c.auc) for c in rows]
+        out.append({
+            "name": name,
+            "sent": rows[0].sent_text(),
+            "roc": figures.roc_svg(curves, f"{name}: ROC of every detector", audit.frrs),
+            "rows": [{"title": c.title, "auc": f"{c.auc:.3f}",
+                      "points": [f"{_pct(p.detection)} (clean {_pct(p.frr)})" for p in c.points]} for c in rows],
+        })
+    return out
+
+
+def _confidence_figure(audit: Audit) -> str:
+    series = [(name, SET_COLOURS[i % len(SET_COLOURS)], values) for i, (name, values) in
+              enumerate(audit.confidences.items())]
+    return figures.histogram_svg(series, "top-1 confidence", "The founding idea: top-1 confidence, clean and poisoned",
+                                 bounds=(0.0, 1.0))
+
+
+def _calibration_views(audit: Audit) -> list[dict]:
+    out = []
+    for cal, where, scores in audit.calibrations:
+        detector = cal.make_detector()
+        scale = detector.scale
+        series = [(s.name, SET_COLOURS[i % len(SET_COLOURS)], np.asarray(s.scores.values, dtype=float))
+                  for i, s in enumerate(scores)]
+        log = bool(getattr(scale, "stretched_low", False))
+        flagged = []
+        for s in scores:
+            labels = cal.labels(s.scores.predicted, s.scores.values)
+            flagged.append({"name": s.name, "kind": s.kind, "n": len(labels),
+                            "flagged": _pct(float(np.mean(labels == cal.poisoned_label)) if len(labels) else None)})
+        out.append({
+            "title": cal.detector_title, "summary": cal.summary(), "where": where,
+            "figure": figures.histogram_svg(series, scale.label, f"{cal.detector_title}: scores and the pooled "
+                                            "threshold", threshold=cal.pooled_threshold, log=log),
+            "flagged": flagged,
+        })
+    return out
+
+
+def _defense_views(audit: Audit) -> dict:
+    names = list(dict.fromkeys(k for row in audit.defenses for k in row.sets))
+    rows = []
+    for row in audit.defenses:
+        cells = []
+        for n in names:
+            o = row.sets.get(n)
+            cells.append("" if o is None else f"{_pct(o.detection)} / {_pct(o.attack_success)}")
+        rows.append({"title": row.title, "note": row.note, "clean_accuracy": _pct(row.clean_accuracy),
+                     "frr": _pct(row.frr), "cells": cells})
+    return {"sets": names, "rows": rows}
+
+
+def _checked_views(audit: Audit) -> list[dict]:
+    out = []
+    cals = {cal.detector: cal for cal, _, _ in audit.calibrations}
+    for item in audit.checked:
+        words = []
+        for name, score in item.scores.items():
+            cal = cals.get(name)
+            if cal is None:
+                continue
+            judged = item.classes.get(name, item.predicted)
+            label = int(cal.labels(judged, score))
+            words.append({"detector": cal.detector_title, "score": f"{score:.4g}",
+                          "verdict": "poisoned (N)" if label == cal.poisoned_label else f"class {label}",
+                          "flagged": label == cal.poisoned_label})
+        out.append({"name": item.name, "thumb": figures.png_uri(item.image, 2), "predicted": item.predicted,
+                    "confidence": f"{item.confidence:.4f}", "label": item.label, "verdicts": words})
+    return out
+
+
+def page(audit: Audit) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    scan = audit.scan
+    scan_rows = [r for r in scan.rows() if r["flagged"] or r["refined"]][:10] if scan is not None else []
+    with _svg_text():
+        context = {
+            "generator": GENERATOR,
+            "audit": audit,
+            "verdict": None if scan is None else {
+                "outcome": scan.outcome or "unfinished", "line": scan.summary(), "flagged": scan.flagged,
+                "source": audit.scan_source, "n_clean": scan.n_clean, "rows": scan_rows, "notes": scan.notes},
+            "triggers": _trigger_views(audit) if scan is not None else [],
+            "detection": _detection(audit),
+            "confidence_figure": _confidence_figure(audit),
+            "calibrations": _calibration_views(audit),
+            "defenses": _defense_views(audit),
+            "checked": _checked_views(audit),
+        }
+    return env.get_template(TEMPLATE.name).render(**context)
+
+
+class _svg_text:
+    """Figures keep their text as SVG text (escaped by matplotlib), not as glyph outlines with the
+    text in comments, so nothing a file name holds can end a comment early."""
+
+    def __enter__(self):
+        import matplotlib
+
+        self._ctx = matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "badnet-inspector"})
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
