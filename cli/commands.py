@@ -380,6 +380,10 @@ def audit_commands(args, net, clean, poisoned) -> list[str]:
                                   + scale + [w for r in args.repaired or [] for w in ("--repaired", r)]))
     lines.append(command_line(base + ["calibrate"] + model + ["--clean", clean.source] + scale
                               + ["-o", "calibration.json"]))
-    lines.append(command_line(base + [a for a in sys.argv[1:]]) if sys.argv[1:2] == ["audit"] else
-                 command_line(base + ["audit"] + model + ["--clean", clean.source] + sets + scale + ["-o", "report.html"]))
+    again = base + ["audit"] + model + ["--clean", clean.source] + sets
+    again += [w for c in args.calibration or [] for w in ("--calibration", c)]
+    again += ["--scan", args.scan] if args.scan else ["--scan-images", str(args.scan_images)]
+    again += [w for r in args.repaired or [] for w in ("--repaired", r)]
+    again += [w for i in args.images or [] for w in ("--images", str(i))]
+    lines.append(command_line(again + scale + ["-o", str(args.output)]))
     return lines

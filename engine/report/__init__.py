@@ -171,14 +171,21 @@ def render(audit: Audit) -> str:
     return page(audit)
 
 
+MARKER = f'<meta name="generator" content="{GENERATOR}">'
+
+
+def is_report_text(text: str) -> bool:
+    return MARKER in text[:4096]
+
+
 def is_report(path: Path) -> bool:
-    """Is the file at ``path`` one of our reports (so it may be replaced)?"""
+    """Is the file at ``path`` one of our reports (so it may be replaced)? Its first 4 KiB say."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError:
         return False
-    return f'<meta name="generator" content="{GENERATOR}">'.encode() in head
+    return is_report_text(head.decode("utf-8", errors="replace"))
 
 
 def check_output(path: str | Path) -> Path:

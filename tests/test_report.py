@@ -1,0 +1,181 @@
+"""The audit report: one self-contained HTML file, its sections in the reader's order, every text
+escaped, written atomically and never over a file that is not one of ours; opened in headless
+Chromium when it is installed."""
+
+from __future__ import annotations
+
+import html.parser
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import main
+from engine import progress, report
+from engine.errors import InputError
+from engine.io.datasets import PoisonedSet, read
+
+SECTIONS = ["verdict", "model", "triggers", "detection", "defenses", "checked", "reproduce"]
+
+
+class Page(html.parser.HTMLParser):
+    """What a browser would load and run: tags, sections, every src and href."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags, self.sections, self.links, self.text = [], [], [], []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        for key in ("src", "href", "xlink:href"):
+            if key in attrs:
+                self.links.append(attrs[key])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def small_sets(small_demo, demo_net):
+    clean = read(small_demo["clean"])
+    return clean, [PoisonedSet(read(small_demo["poisoned"]), 0)]
+
+
+@pytest.fixture(scope="module")
+def small_audit(demo_net, small_sets, short_scan):
+    clean, poisoned = small_sets
+    images = clean.subset(range(3))
+    return progress.run(report.audit_job(demo_net, clean, poisoned, "1/255", scan=short_scan, scan_source="a test",
+                                         images=images, commands=["python main.py audit -o r.html"]))
+
+
+def test_one_self_contained_page_with_every_section_in_order(small_audit, demo_net):
+    text = report.render(small_audit)
+    page = Page(text)
+    assert page.sections == SECTIONS
+    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
+    # Nothing is fetched: pictures are data URIs, links stay inside the page.
+    assert page.links and all(link.startswith(("data:image/png;base64,", "#")) for link in page.links)
+    body = " ".join(page.text)
+    assert demo_net.sha256 in body and small_audit.scan.summary() in body
+    assert body.count("ROC AUC") == 1 and "Combined" in body and "STRIP" in body
+    assert "python main.py audit -o r.html" in body
+    # Every detector's curve, the confidence histogram, the calibration's histogram: inline SVG.
+    assert text.count("<svg") == 3
+    assert len(re.findall(r'<img src="data:image/png', text)) == 3  # the checked images' thumbnails
+    assert report.is_report_text(text)
+
+
+def test_every_text_is_escaped(demo_net, small_sets, short_scan, tmp_path):
+    """A data file named like markup stays text, in the tables and inside the figures."""
+    clean, poisoned = small_sets
+    evil = tmp_path / "<script>alert(1)<img src=x onerror=alert(2)>.h5"
+    shutil.copy(poisoned[0].images.source, evil)
+    sets = [PoisonedSet(read(evil), 0)]
+    audit = progress.run(report.audit_job(demo_net, clean, sets, "1/255", scan=short_scan,
+                                          calibrations=[], commands=[f"python main.py audit --poisoned '{evil}:0'"]))
+    text = report.render(audit)
+    assert "<script" not in text.lower()
+    assert "&lt;script&gt;alert(1)&lt;img src=x onerror=alert(2)&gt;.h5" in text
+    page = Page(text)
+    assert "script" not in page.tags and "x" not in page.links
+
+
+def test_written_atomically_never_over_a_foreign_file(small_audit, tmp_path, monkeypatch):
+    out = tmp_path / "audit.html"
+    report.write(small_audit, out)
+    assert report.is_report(out)
+    report.write(small_audit, out)  # our own report: replaced
+    second = out.read_text()
+
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    with pytest.raises(InputError, match="not a BadNet Inspector audit report; not overwritten"):
+        report.write(small_audit, notes)
+    assert notes.read_text() == "<html>my notes</html>"
+    with pytest.raises(InputError, match=r"\.html file"):
+        report.check_output(tmp_path / "audit.pdf")
+
+    def broken(audit):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(report, "render", broken)
+    with pytest.raises(RuntimeError):
+        report.write(small_audit, out)
+    assert out.read_text() == second  # the previous report is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.html", "notes.html"]  # nothing half-made
+
+
+@pytest.mark.slow
+def test_a_flagged_class_shows_its_reversed_trigger_and_stamped_faces(demo_net, small_sets, demo_scan):
+    result, _ = demo_scan
+    assert result.flagged
+    clean, poisoned = small_sets
+    audit = progress.run(report.audit_job(demo_net, clean, poisoned, "1/255", scan=result, scan_source="a test"))
+    text = report.render(audit)
+    for label in result.flagged:
+        assert f"Class {label}: a mask of" in text
+        assert f'alt="mask times pattern of class {label}"' in text
+    stamped = len(re.findall(r'alt="stamped face"', text))
+    assert stamped == sum(len(p["faces"]) for p in audit.previews.values()) > 0
+    assert "Backdoored" in text
+
+
+def test_cli_audit(small_demo, short_scan, tmp_path, capsys):
+    scan_dir = tmp_path / "scan"
+    short_scan.save(scan_dir)
+    out = tmp_path / "report.html"
+    args = ["audit", "--clean", str(small_demo["clean"]), "--poisoned", f"{small_demo['poisoned']}:0",
+            "--scan", str(scan_dir), "-o", str(out)]
+    assert main.main(args) == 0
+    assert f"wrote audit report {out}" in capsys.readouterr().out
+    page = Page(out.read_text())
+    assert page.sections == SECTIONS
+    assert f"python main.py audit --model {main_model()} --clean {small_demo['clean']}" in " ".join(page.text)
+
+    (tmp_path / "mine.html").write_text("mine")
+    assert main.main(args[:-1] + [str(tmp_path / "mine.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not overwritten" in err[0]
+    assert (tmp_path / "mine.html").read_text() == "mine"
+    assert main.main(args[:-4] + ["--scan", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.html")]) == 2
+    assert not (tmp_path / "x.html").exists()
+
+
+def main_model() -> str:
+    from engine.demo import DEMO_MODEL
+
+    return str(DEMO_MODEL)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_chromium_opens_it_offline_and_prints_it_on_a4(small_audit, tmp_path):
+    out = tmp_path / "audit.html"
+    report.write(small_audit, out)
+    pdf = tmp_path / "audit.pdf"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--no-pdf-header-footer",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([CHROMIUM, *flags, f"--print-to-pdf={pdf}", out.as_uri()], check=True, timeout=120,
+                   capture_output=True)
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    boxes = re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", data)
+    assert boxes and all(abs(float(w) - 595.9) < 2 and abs(float(h) - 842.9) < 2 for w, h in boxes)  # A4 in points
+    assert len(boxes) >= 3  # every section printed, over several pages
+    shot = tmp_path / "audit.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1000,1400", f"--screenshot={shot}", out.as_uri()],
+                   check=True, timeout=120, capture_output=True)
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        pixels = im.convert("L").getextrema()
+    assert pixels[0] < 60 and pixels[1] > 200  # text drawn on a light page, not a blank or error page
