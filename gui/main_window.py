@@ -170,6 +170,8 @@ class MainWindow(QMainWindow):
         action("Export histogram (PNG)…", self.export_plot_dialog)
         action("Export ROC curves (PNG)…", self.export_roc_dialog)
         menu.addSeparator()
+        action("Save &audit report…", self.save_report_dialog)
+        menu.addSeparator()
         action("&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         jobs = self.menuBar().addMenu("&Jobs")
@@ -263,6 +265,14 @@ class MainWindow(QMainWindow):
             return None
         self.settings.setValue(f"folders/{kind}", str(Path(name).parent))
         return Path(name)
+
+    def save_report_dialog(self) -> None:
+        """One HTML report of everything loaded and found (the rest computed, with progress and Cancel)."""
+        path = self._ask_save("reports", "Save an audit report", "HTML report (*.html)", "audit.html")
+        if path is not None:
+            if path.suffix.lower() not in (".html", ".htm"):
+                path = path.with_suffix(".html")
+            self.session.report.save(path)
 
     def open_model_dialog(self) -> None:
         for path in self._ask_open("models", "Open a BadNet", MODEL_FILTER):

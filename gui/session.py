@@ -12,6 +12,7 @@ from gui.controllers.compare import CompareController
 from gui.controllers.data import DataController
 from gui.controllers.pruning import PruningController
 from gui.controllers.scan import ScanController
+from gui.controllers.report import ReportController
 from gui.jobs import JobRunner
 
 
@@ -29,6 +30,7 @@ class Session(QObject):
         self.compare = CompareController(self, self)
         self.pruning = PruningController(self, self)
         self.scan = ScanController(self, self)
+        self.report = ReportController(self, self)
 
         self.data.modelChanged.connect(self._on_model)
         self.data.cleanChanged.connect(lambda _: self.calib.score_sets())

@@ -124,3 +124,36 @@ def test_a_repair_runs_from_its_declared_settings_and_becomes_g(session, tmp_pat
     session.pruning.run("magnitude", {"sparsity": 2}, tmp_path / "mag2")  # the setting's own check
     assert errors and "sparsity 2 must be in (0, 1)" in errors[-1] and not (tmp_path / "mag2").exists()
     assert session.pruning.repaired is outcome.bundle  # what was made stays
+
+
+def test_the_audit_report_uses_what_the_window_has_and_leaves_nothing_when_it_fails(session, small_demo, short_scan,
+                                                                                   tmp_path, monkeypatch):
+    from engine import report
+
+    errors, saved = [], []
+    session.error.connect(errors.append)
+    session.report.saved.connect(saved.append)
+    out = tmp_path / "audit.html"
+    session.report.save(out)
+    assert errors and errors[-1].startswith("load a model before writing an audit report") and not out.exists()
+    session.data.open_model(DEMO_MODEL)
+    session.data.open_clean(small_demo["clean"])
+    session.data.add_poisoned(small_demo["poisoned"], 0)
+    session.scan.result = short_scan  # as a finished scan in the window leaves it
+    session.report.save(out)
+    assert saved == [str(out)] and report.is_report(out)
+    text = out.read_text()
+    assert "run in the window" in text and "sunglasses40.h5" in text and short_scan.summary() in text
+
+    (tmp_path / "mine.html").write_text("mine")
+    assert session.report.save(tmp_path / "mine.html") is False
+    assert "not overwritten" in errors[-1] and (tmp_path / "mine.html").read_text() == "mine"
+
+    def failing(*args, **kwargs):
+        yield Progress(0, 1, "gathering")
+        raise InputError(None, "the audit failed half-way")
+
+    monkeypatch.setattr(report, "audit_job", failing)
+    session.report.save(tmp_path / "failed.html")
+    assert "the audit failed half-way" in errors[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.html", "mine.html"]

@@ -179,3 +179,14 @@ def test_chromium_opens_it_offline_and_prints_it_on_a4(small_audit, tmp_path):
     with Image.open(shot) as im:
         pixels = im.convert("L").getextrema()
     assert pixels[0] < 60 and pixels[1] > 200  # text drawn on a light page, not a blank or error page
+
+
+def test_a_flagged_checked_image_comes_with_its_sensitivity_map(demo_net, small_sets, short_scan):
+    clean, poisoned = small_sets
+    faces = poisoned[0].images.subset(range(4))
+    audit = progress.run(report.audit_job(demo_net, clean, poisoned, "1/255", scan=short_scan, images=faces))
+    text = report.render(audit)
+    assert audit.maps and set(audit.maps) <= set(range(4))
+    assert text.count('alt="sensitivity map of') == len(audit.maps)
+    flagged_words = text.count('<span class="flag">poisoned (N)</span>')
+    assert flagged_words >= len(audit.maps)  # every mapped image was flagged by some calibration

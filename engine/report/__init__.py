@@ -57,6 +57,7 @@ class Audit:
     confidences: dict = field(default_factory=dict)  # set name -> top-1 confidences (the founding idea)
     calibrations: list = field(default_factory=list)  # (Calibration, where it came from, list[SetScores])
     checked: list = field(default_factory=list)  # engine.workflow.CheckedImage
+    maps: dict = field(default_factory=dict)  # checked image's index -> its sensitivity map, for flagged ones
     commands: list = field(default_factory=list)  # CLI lines that recompute each figure
     notes: list = field(default_factory=list)
 
@@ -156,6 +157,12 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     if images is not None:
         cals = {cal.detector: cal for cal, _, _ in out.calibrations}
         out.checked = yield from workflow.check_images(net, images, scaling, cals)
+        flagged = [i for i, item in enumerate(out.checked)
+                   if any(int(cals[n].labels(item.classes.get(n, item.predicted), v)) == cals[n].poisoned_label
+                          for n, v in item.scores.items() if n in cals)][:workflow.MAX_EXPLAINED]
+        if flagged:
+            maps = yield from workflow.explain_images(net, images.subset(flagged), scaling)
+            out.maps = dict(zip(flagged, maps))
     yield Progress(1, 1, "audit gathered")
     return out
 

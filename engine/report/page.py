@@ -108,7 +108,7 @@ def _defense_views(audit: Audit) -> dict:
 def _checked_views(audit: Audit) -> list[dict]:
     out = []
     cals = {cal.detector: cal for cal, _, _ in audit.calibrations}
-    for item in audit.checked:
+    for index, item in enumerate(audit.checked):
         words = []
         for name, score in item.scores.items():
             cal = cals.get(name)
@@ -119,8 +119,15 @@ def _checked_views(audit: Audit) -> list[dict]:
             words.append({"detector": cal.detector_title, "score": f"{score:.4g}",
                           "verdict": "poisoned (N)" if label == cal.poisoned_label else f"class {label}",
                           "flagged": label == cal.poisoned_label})
+        explained = audit.maps.get(index)
+        heat = None
+        if explained is not None:
+            h = np.asarray(explained.heat, dtype=float)
+            h = h / h.max() if h.max() > 0 else h
+            heat = figures.png_uri(np.stack([h, np.zeros_like(h), 1.0 - h], axis=-1) * 0.6
+                                   + np.asarray(item.image, dtype=float) / 255 * 0.4, 2)
         out.append({"name": item.name, "thumb": figures.png_uri(item.image, 2), "predicted": item.predicted,
-                    "confidence": f"{item.confidence:.4f}", "label": item.label, "verdicts": words})
+                    "confidence": f"{item.confidence:.4f}", "label": item.label, "verdicts": words, "heat": heat})
     return out
 
 
