@@ -1082,3 +1082,27 @@ def test_the_default_output_home_is_created_and_nothing_else(monkeypatch, tmp_pa
     assert out.parent.is_dir() and not out.exists()  # the run itself makes the folder, atomically
     make_output_home(tmp_path / "elsewhere" / "results")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_cancelled_audit_report_leaves_nothing(calibrated, qtbot, tmp_path, monkeypatch, short_scan, fresh_caches):
+    """File > Save audit report… runs as a job; Cancel stops it before the file is written."""
+    w = calibrated
+    w.session.scan.result = short_scan
+    out = tmp_path / "audit.html"
+    real_forward = scoring.forward
+
+    def slow_forward(net, x):
+        time.sleep(0.3)
+        return real_forward(net, x)
+
+    monkeypatch.setattr(scoring, "forward", slow_forward)
+    monkeypatch.setattr(w, "_ask_save", lambda *args: out)
+    outcomes = []
+    w.session.runner.finished.connect(lambda title, outcome: outcomes.append((title, outcome)))
+    menu = next(a for a in w.menuBar().actions() if a.text() == "&File").menu()
+    next(a for a in menu.actions() if a.text() == "Save &audit report…").trigger()
+    qtbot.waitUntil(lambda: w.session.runner.busy, timeout=JOB_TIMEOUT)
+    w.session.runner.cancel()
+    wait_idle(qtbot, w)
+    assert ("Audit report audit.html", "cancelled") in outcomes
+    assert list(tmp_path.iterdir()) == []

@@ -131,6 +131,36 @@ def _checked_views(audit: Audit) -> list[dict]:
     return out
 
 
+def _settings(audit: Audit) -> list[dict]:
+    """Every setting behind the figures: each compared detector's and each calibration's."""
+    out = []
+    seen = set()
+    for c in audit.comparisons:
+        if c.detector not in seen:
+            seen.add(c.detector)
+            out.append({"what": f"compared: {c.title}", "settings": _settings_text(c.params)})
+    for cal, where, _ in audit.calibrations:
+        out.append({"what": f"calibration: {cal.detector_title}",
+                    "settings": _settings_text({**cal.detector_params, "method": cal.method, "frr": cal.frr,
+                                                "min_samples": cal.min_samples, "scaling": cal.scaling})})
+    if audit.scan is not None:
+        out.append({"what": "trigger scan", "settings": _settings_text(
+            {"clean faces": audit.scan.n_clean, "held out": audit.scan.n_holdout, "alpha": audit.scan.alpha,
+             "scaling": audit.scan.scaling}) + ("; " + "; ".join(audit.scan.notes) if audit.scan.notes else "")})
+    return out
+
+
+def _settings_text(params: dict) -> str:
+    def shown(v):
+        if isinstance(v, dict):
+            return "{" + _settings_text(v) + "}"
+        if isinstance(v, (list, tuple)):
+            return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k.replace('_', ' ')} {shown(v)}" for k, v in params.items()) or "defaults"
+
+
 def page(audit: Audit) -> str:
     import jinja2
 
@@ -151,6 +181,7 @@ def page(audit: Audit) -> str:
             "calibrations": _calibration_views(audit),
             "defenses": _defense_views(audit),
             "checked": _checked_views(audit),
+            "settings": _settings(audit),
         }
     return env.get_template(TEMPLATE.name).render(**context)
 
