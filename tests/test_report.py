@@ -4,6 +4,7 @@ Chromium when it is installed."""
 
 from __future__ import annotations
 
+import dataclasses
 import html.parser
 import re
 import shutil
@@ -67,7 +68,8 @@ def test_one_self_contained_page_with_every_section_in_order(small_audit, demo_n
     assert "python main.py audit -o r.html" in body
     # Every detector's curve, the confidence histogram, the calibration's histogram: inline SVG.
     assert text.count("<svg") == 3
-    assert len(re.findall(r'<img src="data:image/png', text)) == 3  # the checked images' thumbnails
+    checked = text[text.index('<section id="checked">'):text.index('<section id="reproduce">')]
+    assert len(re.findall(r'<img src="data:image/png', checked)) == 3  # the checked images' thumbnails
     assert report.is_report_text(text)
 
 
@@ -124,6 +126,32 @@ def test_a_flagged_class_shows_its_reversed_trigger_and_stamped_faces(demo_net, 
     stamped = len(re.findall(r'alt="stamped face"', text))
     assert stamped == sum(len(p["faces"]) for p in audit.previews.values()) > 0
     assert "Backdoored" in text
+
+
+def test_no_flagged_class_shows_the_nearest_candidate_marked_as_not_flagged(demo_net, small_sets, short_scan):
+    """An inconclusive or clean verdict still shows the best-ranked refined trigger, so the reader
+    can judge it, and says plainly that it is not evidence; a backdoor verdict shows only its
+    flagged classes."""
+    from engine.scan.evidence import Verdict
+
+    assert short_scan.triggers  # the short scan refines some classes
+    clean, poisoned = small_sets
+    for outcome in ("inconclusive", "clean"):
+        scan = dataclasses.replace(short_scan.snapshot(), verdict=Verdict(outcome, [], ["a test"], 0.05))
+        nearest = next(c for c in scan.ranking() if c in scan.triggers)
+        audit = progress.run(report.audit_job(demo_net, clean, poisoned, "1/255", scan=scan, calibrations=[]))
+        text = report.render(audit)
+        triggers = text[text.index('<section id="triggers">'):text.index('<section id="detection">')]
+        assert f"Class {nearest} (not flagged): a mask of" in triggers and "nearest candidate" in triggers
+        assert triggers.count('alt="mask of class') == 1
+        assert list(audit.previews) == [nearest] and audit.previews[nearest]["n"] > 0
+
+    other = next(c for c in short_scan.triggers if c != nearest)
+    flagged = dataclasses.replace(short_scan.snapshot(), verdict=Verdict("backdoor", [other], [], 0.05))
+    shown, is_flagged = report.shown_triggers(flagged)
+    assert shown == [other] and is_flagged
+    unfinished = dataclasses.replace(short_scan.snapshot(), verdict=None)
+    assert report.shown_triggers(unfinished) == ([], False)
 
 
 def test_cli_audit(small_demo, short_scan, tmp_path, capsys):

@@ -50,7 +50,7 @@ class Audit:
     scaling: str
     scan: object | None = None  # engine.scan.ScanResult
     scan_source: str = ""  # the folder it was read from, or "computed for this report"
-    previews: dict = field(default_factory=dict)  # flagged class -> engine.workflow.stamp_and_count(limit=...)
+    previews: dict = field(default_factory=dict)  # shown class -> engine.workflow.stamp_and_count(limit=...)
     comparisons: list = field(default_factory=list)  # engine.evaluation.compare.Comparison
     frrs: tuple = FRRS
     defenses: list = field(default_factory=list)  # engine.evaluation.compare.DefenseRow
@@ -60,6 +60,21 @@ class Audit:
     maps: dict = field(default_factory=dict)  # checked image's index -> its sensitivity map, for flagged ones
     commands: list = field(default_factory=list)  # CLI lines that recompute each figure
     notes: list = field(default_factory=list)
+
+
+def shown_triggers(scan) -> tuple[list[int], bool]:
+    """The classes whose reversed triggers the report shows, and whether they are flagged: the
+    flagged ones; when none is, the nearest candidate (the best-ranked class with a trigger), so a
+    reader of an inconclusive or clean verdict sees what the scan found and can judge it."""
+    if scan is None:
+        return [], False
+    flagged = [c for c in scan.flagged if c in scan.triggers]
+    if flagged:
+        return flagged, True
+    if scan.outcome is None:
+        return [], False
+    nearest = next((c for c in scan.ranking() if c in scan.triggers), None)
+    return ([] if nearest is None else [nearest]), False
 
 
 def version() -> str:
@@ -131,9 +146,8 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     else:
         scan.check_model(net)
     out.scan, out.scan_source = scan, scan_source
-    for label in scan.flagged:
-        if label in scan.triggers:
-            out.previews[label] = yield from workflow.stamp_and_count(net, clean, scan, label, limit=PREVIEW_FACES)
+    for label in shown_triggers(scan)[0]:
+        out.previews[label] = yield from workflow.stamp_and_count(net, clean, scan, label, limit=PREVIEW_FACES)
 
     # 4. Per-image detection: the founding idea's confidences, every detector's ROC, the calibrations.
     for name, images_ in [("clean", clean)] + [(p.name, p.images) for p in poisoned]:

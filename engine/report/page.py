@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.report import GENERATOR, Audit
+from engine.report import GENERATOR, Audit, shown_triggers
 from engine.report import figures
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
@@ -24,13 +24,14 @@ def _sets(audit: Audit) -> list[str]:
 def _trigger_views(audit: Audit) -> list[dict]:
     scan = audit.scan
     out = []
-    for label in scan.flagged:
-        t = scan.triggers.get(label)
-        if t is None:
-            continue
+    labels, flagged = shown_triggers(scan)
+    for label in labels:
+        t = scan.triggers[label]
+        e = scan.evidence.get(label)
         mask = t.shape_mask if t.shape_mask is not None else t.mask
         pattern = t.shape_pattern if t.shape_pattern is not None else t.pattern
-        view = {"label": label, "size": _pct(t.size), "flips": _pct(t.attack_success),
+        view = {"label": label, "flagged": flagged, "size": _pct(t.size), "flips": _pct(t.attack_success),
+                "p": None if e is None else f"{e.combined:.3g}",
                 "mask": figures.png_uri(mask, 4), "pattern": figures.png_uri(pattern, 4),
                 "product": figures.png_uri(mask[..., None] * pattern, 4), "faces": []}
         preview = audit.previews.get(label)
