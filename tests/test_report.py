@@ -73,6 +73,26 @@ def test_one_self_contained_page_with_every_section_in_order(small_audit, demo_n
     assert report.is_report_text(text)
 
 
+def test_a_calibrations_detection_counts_the_faces_sent_to_the_target(small_audit):
+    """As every detection figure: the share flagged among the poisoned faces the BadNet sends to
+    its target, beside the share of all of them."""
+    from engine.report.page import _calibration_views
+
+    (cal, _, scores), = small_audit.calibrations
+    (view,) = _calibration_views(small_audit)
+    rows = {f["name"]: f for f in view["flagged"]}
+    for s in scores:
+        row = rows[s.name]
+        flagged = cal.labels(s.scores.predicted, s.scores.values) == cal.poisoned_label
+        assert row["flagged"] == f"{100 * flagged.mean():.1f}%"
+        if s.target is None:
+            assert row["sent"] is None and row["flagged_sent"] == ""
+        else:
+            sent = s.scores.predicted == s.target
+            assert 0 < row["sent"] == sent.sum() <= len(flagged)
+            assert row["flagged_sent"] == f"{100 * flagged[sent].mean():.1f}%"
+
+
 def test_every_text_is_escaped(demo_net, small_sets, short_scan, tmp_path):
     """A data file named like markup stays text, in the tables and inside the figures."""
     clean, poisoned = small_sets

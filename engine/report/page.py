@@ -82,8 +82,13 @@ def _calibration_views(audit: Audit) -> list[dict]:
         flagged = []
         for s in scores:
             labels = cal.labels(s.scores.predicted, s.scores.values)
+            hit = labels == cal.poisoned_label
+            # Over the images the BadNet sends to the target, as in every detection figure.
+            sent = (np.asarray(s.scores.predicted) == s.target) if s.target is not None else None
             flagged.append({"name": s.name, "kind": s.kind, "n": len(labels),
-                            "flagged": _pct(float(np.mean(labels == cal.poisoned_label)) if len(labels) else None)})
+                            "flagged": _pct(float(np.mean(hit)) if len(labels) else None),
+                            "sent": int(sent.sum()) if sent is not None else None,
+                            "flagged_sent": _pct(float(np.mean(hit[sent]))) if sent is not None and sent.any() else ""})
         out.append({
             "title": cal.detector_title, "summary": cal.summary(), "where": where,
             "figure": figures.histogram_svg(series, scale.label, f"{cal.detector_title}: scores and the pooled "
