@@ -384,6 +384,8 @@ class HistogramPanel(QWidget):
         self.empty_note.setVisible(not has_data)
         self.tabs.setEnabled(has_data)
         self.apply_all.setEnabled(has_data)
+        for hist in (self.per_class, self.pooled):
+            hist.line.setVisible(has_data)  # no threshold to show before a calibration
         self._fill_class_box()
         self._refresh_plots()
 

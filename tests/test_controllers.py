@@ -140,10 +140,17 @@ def test_the_audit_report_uses_what_the_window_has_and_leaves_nothing_when_it_fa
     session.data.open_clean(small_demo["clean"])
     session.data.add_poisoned(small_demo["poisoned"], 0)
     session.scan.result = short_scan  # as a finished scan in the window leaves it
+    calibrations = []
+    session.calib.calibrationChanged.connect(calibrations.append)
     session.report.save(out)
     assert saved == [str(out)] and report.is_report(out)
     text = out.read_text()
     assert "run in the window" in text and "sunglasses40.h5" in text and short_scan.summary() in text
+    # The calibration the audit made, for want of one, is now the window's, with every set's scores.
+    (cal,) = calibrations
+    assert session.calib.active is cal and cal.detector == "combined" and session.calib.dirty
+    assert [x.name for x in session.calib.set_scores] == ["clean", "sunglasses40.h5 -> 0"]
+    assert session.scan.result is short_scan  # the window's own scan stays
 
     (tmp_path / "mine.html").write_text("mine")
     assert session.report.save(tmp_path / "mine.html") is False
@@ -157,3 +164,27 @@ def test_the_audit_report_uses_what_the_window_has_and_leaves_nothing_when_it_fa
     session.report.save(tmp_path / "failed.html")
     assert "the audit failed half-way" in errors[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.html", "mine.html"]
+
+
+def test_a_scan_the_audit_computed_becomes_the_windows(session, small_demo, short_scan, tmp_path, monkeypatch):
+    """Without a scan in the window the audit scans; its result then shows in the Trigger scan
+    tab rather than being thrown away (here the scan job hands back a prepared result, the rest
+    of the audit runs for real)."""
+    from engine import report, workflow
+
+    session.data.open_model(DEMO_MODEL)
+    session.data.open_clean(small_demo["clean"])
+    scanned = []
+
+    def scan_job(net, images, scaling, *args, **kwargs):
+        scanned.append(len(images))
+        yield Progress(0, 1, "scanning")
+        return short_scan
+
+    monkeypatch.setattr(workflow, "scan_job", scan_job)
+    changed = []
+    session.scan.scanChanged.connect(changed.append)
+    out = tmp_path / "audit.html"
+    session.report.save(out)
+    assert scanned and report.is_report(out) and report.SCAN_COMPUTED in out.read_text()
+    assert changed == [short_scan] and session.scan.result is short_scan and session.scan.folder is None

@@ -82,6 +82,12 @@ def drop(w, paths) -> None:
     w.dropEvent(event)
 
 
+def test_before_a_calibration_the_histograms_say_so_and_show_no_threshold(window):
+    hist = window.histograms
+    assert hist.empty_note.isVisibleTo(hist) and not hist.tabs.isEnabled()
+    assert not hist.per_class.line.isVisible() and not hist.pooled.line.isVisible()
+
+
 def test_window_opens_on_demo_and_calibration_fills_histograms(calibrated):
     w = calibrated
     cal = w.session.calib.active
@@ -89,7 +95,7 @@ def test_window_opens_on_demo_and_calibration_fills_histograms(calibrated):
     assert "demo_badnet.h5" in w.left.model_data.model_name.text()
     assert "300 labelled" in w.left.model_data.clean_name.text()
     hist = w.histograms
-    assert hist.tabs.isEnabled() and not hist.empty_note.isVisible()
+    assert hist.tabs.isEnabled() and not hist.empty_note.isVisible() and hist.per_class.line.isVisible()
     assert hist.class_box.count() == cal.num_classes
     assert hist.current_class == 0  # opens on the class the poisoned set is sent to
     curves = hist.per_class._curves

@@ -27,6 +27,8 @@ GENERATOR = "badnet-inspector audit report"  # in every report's <meta name="gen
 FRRS = (0.01, 0.05)
 PREVIEW_FACES = 6
 MAX_CHECKED = 200
+SCAN_COMPUTED = "computed for this report"
+CALIBRATED_HERE = "calibrated for this report on the clean data, with the defaults"
 
 
 @dataclass
@@ -142,7 +144,7 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     if scan is None:
         limit = SCAN_IMAGES if scan_images is None else scan_images
         scan = yield from workflow.scan_job(net, workflow.sample_images(clean, limit), scaling)
-        scan_source = "computed for this report"
+        scan_source = SCAN_COMPUTED
     else:
         scan.check_model(net)
     out.scan, out.scan_source = scan, scan_source
@@ -161,7 +163,7 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     given = list(calibrations or [])
     if not given:
         cal, _ = yield from workflow.CalibrateRequest().job(net, clean, scaling)
-        given = [(cal, "calibrated for this report on the clean data, with the defaults")]
+        given = [(cal, CALIBRATED_HERE)]
     for cal, where in given:
         cal.check_model(net)
         scores = yield from workflow.score_sets(net, cal, clean, poisoned)

@@ -129,6 +129,11 @@ class CalibrationController(QObject):
 
         self.session.runner.submit(f"Score {what} ({cal.detector_title})", factory, done)
 
+    def adopt(self, cal: Calibration, scores: list) -> None:
+        """Take a calibration made elsewhere (an audit's) with its sets' scores, as one made here."""
+        self._add(cal, scores)
+        self._set_unsaved(cal.detector, True)
+
     # --- state ---------------------------------------------------------------------------
 
     def _add(self, cal: Calibration, scores: list) -> None:

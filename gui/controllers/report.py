@@ -54,16 +54,35 @@ class ReportController(QObject):
                                                     scan_source=where, repaired=repaired, images=images,
                                                     commands=_commands(net, clean, sets, scaling, path))
                 report.write(audit, path)
-                return str(path)
+                return str(path), net, audit
 
             return job()
 
-        def done(written: str) -> None:
-            s.message.emit(f"saved audit report {written}")
+        def done(result) -> None:
+            written, net, audit = result
+            s.message.emit(f"saved audit report {written}: {audit.scan.summary() if audit.scan else 'no scan'}")
+            self._adopt(net, audit)
             self.saved.emit(written)
 
         s.runner.submit(f"Audit report {path.name}", factory, done)
         return True
+
+
+    def _adopt(self, net, audit) -> None:
+        """What the audit computed because the window lacked it becomes the window's (its scan in
+        the Trigger scan tab, its calibration in the histograms), unless the model changed or the
+        window made its own meanwhile: the work is not thrown away."""
+        from engine import report
+
+        s = self.session
+        if s.data.net is not net:
+            return
+        if audit.scan is not None and audit.scan_source == report.SCAN_COMPUTED and s.scan.result is None:
+            s.scan.set_result(audit.scan, None)
+        if not s.calib.calibrations:
+            for cal, where, scores in audit.calibrations:
+                if where == report.CALIBRATED_HERE:
+                    s.calib.adopt(cal, scores)
 
 
 def _commands(net, clean, sets, scaling, path) -> list[str]:
