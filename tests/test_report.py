@@ -142,7 +142,10 @@ def test_a_flagged_class_shows_its_reversed_trigger_and_stamped_faces(demo_net, 
     text = report.render(audit)
     for label in result.flagged:
         assert f"Class {label}: a mask of" in text
-        assert f'alt="mask times pattern of class {label}"' in text
+        # The smallest mask and the pattern it stamps, and the smooth shape when the scan drew it.
+        assert f'alt="mask × pattern of class {label}"' in text and f'alt="pattern of class {label}"' in text
+        has_shape = result.triggers[label].shape_mask is not None
+        assert (f'alt="shape × pattern of class {label}"' in text) == has_shape
     stamped = len(re.findall(r'alt="stamped face"', text))
     assert stamped == sum(len(p["faces"]) for p in audit.previews.values()) > 0
     assert "Backdoored" in text

@@ -28,12 +28,16 @@ def _trigger_views(audit: Audit) -> list[dict]:
     for label in labels:
         t = scan.triggers[label]
         e = scan.evidence.get(label)
-        mask = t.shape_mask if t.shape_mask is not None else t.mask
-        pattern = t.shape_pattern if t.shape_pattern is not None else t.pattern
+        # As in the window: the smallest mask that works (Neural Cleanse), and for a flagged class
+        # also the smooth inversion that shows what the trigger looks like.
+        pictures = [(t.mask, "mask"), (t.pattern, "pattern"), (t.mask[..., None] * t.pattern, "mask × pattern")]
+        if t.shape_mask is not None:
+            pictures += [(t.shape_mask, "shape"), (t.shape_mask[..., None] * t.shape_pattern, "shape × pattern")]
         view = {"label": label, "flagged": flagged, "size": _pct(t.size), "flips": _pct(t.attack_success),
                 "p": None if e is None else f"{e.combined:.3g}",
-                "mask": figures.png_uri(mask, 4), "pattern": figures.png_uri(pattern, 4),
-                "product": figures.png_uri(mask[..., None] * pattern, 4), "faces": []}
+                "shape_size": None if t.shape_mask is None else _pct(float(np.mean(t.shape_mask))),
+                "pictures": [{"src": figures.png_uri(a, 4 if len(pictures) <= 3 else 3), "caption": c}  # in one row
+                             for a, c in pictures], "faces": []}
         preview = audit.previews.get(label)
         if preview and preview.get("faces") is not None:
             view["flipped"] = f"{preview['flipped']} of {preview['n']}"
