@@ -173,11 +173,16 @@ def test_saved_scan_comes_back_and_damage_is_refused(demo_scan, tmp_path):
 
 
 def test_refuses_a_folder_of_other_files(short_scan, tmp_path):
+    from engine.scan import ScanResult
+
     result = short_scan
     (tmp_path / "mine.txt").write_text("keep me")
     with pytest.raises(InputError, match="holds other files"):
         result.save(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep me" and len(list(tmp_path.iterdir())) == 1
+    # ...and reading one back refuses it by name
+    with pytest.raises(InputError, match=r"not a trigger-scan folder \(no scan.json in it"):
+        ScanResult.load(tmp_path)
 
 
 def test_scan_on_a_model_it_was_not_made_for_is_refused(short_scan, csaw):

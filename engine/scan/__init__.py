@@ -284,6 +284,8 @@ class ScanResult:
         folder = Path(folder)
         if folder.name == "scan.json":
             folder = folder.parent
+        elif folder.is_dir() and not (folder / "scan.json").exists():
+            raise InputError(folder, "not a trigger-scan folder (no scan.json in it; 'scan -o DIR' writes one)")
         raw = read_json_file(folder / "scan.json", FILE_KIND, "trigger-scan")
         npz = check_readable_file(folder / "triggers.npz", "trigger-scan data file")
         shapes_npz = check_readable_file(folder / "shapes.npz", "trigger-scan data file")
