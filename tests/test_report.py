@@ -5,6 +5,7 @@ Chromium when it is installed."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import html.parser
 import re
 import shutil
@@ -207,14 +208,43 @@ def main_model() -> str:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+# Added to a copy of the report for the test only (the report itself runs no script): once the
+# page has loaded, what the browser made of it, written where --dump-dom shows it.
+PROBE = """<script>window.addEventListener("load", function () {
+  var images = Array.from(document.images);
+  document.body.setAttribute("data-probe", JSON.stringify({
+    sections: Array.from(document.querySelectorAll("section")).map(function (s) {
+      return [s.id, s.getBoundingClientRect().height]; }),
+    images: images.length,
+    decoded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
+    figures: Array.from(document.querySelectorAll("figure svg")).filter(function (f) {
+      var r = f.getBoundingClientRect(); return r.width > 100 && r.height > 100; }).length}));
+});</script></body>"""
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_chromium_opens_it_offline_and_prints_it_on_a4(small_audit, tmp_path):
+    import json
+
     out = tmp_path / "audit.html"
     report.write(small_audit, out)
+    text = out.read_text()
     pdf = tmp_path / "audit.pdf"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--no-first-run", "--no-pdf-header-footer",
              f"--user-data-dir={tmp_path / 'profile'}"]
+    # On screen: every section laid out, every embedded picture decoded, every figure drawn.
+    probed = tmp_path / "probed.html"
+    probed.write_text(text.replace("</body>", PROBE))
+    dom = subprocess.run([CHROMIUM, *flags, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                         check=True, timeout=120, capture_output=True, text=True).stdout
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found, dom[-500:]
+    seen = json.loads(html.unescape(found.group(1)))
+    assert [name for name, _ in seen["sections"]] == SECTIONS and all(h > 20 for _, h in seen["sections"])
+    assert seen["images"] == text.count("<img ") > 0 and seen["decoded"] == seen["images"]
+    assert seen["figures"] == text.count("<svg") == 3
+    # In print: A4 pages, and every distinct embedded picture in the PDF.
     subprocess.run([CHROMIUM, *flags, f"--print-to-pdf={pdf}", out.as_uri()], check=True, timeout=120,
                    capture_output=True)
     data = pdf.read_bytes()
@@ -222,6 +252,8 @@ def test_chromium_opens_it_offline_and_prints_it_on_a4(small_audit, tmp_path):
     boxes = re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", data)
     assert boxes and all(abs(float(w) - 595.9) < 2 and abs(float(h) - 842.9) < 2 for w, h in boxes)  # A4 in points
     assert len(boxes) >= 3  # every section printed, over several pages
+    pictures = set(re.findall(r'<img src="(data:image/png;base64,[^"]+)"', text))
+    assert len(re.findall(rb"/Subtype\s*/Image", data)) == len(pictures)
     shot = tmp_path / "audit.png"
     subprocess.run([CHROMIUM, *flags, "--window-size=1000,1400", f"--screenshot={shot}", out.as_uri()],
                    check=True, timeout=120, capture_output=True)
