@@ -358,6 +358,7 @@ def cmd_audit(args) -> int:
     audit = drive(report.audit_job(net, clean, poisoned, args.scale, calibrations=calibrations, scan=scan,
                                     scan_source=f"read from {args.scan}" if args.scan else "",
                                     repaired=repaired, images=images, scan_images=args.scan_images,
+                                    detection_images=args.detection_images,
                                     commands=audit_commands(args, net, clean, poisoned)))
     report.write(audit, out)
     verdict = audit.scan.summary() if audit.scan is not None else "no scan"
@@ -367,6 +368,7 @@ def cmd_audit(args) -> int:
 
 def audit_commands(args, net, clean, poisoned) -> list[str]:
     """The CLI lines that recompute each of the report's figures."""
+    from engine import report
     from engine.report import command_line
 
     base = ["python", "main.py"]
@@ -385,5 +387,7 @@ def audit_commands(args, net, clean, poisoned) -> list[str]:
     again += ["--scan", args.scan] if args.scan else ["--scan-images", str(args.scan_images)]
     again += [w for r in args.repaired or [] for w in ("--repaired", r)]
     again += [w for i in args.images or [] for w in ("--images", str(i))]
+    if args.detection_images != report.DETECTION_IMAGES:
+        again += ["--detection-images", str(args.detection_images)]
     lines.append(command_line(again + scale + ["-o", str(args.output)]))
     return lines

@@ -10,6 +10,7 @@ from engine.demo import DEMO_CLEAN_TEST, DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEM
 from engine.detectors import DETECTORS
 from engine.detectors.calibration import METHODS
 from engine.repairs import ALIASES, REPAIRS
+from engine.report import DETECTION_IMAGES
 from engine.scan import SCAN_IMAGES, ScanSettings
 from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR, DEFAULT_METHOD
 
@@ -247,6 +248,9 @@ def build_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--scan", metavar="DIR", help="a scan folder written by 'scan' (default: scan here)")
     p.add_argument("--scan-images", type=non_negative_int, default=SCAN_IMAGES, metavar="N",
                    help=f"clean images the scan uses when it runs here (default {SCAN_IMAGES}; 0: all)")
+    p.add_argument("--detection-images", type=non_negative_int, default=DETECTION_IMAGES, metavar="N",
+                   help="faces of each set (clean, each poisoned) that per-image detection and the defenses are "
+                        f"measured on, drawn at random (default {DETECTION_IMAGES}; 0: all)")
     p.add_argument("--repaired", action="append", metavar="R.json",
                    help="a repaired-network bundle to put beside the detectors (repeatable)")
     p.add_argument("--images", action="append", type=Path, metavar="IMAGE_OR_DIR",

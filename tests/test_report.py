@@ -94,6 +94,30 @@ def test_a_calibrations_detection_counts_the_faces_sent_to_the_target(small_audi
             assert row["flagged_sent"] == f"{100 * flagged[sent].mean():.1f}%"
 
 
+def test_detection_is_measured_on_a_stated_draw_of_each_large_set(demo_net, small_sets, short_scan):
+    """CSAW's full sets would keep every detector busy for many minutes: a set larger than the
+    limit is drawn down at random (the same draw each run), the report says so, and the model and
+    data section still lists the whole files."""
+    clean, poisoned = small_sets
+
+    def audit(limit):
+        return progress.run(report.audit_job(demo_net, clean, poisoned, "1/255", scan=short_scan,
+                                             detection_images=limit))
+
+    drawn, again, whole = audit(25), audit(25), audit(0)
+    assert {c.n_clean for c in drawn.comparisons} == {25} and {c.n_poisoned for c in drawn.comparisons} == {25}
+    assert [len(v) for v in drawn.confidences.values()] == [25, 25]
+    assert [len(s.scores.values) for s in drawn.calibrations[0][2]] == [25, 25]
+    assert [d.count for d in drawn.data] == [len(clean), len(poisoned[0].images)] == [40, 40]
+    assert "clean 25 of 40; sunglasses40.h5 -> 0 25 of 40" in drawn.sampled
+    assert all(a.roc.detection.tolist() == b.roc.detection.tolist()
+               for a, b in zip(drawn.comparisons, again.comparisons))  # the same draw every run
+    text = report.render(drawn)
+    assert "clean 25 of 40" in text and "at most 25 faces of each set, drawn at random" in text
+    assert whole.sampled == "" and {c.n_clean for c in whole.comparisons} == {40}
+    assert "every face of each set" in report.render(whole)
+
+
 def test_every_text_is_escaped(demo_net, small_sets, short_scan, tmp_path):
     """A data file named like markup stays text, in the tables and inside the figures."""
     clean, poisoned = small_sets

@@ -27,6 +27,7 @@ GENERATOR = "badnet-inspector audit report"  # in every report's <meta name="gen
 FRRS = (0.01, 0.05)
 PREVIEW_FACES = 6
 MAX_CHECKED = 200
+DETECTION_IMAGES = 2000  # faces of each set per-image detection uses, at most (0: all)
 SCAN_COMPUTED = "computed for this report"
 CALIBRATED_HERE = "calibrated for this report on the clean data, with the defaults"
 
@@ -61,6 +62,8 @@ class Audit:
     checked: list = field(default_factory=list)  # engine.workflow.CheckedImage
     maps: dict = field(default_factory=dict)  # checked image's index -> its sensitivity map, for flagged ones
     commands: list = field(default_factory=list)  # CLI lines that recompute each figure
+    sampled: str = ""  # how the sets were drawn down for per-image detection, when they were
+    detection_images: int = 0  # the most faces of each set per-image detection used (0: all)
     notes: list = field(default_factory=list)
 
 
@@ -112,11 +115,13 @@ def model_facts(net: BadNet) -> dict:
 def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling: str, *,
               calibrations: list | None = None, scan=None, scan_source: str = "", repaired: list | None = None,
               images: ImageSet | None = None, scan_images: int | None = None,
-              commands: list[str] | None = None) -> Job[Audit]:
+              detection_images: int | None = None, commands: list[str] | None = None) -> Job[Audit]:
     """Everything for the report; what is not given is computed: the trigger scan (on up to
     ``scan_images`` clean faces), a calibration of the default detector, the comparison of every
     detector on each poisoned set, the defenses side by side, the checked images' verdicts.
-    ``calibrations``: (Calibration, where it came from) pairs."""
+    Per-image detection uses at most ``detection_images`` faces of each set, drawn at random
+    (default :data:`DETECTION_IMAGES`; 0: all). ``calibrations``: (Calibration, where it came
+    from) pairs."""
     from engine import workflow
     from engine.detectors import DETECTORS, make_detector
     from engine.evaluation.compare import compare, detector_rows
@@ -151,7 +156,11 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     for label in shown_triggers(scan)[0]:
         out.previews[label] = yield from workflow.stamp_and_count(net, clean, scan, label, limit=PREVIEW_FACES)
 
-    # 4. Per-image detection: the founding idea's confidences, every detector's ROC, the calibrations.
+    # 4. Per-image detection: the founding idea's confidences, every detector's ROC, the calibrations,
+    # on at most ``detection_images`` faces of each set (CSAW's full sets would take many minutes).
+    limit = DETECTION_IMAGES if detection_images is None else detection_images
+    clean, poisoned, out.sampled = _detection_sets(clean, poisoned, limit)
+    out.detection_images = limit
     for name, images_ in [("clean", clean)] + [(p.name, p.images) for p in poisoned]:
         out.confidences[name] = (yield from predict(net, images_, scaling)).confidences
     if poisoned:
@@ -181,6 +190,24 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
             out.maps = dict(zip(flagged, maps))
     yield Progress(1, 1, "audit gathered")
     return out
+
+
+def _detection_sets(clean: ImageSet, poisoned: list[PoisonedSet], limit: int):
+    """The sets per-image detection is measured on: each set larger than ``limit`` drawn down to
+    ``limit`` faces at random (seed 0, the same draw every run), and a line saying so."""
+    from engine import workflow
+
+    drawn = workflow.sample_images(clean, limit)
+    sets = [PoisonedSet(workflow.sample_images(p.images, limit), p.target) for p in poisoned]
+    cut = [(name, len(a), len(b)) for name, a, b in [("clean", drawn, clean)]
+           + [(p.name, q.images, p.images) for p, q in zip(poisoned, sets)] if len(a) < len(b)]
+    line = ""
+    if cut:
+        line = (f"Per-image detection and the defenses are measured on {limit:,} faces of each set larger than "
+                "that, drawn at random (seed 0): " + "; ".join(f"{n} {a:,} of {b:,}" for n, a, b in cut)
+                + ". The audit line under 'How to reproduce' draws the same faces; --detection-images 0 uses "
+                "every face (compare always does).")
+    return drawn, sets, line
 
 
 def command_line(words: list[str]) -> str:

@@ -153,6 +153,9 @@ def _settings(audit: Audit) -> list[dict]:
         out.append({"what": f"calibration: {cal.detector_title}",
                     "settings": _settings_text({**cal.detector_params, "method": cal.method, "frr": cal.frr,
                                                 "min_samples": cal.min_samples, "scaling": cal.scaling})})
+    out.append({"what": "per-image detection", "settings": (
+        f"at most {audit.detection_images:,} faces of each set, drawn at random (seed 0)"
+        if audit.detection_images else "every face of each set")})
     if audit.scan is not None:
         out.append({"what": "trigger scan", "settings": _settings_text(
             {"clean faces": audit.scan.n_clean, "held out": audit.scan.n_holdout, "alpha": audit.scan.alpha,
