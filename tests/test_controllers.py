@@ -188,3 +188,21 @@ def test_a_scan_the_audit_computed_becomes_the_windows(session, small_demo, shor
     session.report.save(out)
     assert scanned and report.is_report(out) and report.SCAN_COMPUTED in out.read_text()
     assert changed == [short_scan] and session.scan.result is short_scan and session.scan.folder is None
+
+
+def test_an_adopted_calibration_is_scored_on_every_loaded_face(session, small_demo, short_scan, tmp_path,
+                                                                monkeypatch):
+    """The audit measures detection on a draw of each large set; the calibration it hands the
+    window is scored again on the whole loaded sets, as the window's own would be."""
+    from engine import report
+
+    monkeypatch.setattr(report, "DETECTION_IMAGES", 25)
+    session.data.open_model(DEMO_MODEL)
+    session.data.open_clean(small_demo["clean"])
+    session.data.add_poisoned(small_demo["poisoned"], 0)
+    session.scan.result = short_scan
+    session.report.save(tmp_path / "audit.html")
+    assert "clean 25 of 40" in (tmp_path / "audit.html").read_text()
+    assert session.calib.active is not None
+    assert [len(x.scores.values) for x in session.calib.set_scores] == [40, 40]
+

@@ -67,7 +67,6 @@ class ReportController(QObject):
         s.runner.submit(f"Audit report {path.name}", factory, done)
         return True
 
-
     def _adopt(self, net, audit) -> None:
         """What the audit computed because the window lacked it becomes the window's (its scan in
         the Trigger scan tab, its calibration in the histograms), unless the model changed or the
@@ -83,6 +82,8 @@ class ReportController(QObject):
             for cal, where, scores in audit.calibrations:
                 if where == report.CALIBRATED_HERE:
                     s.calib.adopt(cal, scores)
+                    if audit.sampled:  # the audit scored a draw of each set; the window shows every face
+                        s.calib.score_sets([cal.detector])
 
 
 def _commands(net, clean, sets, scaling, path) -> list[str]:
