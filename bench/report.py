@@ -43,9 +43,8 @@ SCALING = "1/255"
 
 def cold() -> None:
     """Every prediction and score cache empty, as in a new process."""
-    for module, name in ((scoring, "CACHE"), (strip, "STRIP_CACHE"), (transplant, "TRANSPLANT_CACHE"),
-                         (scaleup, "SCALEUP_CACHE")):
-        setattr(module, name, scoring.PredictionCache(getattr(module, name).max_entries))
+    for cache in (scoring.CACHE, strip.STRIP_CACHE, transplant.TRANSPLANT_CACHE, scaleup.SCALEUP_CACHE):
+        cache.clear()
 
 
 def timed(fn):
