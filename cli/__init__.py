@@ -29,8 +29,23 @@ def run() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse and run one command. Usage errors end with one line and exit 2 (argparse's, through
+    :class:`cli.parser.Parser`); so does bad input; a bug of ours is one line and exit 1."""
+    from cli import console
+
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version and usage errors: argparse said what it had to
+        return int(stop.code or 0) if isinstance(stop.code, int) else 2
+    except Exception as err:  # the parser itself failed: still one line
+        text = " ".join(str(err).split())[:300]
+        print(f"error: unexpected {type(err).__name__} building the options: {text}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        return 1
+    console.set_quiet(getattr(args, "quiet", False))
     try:
         return args.func(args)
     except InputError as err:
@@ -47,3 +62,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         return 1
+    finally:
+        console.set_quiet(False)

@@ -2,60 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from cli import options
+from cli.console import drive, note, warn
 from cli.parser import given_settings
 from engine import workflow
 from engine.io.datasets import parse_poisoned
-from engine.demo import DEMO_MODEL
+from engine.demo import DEMO_CLEAN_TEST, DEMO_MODEL
 from engine.errors import InputError
-from engine.progress import Job, Progress, run
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, stream=None, width: int = 30):
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.tty = self.stream.isatty()
-        self._last = 0.0
-        self._stage = None
-
-    def __call__(self, step: Progress) -> None:
-        now = time.monotonic()
-        final = step.done >= step.total
-        if not self.tty:
-            if step.stage != self._stage:
-                print(f"{step.stage}…", file=self.stream, flush=True)
-                self._stage = step.stage
-            return
-        if not final and now - self._last < 0.1 and step.stage == self._stage:
-            return
-        self._last, self._stage = now, step.stage
-        filled = int(self.width * step.fraction)
-        bar = "#" * filled + "-" * (self.width - filled)
-        end = "\n" if final else ""
-        self.stream.write(f"\r{step.stage:<24} [{bar}] {100 * step.fraction:5.1f}% {step.done}/{step.total}{end}")
-        self.stream.flush()
-
-
-def drive(job: Job, quiet: bool = False):
-    return run(job, None if quiet else ProgressBar())
-
-
-def note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+from engine.jsonsafe import dumps, schema
+from engine.scan.evidence import p_text
 
 
 def warn_about(images) -> None:
-    workflow.warn_about(images, note)
+    workflow.warn_about(images, warn)
+
+
+def emit(name: str, body: dict) -> None:
+    """A command's one JSON object on stdout, tagged with its schema (docs/formats.md)."""
+    print(dumps({"schema": schema(name), **body}))
 
 
 def load_model(path, trust: bool):
@@ -78,9 +46,17 @@ def optional_path(value) -> Path | None:
     return None if value is None else Path(value)
 
 
-def sources(args) -> workflow.Sources:
+def sources(args, poisoned_needed: bool = False) -> workflow.Sources:
     """Where the network and its data are, from ``--model``, ``--clean`` and every ``--poisoned
-    PATH:TARGET`` (the demo's when no model is named)."""
+    PATH:TARGET``: the demo's when no model is named. A model of the user's own needs its data
+    named too; the demo's synthetic faces never stand in for it."""
+    poisoned = getattr(args, "poisoned", None)
+    if args.model is not None:
+        missing = [o for o, given in (("--clean PATH", args.clean),
+                                      ("--poisoned PATH:TARGET", poisoned or not poisoned_needed)) if not given]
+        if missing:
+            raise InputError(args.model, f"{' and '.join(missing)} missing: with a model of your own, name its "
+                             "data (the demo's faces stand in only for the demo's network)")
     return workflow.Sources(optional_path(args.model), optional_path(getattr(args, "clean", None)),
                             tuple(parse_poisoned(s) for s in getattr(args, "poisoned", None) or []), args.trust_model)
 
@@ -106,11 +82,18 @@ def cmd_app(args) -> int:
     )
 
 
+def is_demo(net) -> bool:
+    try:
+        return Path(net.path).resolve() == Path(DEMO_MODEL).resolve()
+    except (OSError, TypeError):
+        return False
+
+
 def cmd_info(args) -> int:
     net = load_model(Path(args.model), args.trust_model)
     report = net.report()
     if args.json:
-        print(json.dumps(report))
+        emit("info", report)
         return 0
     width = max(len(k) for k in report)
     for key, value in report.items():
@@ -130,11 +113,13 @@ def cmd_predict(args) -> int:
     warn_about(images)
     scaling = choose_scaling(net, args.scale, images if args.scale == "auto" else None, args.json)
     preds = drive(predict(net, images, scaling), args.json)
-    for name, label, conf in zip(images.names, preds.labels, preds.confidences):
-        if args.json:
-            print(json.dumps({"path": name, "label": int(label), "confidence": float(conf)}))
-        else:
-            print(f"{name}\t{int(label)}\t{float(conf):.6f}")
+    rows = [{"path": name, "label": int(label), "confidence": float(conf)}
+            for name, label, conf in zip(images.names, preds.labels, preds.confidences)]
+    if args.json:
+        emit("predict", {"model": net.path.name, "scaling": scaling, "images": rows})
+        return 0
+    for r in rows:
+        print(f"{r['path']}\t{r['label']}\t{r['confidence']:.6f}")
     return 0
 
 
@@ -142,54 +127,98 @@ def cmd_calibrate(args) -> int:
     request = workflow.CalibrateRequest.from_options(args.detector, given_settings(args), method=args.method,
                                                      frr=args.frr, min_samples=args.min_samples,
                                                      sample=args.sample, output=Path(args.output))
-    cal, reason = drive(workflow.run(request, sources(args), args.scale, note))
+    cal, reason = drive(workflow.run(request, sources(args), args.scale, note), args.json)
     if args.scale == "auto":
         note(f"input scaling: {reason}")
+    if args.json:
+        emit("calibrate", {"output": str(request.output), "summary": cal.summary(),
+                           "calibration": cal.to_dict(relative_to=Path(request.output).parent)})
+        return 0
     print(f"calibrated {cal.summary()}; saved {request.output}")
     return 0
+
+
+SCORE_NAMES = {
+    "accuracy": "clean accuracy",
+    "attack_success_rate": "attack success rate",
+    "n_sent_to_target": "sent to the target",
+    "detection_rate": "detection (of those sent)",
+    "flagged_share_of_all": "flagged, all poisoned",
+    "frr": "false-rejection rate",
+    "defended_accuracy": "defended accuracy",
+    "defended_attack_success_rate": "defended attack success",
+}
 
 
 def cmd_score(args) -> int:
     from engine.evaluation import metrics
     from engine.scoring import predict
 
-    if args.calibration or args.repaired or args.nplus1:
+    defended = bool(args.calibration or args.repaired or args.nplus1)
+    if defended:
         cal, net = load_defense(args)
     else:
         cal, net = None, load_model(Path(args.model or DEMO_MODEL), args.trust_model)
-    if args.target is not None:
-        workflow.check_target(net, args.target)
-    data = workflow.read_set(args.data, net)
-    warn_about(data)
-    scaling = cal.scaling if cal is not None else choose_scaling(net, args.scale or "1/255", data, args.json)
-    if args.target is None and data.labels is None and cal is None:
-        raise InputError(args.data, "has no labels: give --target T for a poisoned set, or labelled clean data")
-    preds = drive(predict(net, data, scaling), args.json)
-    verdicts = drive(cal.judge(net, data), True) if cal else None
-    result = metrics.report(preds, data.labels, args.target, verdicts)
+    specs = [(Path(args.clean), None)] if args.clean else []
+    specs += [parse_poisoned(s) for s in args.poisoned or []]
+    if not specs:
+        if not is_demo(net):
+            raise InputError(net.path, "--clean PATH or --poisoned PATH:TARGET missing: name the data to score "
+                             "(the demo's faces stand in only for the demo's network)")
+        specs = [(DEMO_CLEAN_TEST, None)]
+    for path, target in specs:
+        if target is not None:
+            workflow.check_target(net, target, path)
+    sets = []
+    for path, target in specs:
+        data = workflow.read_set(path, net)
+        warn_about(data)
+        if target is None and data.labels is None and cal is None:
+            raise InputError(path, "has no labels: give it as --poisoned PATH:TARGET, or give labelled clean data")
+        sets.append((data, target))
+    scaling = cal.scaling if cal is not None else choose_scaling(net, args.scale or "1/255", sets[0][0], args.json)
+    out = []
+    for data, target in sets:
+        preds = drive(predict(net, data, scaling), args.json)
+        verdicts = drive(cal.judge(net, data), True) if cal else None
+        result = metrics.report(preds, data.labels if target is None else None, target, verdicts)
+        out.append((data, target, result))
     if args.json:
-        print(json.dumps(result.to_dict()))
+        emit("score", {"model": net.path.name, "model_sha256": net.sha256, "scaling": scaling,
+                       "defense": defense_name(args),
+                       "sets": [{"file": Path(d.source).name, "target": t, **r.to_dict()} for d, t, r in out]})
         return 0
-    names = {
-        "accuracy": "clean accuracy",
-        "attack_success_rate": "attack success rate",
-        "detection_rate": "detection rate",
-        "frr": "false-rejection rate",
-        "defended_accuracy": "defended accuracy",
-        "defended_attack_success_rate": "defended attack success",
-    }
-    print(f"{data.source}: {result.n} images")
-    for key, value in result.to_dict().items():
-        if key in names:
-            print(f"  {names[key]:<26} {fmt(value)}")
+    for data, target, result in out:
+        kind = "clean" if target is None else f"poisoned, target {target}"
+        print(f"{data.source}: {result.n} images ({kind})")
+        for key, value in result.to_dict().items():
+            if key in SCORE_NAMES and value is not None:
+                shown = str(value) if key == "n_sent_to_target" else fmt(value)
+                print(f"  {SCORE_NAMES[key]:<26} {shown}")
     return 0
+
+
+def defense_name(args) -> str | None:
+    """The defense a command judged with, as the user named it (file names only)."""
+    if args.calibration:
+        return ", ".join(Path(c).name for c in args.calibration)
+    for value in (args.repaired, args.nplus1):
+        if value:
+            return Path(value).name
+    return None
 
 
 def cmd_eval(args) -> int:
     cal, net = load_defense(args)
     images = workflow.read_images(args.paths, net)
     warn_about(images)
-    verdicts = drive(cal.judge(net, images))
+    verdicts = drive(cal.judge(net, images), args.json)
+    if args.json:
+        emit("eval", {"model": net.path.name, "model_sha256": net.sha256, "defense": defense_name(args),
+                      "poisoned_label": int(cal.poisoned_label),
+                      "images": [{"path": name, "label": int(label), "poisoned": int(label) == cal.poisoned_label}
+                                 for name, label in zip(verdicts.names, verdicts.labels)]})
+        return 0
     for name, label in zip(verdicts.names, verdicts.labels):
         print(f"{name}\t{int(label)}")
     return 0
@@ -201,9 +230,8 @@ def cmd_compare(args) -> int:
 
     names = options.parse_detector_names(args.detectors)
     detectors = workflow.make_detectors(names, workflow.detector_params(names, given_settings(args)))
-    frrs = options.parse_frrs(args.frr)
-    if args.model is not None and not args.poisoned:
-        raise InputError(None, "give at least one --poisoned PATH:TARGET to compare detectors on")
+    frrs = tuple(args.frr)
+    src = sources(args, poisoned_needed=True)
     if args.roc_csv:
         from engine.io.files import check_output, csv_header
 
@@ -212,7 +240,7 @@ def cmd_compare(args) -> int:
     from engine.repairs.bundle import RepairedNet
 
     repaired = [RepairedNet.load(b) for b in args.repaired or []]  # damaged bundles fail before any work
-    net, clean, poisoned = sources(args).open_all(note)
+    net, clean, poisoned = src.open_all(warn if args.json else note)
     repaired += [RepairedNet.hand_made_nplus1(m, repaired_scaling(args), net, args.trust_model)
                  for m in args.nplus1 or []]
     for g in repaired:  # before the long comparison: a bundle for another model fails now
@@ -228,8 +256,9 @@ def cmd_compare(args) -> int:
         write_csv(args.roc_csv, ROC_CSV_HEADER, rows)
         note(f"wrote ROC curves to {args.roc_csv}")
     if args.json:
-        print(json.dumps({"clean": clean.source, "n_clean": len(clean), "results": [r.to_dict() for r in results],
-                          "defenses": [r.to_dict() for r in defenses]}))
+        emit("compare", {"model": net.path.name, "model_sha256": net.sha256, "clean": Path(clean.source).name,
+                         "n_clean": len(clean), "results": [r.to_dict() for r in results],
+                         "defenses": [r.to_dict() for r in defenses]})
         return 0
     print(f"clean: {clean.source} ({len(clean)} images); thresholds pooled over classes, from the clean scores")
     head = "".join(f"  detection at {100 * f:g}% FRR" for f in frrs)
@@ -276,14 +305,15 @@ def print_defenses(rows, sets: list[str]) -> None:
 def cmd_scan(args) -> int:
     from engine.scan import ScanSettings
 
-    settings = ScanSettings(margin_candidates=args.candidates, refine_steps=args.steps, alpha=args.alpha)
-    request = workflow.ScanRequest(args.max_images, settings, optional_path(args.output))
-    result = drive(workflow.run(request, sources(args), args.scale, note), args.json)
+    settings = ScanSettings(margin_candidates=args.candidates, refine_steps=args.steps, alpha=args.false_alarm)
+    request = workflow.ScanRequest(args.sample, settings, optional_path(args.output))
+    result = drive(workflow.run(request, sources(args), args.scale, warn if args.json else note), args.json)
     if args.output is not None:
         note(f"wrote {Path(args.output) / 'scan.json'}, triggers.npz and PNGs")
+    code = 3 if args.fail_on_backdoor and result.outcome == "backdoor" else 0
     if args.json:
-        print(json.dumps(result.to_dict()))
-        return 0
+        emit("scan", {"exit_code": code, **result.to_dict()})
+        return code
     print(f"{result.model_path}: scanned {result.num_classes} classes with {result.n_clean} clean images "
           f"({result.n_holdout} held out) in {result.seconds:.0f} s")
     print(result.summary())
@@ -293,22 +323,34 @@ def cmd_scan(args) -> int:
             break
         asr = "n/a" if row["attack_success"] is None else f"{100 * row['attack_success']:.0f}%"
         index = "n/a" if row["anomaly_index"] is None else f"{row['anomaly_index']:.2f}"
-        p = "n/a" if row["p"] is None else f"{row['p']:.2g}"
+        p = p_text(row["p"])
         if row["flagged"]:
             mark = "  flagged (" + " + ".join(row["support"]) + ")"
         else:
             mark = "" if row["reached"] else "  (never reached 99%)"
         print(f"{row['rank']:>4} {row['class']:>6} {row['margin']:>8.1f} {100 * row['mask_share']:>6.2f}% "
               f"{index:>6} {p:>8} {asr:>13}{mark}")
-    return 0
+    if code:
+        note("exit code 3: the verdict is backdoor (--fail-on-backdoor)")
+    return code
 
 
 def cmd_repair(args) -> int:
     """Any registered repair: its settings from the options, one request, its lines printed."""
     request = workflow.RepairRequest(args.method, given_settings(args), optional_path(args.output),
                                      optional_path(getattr(args, "scan", None)))
-    outcome = drive(workflow.run(request, sources(args), args.scale, note))
+    outcome = drive(workflow.run(request, sources(args), args.scale, warn if args.json else note), args.json)
     out = Path(outcome.outdir)
+    if args.json:
+        b = outcome.bundle
+        emit("repair", {"method": outcome.method, "output": str(out), "lines": outcome.lines,
+                        "bundle": None if b is None else str(out / "repaired.json"),
+                        "repaired_model": None if b is None else Path(b.repaired_path).name,
+                        "scan": None if outcome.scan is None else {"outcome": outcome.scan.outcome,
+                                                                    "flagged": list(outcome.scan.flagged)},
+                        "plots": [{"title": pl.title, "curves": [{"name": c.name, "x": c.x, "y": c.y}
+                                                                 for c in pl.curves]} for pl in outcome.plots]})
+        return 0
     for line in outcome.table + outcome.lines:
         print(line)
     if outcome.bundle is not None:
@@ -329,8 +371,17 @@ def cmd_explain(args) -> int:
     images = workflow.read_images(args.paths, net)
     warn_about(images)
     scaling = scan.scaling if scan is not None else args.scale
-    explanations = drive(workflow.explain_images(net, images, scaling))
+    explanations = drive(workflow.explain_images(net, images, scaling), args.json)
     workflow.write_explanations(args.output, explanations, scan)
+    if args.json:
+        rows = []
+        for name, e in zip(images.names, explanations):
+            y, x = np.unravel_index(int(e.heat.argmax()), e.heat.shape)
+            rows.append({"path": name, "predicted": int(e.predicted), "confidence": float(e.confidence),
+                         "hottest": {"row": int(y), "column": int(x), "gain": float(e.peak)},
+                         "scan_flagged": bool(scan is not None and e.predicted in scan.flagged)})
+        emit("explain", {"model": net.path.name, "output": str(args.output), "images": rows})
+        return 0
     for name, e in zip(images.names, explanations):
         y, x = np.unravel_index(int(e.heat.argmax()), e.heat.shape)
         flagged = scan is not None and e.predicted in scan.flagged
@@ -347,47 +398,28 @@ def cmd_audit(args) -> int:
     from engine.repairs.bundle import RepairedNet
 
     out = report.check_output(args.output)  # before any long work
-    calibrations = [(Calibration.load(c), f"loaded from {c}") for c in args.calibration or []]
+    src = sources(args)
+    calibrations = [(Calibration.load(c), f"loaded from {Path(c).name}") for c in args.calibration or []]
     repaired = [RepairedNet.load(b) for b in args.repaired or []]
-    net, clean, poisoned = sources(args).open_all(note)
+    net, clean, poisoned = src.open_all(warn if args.json else note)
     scan = workflow.load_scan(args.scan, net) if args.scan else None
     for g in repaired:
         g.check_model(net)
         g.load_repaired(trust=args.trust_model)
     images = workflow.read_images(args.images, net) if args.images else None
+    commands = report.reproduce_lines(
+        str(net.path), clean.source, [(p.images.source, p.target) for p in poisoned], args.scale, str(args.output),
+        calibrations=args.calibration or [], scan=args.scan, repaired=args.repaired or [],
+        images=[str(i) for i in args.images or []], scan_sample=args.scan_sample,
+        detection_sample=args.detection_sample)
     audit = drive(report.audit_job(net, clean, poisoned, args.scale, calibrations=calibrations, scan=scan,
-                                    scan_source=f"read from {args.scan}" if args.scan else "",
-                                    repaired=repaired, images=images, scan_images=args.scan_images,
-                                    detection_images=args.detection_images,
-                                    commands=audit_commands(args, net, clean, poisoned)))
+                                    scan_source=f"read from {Path(args.scan).name}" if args.scan else "",
+                                    repaired=repaired, images=images, scan_images=args.scan_sample,
+                                    detection_images=args.detection_sample, commands=commands), args.json)
     report.write(audit, out)
+    if args.json:
+        emit("audit", {"report": str(out), **report.findings(audit)})
+        return 0
     verdict = audit.scan.summary() if audit.scan is not None else "no scan"
     print(f"wrote audit report {out}: {verdict}")
     return 0
-
-
-def audit_commands(args, net, clean, poisoned) -> list[str]:
-    """The CLI lines that recompute each of the report's figures."""
-    from engine import report
-    from engine.report import command_line
-
-    base = ["python", "main.py"]
-    model = ["--model", str(net.path)]
-    sets = [w for p in poisoned for w in ("--poisoned", f"{p.images.source}:{p.target}")]
-    scale = ["--scale", args.scale]
-    lines = [command_line(base + ["scan"] + model + ["--clean", clean.source, "--max-images",
-                                                     str(args.scan_images)] + scale + ["-o", "scan-out"])]
-    if poisoned:
-        lines.append(command_line(base + ["compare"] + model + ["--clean", clean.source] + sets + ["--frr", "1,5"]
-                                  + scale + [w for r in args.repaired or [] for w in ("--repaired", r)]))
-    lines.append(command_line(base + ["calibrate"] + model + ["--clean", clean.source] + scale
-                              + ["-o", "calibration.json"]))
-    again = base + ["audit"] + model + ["--clean", clean.source] + sets
-    again += [w for c in args.calibration or [] for w in ("--calibration", c)]
-    again += ["--scan", args.scan] if args.scan else ["--scan-images", str(args.scan_images)]
-    again += [w for r in args.repaired or [] for w in ("--repaired", r)]
-    again += [w for i in args.images or [] for w in ("--images", str(i))]
-    if args.detection_images != report.DETECTION_IMAGES:
-        again += ["--detection-images", str(args.detection_images)]
-    lines.append(command_line(again + scale + ["-o", str(args.output)]))
-    return lines

@@ -85,6 +85,12 @@ def install() -> bool:
     return True
 
 
+def terminal_fd() -> int | None:
+    """The descriptor of the real standard error the filter writes to (None when not installed):
+    for output that must reach the terminal unfiltered, such as a progress bar's redraws."""
+    return None if _installed is None else _installed[0]
+
+
 def _uninstall() -> None:
     """Put the terminal back on fd 2 and let the filter pass on what it still holds."""
     global _installed

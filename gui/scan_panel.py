@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.scan import SCAN_IMAGES
+from engine.scan.evidence import p_text
 from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
@@ -328,7 +329,7 @@ class ScanPanel(QWidget):
             else:
                 mark = "" if r["reached"] else "never reached 99%"
             cells = (str(r["rank"]), str(r["class"]), _num(r["margin"], "{:.1f}"), f"{100 * r['mask_share']:.2f}",
-                     _num(r["anomaly_index"], "{:.2f}"), _num(r["p"], "{:.2g}"),
+                     _num(r["anomaly_index"], "{:.2f}"), p_text(r["p"]) if r["p"] is not None else "",
                      _num(r["attack_success"], "{:.0%}"), mark)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -379,7 +380,7 @@ class ScanPanel(QWidget):
         e = result.evidence.get(c)
         status = ("flagged by " + " and ".join(e.support)) if c in result.flagged and e is not None else "not flagged"
         anomaly = "n/a" if t.anomaly is None else f"{t.anomaly:.2f}"
-        p = "" if e is None else f", p = {e.combined:.2g}"
+        p = "" if e is None else f", p = {p_text(e.combined)}"
         self.detail_title.setText(f"<b>class {c}</b> ({status}{p}): mask {t.l1:.0f} pixels ({100 * t.size:.2f}% of "
                                   f"the image), anomaly index {anomaly}, margin {result.margins[c]:.1f}"
                                   + ("<br><span style='color:#555'>mask: the smallest that works (Neural Cleanse); "

@@ -134,7 +134,7 @@ def data_file(tmp_path: Path, labels, n: int = 4, name: str = "data.h5") -> Path
 ], ids=["5000 for 50 classes", "negative", "NaN", "huge"])
 def test_labels_outside_the_models_classes(capsys, tmp_path, labels, message):
     path = data_file(tmp_path, labels)
-    code, _, err = cli(capsys, "score", "--data", path)
+    code, _, err = cli(capsys, "score", "--clean", path)
     assert_one_line_error(code, err, path, message)
 
 
@@ -173,7 +173,7 @@ def test_a_set_claiming_a_trillion_images_is_refused_before_allocating(capsys, t
         f.create_dataset("data", shape=(10**12, 3, 55, 47), dtype=np.uint8, chunks=(1, 3, 55, 47))
         f.create_dataset("label", shape=(10**12,), dtype=np.float32, chunks=(1024,))
     assert path.stat().st_size < 10**6
-    code, _, err = cli(capsys, "score", "--data", path)
+    code, _, err = cli(capsys, "score", "--clean", path)
     assert_one_line_error(code, err, path, "more than half this machine's memory")
 
 
@@ -185,12 +185,12 @@ def test_an_npz_claiming_a_huge_array_is_refused(capsys, tmp_path):
     header["shape"] = (10**9, 55, 47, 3)
     with zipfile.ZipFile(path, "w") as z, z.open("x.npy", "w") as fh:
         np.lib.format.write_array_header_1_0(fh, header)
-    code, _, err = cli(capsys, "score", "--data", path, "--target", "0")
+    code, _, err = cli(capsys, "score", "--poisoned", f"{path}:0")
     assert_one_line_error(code, err, path, "more than half this machine's memory")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX thing")
-@pytest.mark.parametrize("command", [["predict"], ["info"], ["score", "--data"]])
+@pytest.mark.parametrize("command", [["predict"], ["info"], ["score", "--clean"]])
 def test_a_named_pipe_is_refused_not_read(capsys, tmp_path, command):
     fifo = tmp_path / "face.png"
     os.mkfifo(fifo)
@@ -281,14 +281,23 @@ def test_calibrations_for_different_models_do_not_combine(capsys, calibration, t
     (["calibrate", "--min-samples", "-1", "-o", "x.json"], "--min-samples: '-1' must be 0 or more"),
     (["prune", "--fine-tune-epochs", "-1", "-o", "out"], "Fine-pruning fine-tuning epochs -1 must be in [0, 1000]"),
     (["compare", "--detectors", ","], "--detectors ',': name at least one detector"),
-    (["compare", "--frr", "150"], "--frr '150': each rate must be a percentage in [0, 100)"),
-    (["compare", "--frr", "nan"], "--frr 'nan': give finite numbers"),
-    (["prune", "--drops", "0", "-o", "out"], "Fine-pruning accuracy drops '0' must be in (0, 100]"),
+    (["compare", "--frr", "150%"], "--frr '150%' must be in [0%, 100%)"),
+    (["compare", "--frr", "1,5"], "--frr '1': write a rate as a fraction (0.01) or a percent (1%)"),
+    (["compare", "--frr", "nan"], "--frr 'nan' is not a finite rate"),
+    (["prune", "--drops", "0", "-o", "out"], "Fine-pruning accuracy drops '0' must be in (0%, 100%]"),
+    (["prune", "--drops", "2,4", "-o", "out"], "accuracy drops '2': write a rate as a fraction (0.02) or a percent"),
     (["repair", "unlearning", "--classes", "7,x", "-o", "out"], "Unlearning classes 'x' is not a number"),
     (["repair", "nplus1", "--train-layers", "some", "-o", "out"], "invalid choice: 'some'"),
-    (["calibrate", "--frr", "1.5", "-o", "x.json"], "false-rejection rate 1.5 must be in [0, 1)"),
-    (["calibrate", "--detector", "strip", "--alpha", "0", "-o", "x.json"], "blend weight 0.0 must be in (0, 1)"),
-    (["score", "--target", "-3"], "--target -3 is not a class"),
+    (["calibrate", "--frr", "1.5", "-o", "x.json"], "--frr '1.5': write a rate as a fraction (0.015) or a percent"),
+    (["calibrate", "--frr", "150%", "-o", "x.json"], "--frr '150%' must be in (0%, 100%)"),
+    (["calibrate", "--detector", "strip", "--blend-weight", "0", "-o", "x.json"], "blend weight 0.0 must be in (0, 1)"),
+    (["calibrate", "--detector", "strip", "--alpha", "0.5", "-o", "x.json"], "--alpha is now --blend-weight"),
+    (["scan", "--alpha", "0.05"], "--alpha is now --false-alarm"),
+    (["scan", "--max-images", "20"], "--max-images is now --sample N|all"),
+    (["audit", "--detection-images", "20", "-o", "r.html"], "--detection-images is now --detection-sample N|all"),
+    (["score", "--data", "x.h5", "--target", "0"], "--data is now --clean PATH or --poisoned PATH:TARGET"),
+    (["score", "--poisoned", "x.h5:-3"], "expected PATH:TARGET"),
+    (["score", "--poisoned", "assets/demo/sunglasses_poisoned.h5:5000"], "target 5000 is not a class"),
     (["compare", "--poisoned", "assets/demo/sunglasses_poisoned.h5:99"], "target 99 is not a class"),
     (["info", "--no-such-option"], "unrecognized arguments"),
 ], ids=lambda v: v if isinstance(v, str) else " ".join(v)[:40])
@@ -326,7 +335,7 @@ def test_roc_csv_replaces_its_own_file(capsys, tmp_path):
 def test_a_newline_in_a_file_name_stays_on_one_line(capsys, tmp_path):
     odd = tmp_path / "two\nlines.h5"
     odd.write_text("not data")
-    code, _, err = cli(capsys, "score", "--data", odd)
+    code, _, err = cli(capsys, "score", "--clean", odd)
     assert_one_line_error(code, err, "two\\nlines.h5")
 
 

@@ -47,7 +47,9 @@ def test_info_json(capsys):
 def test_predict_json_gives_path_label_confidence(capsys):
     code, out, _ = cli(capsys, "predict", "--json", DEMO_IMAGES)
     assert code == 0
-    rows = [json.loads(line) for line in out.splitlines()]
+    result = json.loads(out)
+    assert result["schema"] == "badnet-inspector/predict/1"
+    rows = result["images"]
     assert len(rows) == len(list(DEMO_IMAGES.glob("*.png")))
     for row in rows:
         assert set(row) == {"path", "label", "confidence"}
@@ -76,15 +78,15 @@ def test_eval_prints_path_tab_label(capsys, calibration_file):
 
 def test_score_json_on_clean_and_poisoned(capsys, confidence_file):
     code, out, _ = cli(capsys, "score", "--calibration", confidence_file, "--json")
-    clean = json.loads(out)
+    (clean,) = json.loads(out)["sets"]
     assert code == 0 and {"n", "accuracy", "frr"} <= set(clean)
-    assert clean["accuracy"] >= 0.9
-    code, out, _ = cli(capsys, "score", "--calibration", confidence_file, "--data", DEMO_POISONED, "--target", 0, "--json")
-    bad = json.loads(out)
-    assert code == 0 and {"n", "attack_success_rate", "detection_rate"} <= set(bad)
-    assert bad["attack_success_rate"] >= 0.95
-    code, out, _ = cli(capsys, "score", "--data", DEMO_POISONED, "--target", 0, "--json")
-    assert json.loads(out)["attack_success_rate"] == bad["attack_success_rate"]
+    assert clean["accuracy"] >= 0.9 and clean["detection_rate"] is None  # every key, null where it does not apply
+    code, out, _ = cli(capsys, "score", "--calibration", confidence_file, "--poisoned", f"{DEMO_POISONED}:0", "--json")
+    (bad,) = json.loads(out)["sets"]
+    assert code == 0 and {"n", "attack_success_rate", "detection_rate", "flagged_share_of_all"} <= set(bad)
+    assert bad["attack_success_rate"] >= 0.95 and bad["n_sent_to_target"] <= bad["n"]
+    code, out, _ = cli(capsys, "score", "--poisoned", f"{DEMO_POISONED}:0", "--json")
+    assert json.loads(out)["sets"][0]["attack_success_rate"] == bad["attack_success_rate"]
 
 
 @pytest.mark.parametrize(
@@ -92,10 +94,11 @@ def test_score_json_on_clean_and_poisoned(capsys, confidence_file):
     [
         (["info", "missing.h5"], "missing.h5: no such file"),
         (["predict", "nowhere/"], "nowhere: no such file or folder"),
-        (["score", "--data", "README.md"], "README.md: not an image file"),
+        (["score", "--clean", "README.md"], "README.md: not an image file"),
         (["eval", "--calibration", "pyproject.toml"], "pyproject.toml: not a calibration file"),
-        (["calibrate", "--model", "assets/demo/clean_test.h5", "-o", "x.json"], "is a data file"),
-        (["score", "--target", "5000"], "--target 5000 is not a class"),
+        (["calibrate", "--model", "assets/demo/clean_test.h5", "--clean", "assets/demo/clean_validation.h5",
+          "-o", "x.json"], "is a data file"),
+        (["score", "--poisoned", "assets/demo/sunglasses_poisoned.h5:5000"], "target 5000 is not a class"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(capsys, monkeypatch, args, message):
@@ -179,22 +182,22 @@ def test_app_without_a_display_says_so(tmp_path):
 
 def test_prune_eval_and_score_with_a_repaired_network(capsys, tmp_path):
     out = tmp_path / "pruned"
-    code, stdout, _ = cli(capsys, "prune", "--drops", "2,10", "--fine-tune-epochs", "0", "-o", out)
+    code, stdout, _ = cli(capsys, "prune", "--drops", "2%,0.1", "--fine-tune-epochs", "0", "-o", out)
     assert code == 0 and "drop 2%" in stdout and "drop 10%" in stdout
     assert (out / "sweep.csv").exists() and (out / "repaired.json").exists()
     assert {p.name for p in out.glob("pruned_drop*.h5")} == {"pruned_drop2.h5", "pruned_drop10.h5"}
     code, stdout, _ = cli(capsys, "eval", "--repaired", out / "repaired.json", DEMO_IMAGES)
     assert code == 0 and len(stdout.splitlines()) == len(list(DEMO_IMAGES.glob("*.png")))
-    code, stdout, _ = cli(capsys, "score", "--repaired", out / "repaired.json", "--data", DEMO_POISONED,
-                          "--target", 0, "--json")
-    figures = json.loads(stdout)
+    code, stdout, _ = cli(capsys, "score", "--repaired", out / "repaired.json", "--poisoned", f"{DEMO_POISONED}:0",
+                          "--json")
+    (figures,) = json.loads(stdout)["sets"]
     assert code == 0 and {"attack_success_rate", "detection_rate", "defended_attack_success_rate"} <= set(figures)
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["prune", "--drops", "2,x", "-o", "out"], "Fine-pruning accuracy drops 'x' is not a number"),
+        (["prune", "--drops", "2%,x", "-o", "out"], "Fine-pruning accuracy drops 'x' is not a rate"),
         (["prune", "--layer", "fc_1", "-o", "out"], "no convolutional layer 'fc_1'"),
         (["eval", "--repaired", "pyproject.toml"], "not a repaired-network file"),
     ],
@@ -230,8 +233,7 @@ def test_installing_puts_no_top_level_main_module():
 def test_detector_settings_are_options_built_from_the_registry(capsys):
     from engine.detectors import DETECTORS
 
-    with pytest.raises(SystemExit):
-        main.main(["calibrate", "--help"])
+    assert main.main(["calibrate", "--help"]) == 0
     text = capsys.readouterr().out
     for cls in DETECTORS.values():
         assert cls.name in text
@@ -263,7 +265,7 @@ def test_the_cli_reference_page_lists_every_command_and_option():
         methods = subcommands(sub)
         for method in methods:  # each repair method has rows of its own: `repair fine-pruning ...`
             assert f"`{name} {method} " in row or method in ("unlearn", "channels"), f"{name} {method}"
-        for action in [a for p in [sub, *methods.values()] for a in p._actions]:
+        for action in [a for p in [sub, *methods.values()] for a in p._actions if a.help != argparse.SUPPRESS]:
             long = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
             if long:
                 mentioned = re.compile(re.escape(long[0]) + r"(?![\w-])")

@@ -134,7 +134,7 @@ def test_weights_tilt_the_rule(demo_net):
 def test_compare_includes_every_detector_by_default(capsys):
     import main
 
-    assert main.main(["compare", "--json", "--frr", "5"]) == 0
+    assert main.main(["compare", "--json", "--frr", "5%"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
     assert {r["detector"] for r in results} == {"confidence", "strip", "scaleup", "transplant", "combined"}
     assert {r["target"] for r in results} == {0, 7}  # the demo's sunglasses and eyebrows sets

@@ -536,10 +536,10 @@ def test_fine_pruning_rejects_bad_drops(demo_window, qtbot):
     errors = []
     w = demo_window
     w.session.error.connect(errors.append)
-    w.pruning.field("drops").setText("2,lots")
+    w.pruning.field("drops").setText("2%,lots")
     w.pruning.start()
     wait_idle(qtbot, w)
-    assert errors and "Fine-pruning accuracy drops 'lots' is not a number" in errors[-1]
+    assert errors and "Fine-pruning accuracy drops 'lots' is not a rate" in errors[-1]
     assert w.session.pruning.result is None
 
 

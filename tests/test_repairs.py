@@ -33,8 +33,9 @@ def test_the_four_repairs_declare_themselves():
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("fine-pruning", {"drops": "2,0"}, "accuracy drops '0' must be in (0, 100]"),
-    ("magnitude", {"sparsity": 1.0}, "sparsity 1.0 must be in (0, 1)"),
+    ("fine-pruning", {"drops": "2%,0"}, "accuracy drops '0' must be in (0%, 100%]"),
+    ("fine-pruning", {"drops": "2,4"}, "accuracy drops '2': write a rate as a fraction (0.02) or a percent (2%)"),
+    ("magnitude", {"sparsity": 1.0}, "sparsity 1.0 must be in (0%, 100%)"),
     ("nplus1", {"train_layers": "half"}, "layers to train 'half': choose output or all"),
     ("unlearning", {"epochs": 0}, "epochs 0 must be in [1, 1000]"),
     ("nplus1", {"share": 0.2}, "N+1 network has no setting share"),
@@ -49,7 +50,7 @@ def test_settings_are_checked_by_the_declaration(name, params, message):
 def test_a_folder_is_an_earlier_run_only_if_it_holds_that_repairs_files(tmp_path, capsys):
     from engine.repairs import check_output_folder
 
-    code, _, _ = cli(capsys, "repair", "fine-pruning", "--fine-tune-epochs", "0", "--drops", "10", "-o",
+    code, _, _ = cli(capsys, "repair", "fine-pruning", "--fine-tune-epochs", "0", "--drops", "10%", "-o",
                      tmp_path / "fp")
     assert code == 0
     assert REPAIRS["fine-pruning"].is_output(tmp_path / "fp")

@@ -127,9 +127,9 @@ def test_eval_and_score_take_the_nplus1_bundle_and_a_hand_made_network(nplus1_di
     for extra in ([], ["--model", DEMO_MODEL]):
         code, text2, _ = cli(capsys, "eval", "--nplus1", out / "nplus1.h5", *extra, DEMO_IMAGES)
         assert code == 0 and text2 == text
-    code, text, _ = cli(capsys, "score", "--nplus1", out / "nplus1.h5", "--data", DEMO_POISONED, "--target", 0,
+    code, text, _ = cli(capsys, "score", "--nplus1", out / "nplus1.h5", "--poisoned", f"{DEMO_POISONED}:0",
                         "--json")
-    assert code == 0 and json.loads(text)["detection_rate"] >= 0.9
+    assert code == 0 and json.loads(text)["sets"][0]["detection_rate"] >= 0.9
 
 
 def test_a_hand_made_network_must_have_one_class_more(capsys):
@@ -221,8 +221,10 @@ def test_magnitude_cli_options(capsys, tmp_path):
     """Each repair takes its own settings: fine-pruning's --layer is not magnitude pruning's."""
     code, _, err = cli(capsys, "repair", "magnitude", "--layer", "conv_3", "-o", tmp_path / "a")
     assert code == 2 and "--layer" in err
-    code, _, err = cli(capsys, "repair", "magnitude", "--sparsity", "1.5", "-o", tmp_path / "a")
-    assert code == 2 and "Magnitude pruning sparsity 1.5 must be in (0, 1)" in err
+    code, _, err = cli(capsys, "repair", "magnitude", "--sparsity", "150%", "-o", tmp_path / "a")
+    assert code == 2 and "Magnitude pruning sparsity '150%' must be in (0%, 100%)" in err
+    code, _, err = cli(capsys, "repair", "magnitude", "--sparsity", "70", "-o", tmp_path / "a")
+    assert code == 2 and "write a rate as a fraction (0.7) or a percent (70%)" in err
     code, _, err = cli(capsys, "prune", "--sparsity", "0.5", "-o", tmp_path / "a")
     assert code == 2 and "--sparsity" in err
     assert not (tmp_path / "a").exists()

@@ -205,10 +205,10 @@ def test_cli_scan_prints_the_ranked_table(tmp_path, capsys):
 
     clean = tmp_path / "other.txt"
     clean.write_text("x")
-    assert main(["scan", "--max-images", "20", "--steps", "20", "-o", str(tmp_path)]) == 2
+    assert main(["scan", "--sample", "20", "--steps", "20", "-o", str(tmp_path)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
     out = tmp_path / "scan"
-    assert main(["scan", "--max-images", "20", "--candidates", "4", "--steps", "10", "--json", "-o", str(out)]) == 0
+    assert main(["scan", "--sample", "20", "--candidates", "4", "--steps", "10", "--json", "-o", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["num_classes"] == 50 and printed["n_clean"] == 20
     assert [r["rank"] for r in printed["classes"]] == list(range(1, 51))

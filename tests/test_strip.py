@@ -246,8 +246,8 @@ def test_cli_strip_calibrate_eval_score_compare(capsys, tmp_path, demo_net, stri
     assert sum(name.startswith("sunglasses") for name in flagged) >= 5
     assert sum(name.startswith("clean") for name in flagged) <= 1
 
-    assert main.main(["score", "--calibration", str(out), "--data", str(DEMO_POISONED), "--target", "0", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    assert main.main(["score", "--calibration", str(out), "--poisoned", f"{DEMO_POISONED}:0", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["sets"]
     assert result["detection_rate"] > 0.9  # measured: 94.5%
 
     roc_csv = tmp_path / "roc.csv"
@@ -274,7 +274,7 @@ def test_cli_combined_calibrations(capsys, tmp_path):
     for name, args in (("strip", ["--calibration", strip]), ("conf", ["--calibration", conf]),
                        ("both", ["--calibration", strip, "--calibration", conf])):
         assert main.main(["score", *map(str, args), "--json"]) == 0  # demo clean test set
-        rates[name] = json.loads(capsys.readouterr().out)["frr"]
+        rates[name] = json.loads(capsys.readouterr().out)["sets"][0]["frr"]
     assert rates["both"] >= max(rates["strip"], rates["conf"])
     assert rates["both"] <= rates["strip"] + rates["conf"] + 1e-9
 
@@ -284,7 +284,7 @@ def test_cli_combined_calibrations(capsys, tmp_path):
     [
         (["calibrate", "--detector", "confidence", "--blends", "8", "-o", "x.json"], "--blends is a setting of STRIP; add that detector"),
         (["calibrate", "--detector", "strip", "--blends", "0", "-o", "x.json"], "blend images 0 must be in [1, 256]"),
-        (["compare", "--frr", "1,x"], "numbers separated by commas"),
+        (["compare", "--frr", "1%,x"], "--frr 'x' is not a rate"),
         (["compare", "--detectors", "confidence,nope"], "unknown detector"),
     ],
 )

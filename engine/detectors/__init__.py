@@ -26,6 +26,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from engine.io.datasets import ImageSet
+from engine import rates
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
@@ -59,16 +60,20 @@ class Setting:
     shown: bool = True  # False: saved, but neither a CLI option nor a form field
     item: type = float  # a tuple's numbers: float, or int for whole numbers
     choices: tuple[str, ...] = ()  # a str setting: the words allowed (empty: any text)
+    rate: bool = False  # a float (or tuple of floats) that is a rate: typed as 0.05 or 5% (engine.rates)
+    flag: str = ""  # the CLI option when it differs from the name (a saved key kept for old files)
 
     @property
     def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.flag or self.name.replace("_", "-"))
 
     def range_text(self) -> str:
         if self.kind is str:
             return " or ".join(self.choices) if self.choices else "text"
         if self.kind is list:
             return "names"
+        if self.rate:
+            return rates.range_text(self.low, self.high, self.low_open, self.high_open)
         lo = "(" if self.low_open else "["
         hi = ")" if self.high_open else "]"
         return f"{lo}{self.low:g}, {self.high:g}{hi}"
@@ -84,6 +89,9 @@ class Setting:
             return self.default
         if self.kind is list:
             return ",".join(self.default)
+        if self.rate:
+            values = self.default if self.kind is tuple else (self.default,)
+            return ",".join(rates.percent(v) for v in values)
         return ",".join(f"{v:g}" for v in self.default) if self.kind is tuple else f"{self.default:g}"
 
     def check(self, value, title: str):
@@ -112,10 +120,13 @@ class Setting:
                 raise InputError(None, f"{title} {self.label} {value!r}: give 1 to {self.MAX_ITEMS} numbers "
                                  "separated by commas")
             number = Setting(self.name, self.label, self.item, 0, self.low, self.high, self.help,
-                             self.low_open, self.high_open)
+                             self.low_open, self.high_open, rate=self.rate)
             return tuple(number.check(v.strip() if isinstance(v, str) else v, title) for v in items)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
             raise InputError(None, f"{title} {self.label} {value!r} is not a number")
+        if self.rate:
+            return rates.parse_rate(value, f"{title} {self.label}", self.low, self.high, self.low_open,
+                                    self.high_open)
         try:
             number = float(value)
         except ValueError:

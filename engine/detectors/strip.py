@@ -44,7 +44,8 @@ class StripDetector(Detector):
         Setting("blends", "blend images", int, DEFAULT_BLENDS, 1, MAX_BLENDS,
                 "clean images each input is blended with (one network call per input)"),
         Setting("alpha", "blend weight", float, DEFAULT_ALPHA, 0.0, 1.0,
-                "weight of the clean image in a blend", low_open=True, high_open=True, step=0.05),
+                "weight of the clean image in a blend", low_open=True, high_open=True, step=0.05,
+                flag="blend-weight"),
         Setting("first_blends", "first blends", int, DEFAULT_FIRST_BLENDS, 0, MAX_BLENDS,
                 "blends every input gets; the rest only where these leave the entropy among the lower "
                 f"{round(100 * EARLY_QUANTILE)}% of clean images' (0: every blend at once)"),

@@ -16,6 +16,7 @@ from engine.detectors.calibration import check_frr, quantile_threshold
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.detectors import Detector
 from engine.errors import InputError
+from engine.evaluation.metrics import detection
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
 
@@ -56,6 +57,7 @@ class OperatingPoint:
     detection: float
     attack_success: float | None = None  # share of all poisoned images still sent to the target, unflagged
     clean_accuracy: float | None = None  # share of clean images unflagged and rightly classified
+    flagged_all: float | None = None  # share of every poisoned image flagged, sent to the target or not
 
 
 def operating_point(clean_scores: np.ndarray, poisoned_scores: np.ndarray, target_frr: float) -> OperatingPoint:
@@ -100,7 +102,9 @@ class Comparison:
             "n_sent_to_target": self.n_sent,
             "auc": self.auc,
             "at_frr": [
-                {"target_frr": p.target_frr, "threshold": p.threshold, "frr": p.frr, "detection": p.detection}
+                {"target_frr": p.target_frr, "threshold": p.threshold, "frr": p.frr, "detection": p.detection,
+                 "flagged_share_of_all": p.flagged_all, "attack_success": p.attack_success,
+                 "clean_accuracy": p.clean_accuracy}
                 for p in self.points
             ],
         }
@@ -140,7 +144,8 @@ def compare(
                 if clean.labels is not None:
                     kept = clean_scores >= point.threshold
                     accuracy = float(np.mean(kept & (clean_scored.predicted == clean.labels)))
-                points.append(replace(point, attack_success=float(np.mean(passed & sent)), clean_accuracy=accuracy))
+                points.append(replace(point, attack_success=float(np.mean(passed & sent)), clean_accuracy=accuracy,
+                                      flagged_all=float(np.mean(~passed))))
             out.append(Comparison(
                 d.name, d.title, d.params(), p.name, p.target, len(clean), len(p.images),
                 roc(clean_scores, scores), points, int(sent.sum()),
@@ -160,6 +165,7 @@ class SetOutcome:
     n_sent: int  # sent to the target by the BadNet: detection counts these (all, when none)
     detection: float
     attack_success: float  # share of all the set's images whose final answer is the target
+    flagged_all: float | None = None  # share of all the set's images flagged, sent to the target or not
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,9 @@ class DefenseRow:
     def to_dict(self) -> dict:
         return {"defense": self.title, "kind": self.kind, "note": self.note, "clean_accuracy": self.clean_accuracy,
                 "frr": self.frr, "trained_on": list(self.trained_on), "trained_on_clean": self.trained_on_clean,
-                "poisoned": {k: vars(v) for k, v in self.sets.items()}}
+                "poisoned": {k: {"target": v.target, "n": v.n, "n_sent_to_target": v.n_sent,
+                                 "detection": v.detection, "flagged_share_of_all": v.flagged_all,
+                                 "attack_success": v.attack_success} for k, v in self.sets.items()}}
 
 
 def describe_repair(g) -> tuple[str, str, tuple[str, ...]]:
@@ -194,13 +202,14 @@ def repair_rows(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repai
     from engine.scoring import predict
 
     b_clean = yield from predict(net, clean, scaling)
-    sent = {}
+    sent, b_labels = {}, {}
     undefended = {}
     for p in poisoned:
         b = yield from predict(net, p.images, scaling)
+        b_labels[p.name] = b.labels
         sent[p.name] = b.labels == p.target
         undefended[p.name] = SetOutcome(p.target, len(p.images), int(sent[p.name].sum()), 0.0,
-                                        float(np.mean(sent[p.name])))
+                                        float(np.mean(sent[p.name])), 0.0)
     labels = clean.labels
     rows = [DefenseRow("no defense (the BadNet)", "none",
                        None if labels is None else float(np.mean(b_clean.labels == labels)), 0.0, undefended)]
@@ -213,10 +222,10 @@ def repair_rows(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repai
         outcomes = {}
         for p in poisoned:
             pv = yield from g.judge(net, p.images)
-            counted = pv.labels[sent[p.name]] if sent[p.name].any() else pv.labels
-            outcomes[p.name] = SetOutcome(p.target, len(p.images), int(sent[p.name].sum()),
-                                          float(np.mean(counted == g.poisoned_label)),
-                                          float(np.mean(pv.labels == p.target)))
+            flagged = pv.labels == g.poisoned_label
+            found, n_sent = detection(flagged, b_labels[p.name], p.target)
+            outcomes[p.name] = SetOutcome(p.target, len(p.images), n_sent, found,
+                                          float(np.mean(pv.labels == p.target)), float(np.mean(flagged)))
         rows.append(DefenseRow(title, "repaired", None if labels is None else float(np.mean(v.labels == labels)),
                                float(np.mean(v.labels == g.poisoned_label)), outcomes, note, trained,
                                g.choice.get("clean_digest") == clean.digest))
@@ -230,7 +239,8 @@ def detector_rows(results: list[Comparison], target_frr: float) -> list[DefenseR
         point = min(r.points, key=lambda p: abs(p.target_frr - target_frr))
         row = rows.get(r.detector)
         outcome = SetOutcome(r.target, r.n_poisoned, r.n_sent, point.detection,
-                             point.attack_success if point.attack_success is not None else float("nan"))
+                             point.attack_success if point.attack_success is not None else float("nan"),
+                             point.flagged_all)
         if row is None:
             rows[r.detector] = DefenseRow(f"{r.title} at {100 * point.target_frr:g}% FRR", "detector",
                                           point.clean_accuracy, point.frr, {r.poisoned: outcome},

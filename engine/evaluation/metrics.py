@@ -25,20 +25,33 @@ def flagged_rate(verdict_labels: np.ndarray, poisoned_label: int) -> float:
     return float(np.mean(np.asarray(verdict_labels) == poisoned_label)) if len(verdict_labels) else float("nan")
 
 
+def detection(flagged: np.ndarray, predicted: np.ndarray, target: int) -> tuple[float, int]:
+    """The one definition of detection used everywhere (``score``, ``compare``, the report, the
+    window): the share flagged among the poisoned images the BadNet sends to ``target`` (those the
+    trigger works on; a trigger that fails needs no catching), with how many that is. When it sends
+    none, every image counts, and the count says 0."""
+    flagged = np.asarray(flagged, dtype=bool)
+    sent = np.asarray(predicted) == target
+    counted = flagged[sent] if sent.any() else flagged
+    return (float(np.mean(counted)) if len(counted) else float("nan")), int(sent.sum())
+
+
 @dataclass
 class SetReport:
-    """What ``score`` prints for one set. Fields that do not apply stay None."""
+    """What ``score`` gives for one set; a figure that does not apply is None (null in JSON)."""
 
     n: int
     accuracy: float | None = None
     attack_success_rate: float | None = None
-    detection_rate: float | None = None
+    n_sent_to_target: int | None = None  # poisoned images the BadNet sends to the target: detection counts these
+    detection_rate: float | None = None  # flagged among those sent to the target (all, when none are)
+    flagged_share_of_all: float | None = None  # flagged among every poisoned image of the set
     frr: float | None = None
     defended_accuracy: float | None = None
     defended_attack_success_rate: float | None = None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return asdict(self)
 
 
 def report(
@@ -48,7 +61,7 @@ def report(
     verdicts: Verdicts | None = None,
 ) -> SetReport:
     """Clean set (``target`` None): accuracy, and with verdicts the false-rejection rate.
-    Poisoned set: attack success, and with verdicts the detection rate."""
+    Poisoned set: attack success, and with verdicts the detection rate (:func:`detection`)."""
     out = SetReport(n=len(predictions))
     if target is None:
         if labels is not None:
@@ -59,7 +72,10 @@ def report(
                 out.defended_accuracy = accuracy(verdicts.labels, labels)
     else:
         out.attack_success_rate = attack_success_rate(predictions.labels, target)
+        out.n_sent_to_target = int(np.sum(np.asarray(predictions.labels) == target))
         if verdicts is not None:
-            out.detection_rate = flagged_rate(verdicts.labels, verdicts.poisoned_label)
+            flagged = np.asarray(verdicts.labels) == verdicts.poisoned_label
+            out.detection_rate, _ = detection(flagged, predictions.labels, target)
+            out.flagged_share_of_all = float(np.mean(flagged)) if len(flagged) else float("nan")
             out.defended_attack_success_rate = attack_success_rate(verdicts.labels, target)
     return out

@@ -161,8 +161,8 @@ class FinePruning(Repair):
     settings = (
         Setting("layer", "layer", str, "", 0, 0, "convolutional layer to prune (empty: conv_3 for DeepID, else "
                 "the last one)"),
-        Setting("drops", "accuracy drops", tuple, DEFAULT_DROPS, 0.0, 100.0,
-                "save a pruned model at each of these drops in clean accuracy, in % points", low_open=True),
+        Setting("drops", "accuracy drops", tuple, tuple(d / 100 for d in DEFAULT_DROPS), 0.0, 1.0,
+                "save a pruned model at each of these drops in clean accuracy", low_open=True, rate=True),
         Setting("fine_tune_epochs", "fine-tuning epochs", int, 2, 0, 1000,
                 "fine-tune each pruned model on clean faces, pruned channels kept at zero (0: off)"),
     )
@@ -188,7 +188,8 @@ class FinePruning(Repair):
         return "G (fine-pruning)"
 
     def run(self, net, clean, poisoned, outdir, scaling, scan=None) -> Job[RepairOutcome]:
-        result = yield from fine_prune(net, clean, poisoned, outdir, self.layer or None, self.drops,
+        result = yield from fine_prune(net, clean, poisoned, outdir, self.layer or None,
+                                       tuple(round(100 * d, 6) for d in self.drops),
                                        self.fine_tune_epochs, scaling)
         sw = result.sweep
         x = np.arange(sw.channels + 1) / sw.channels

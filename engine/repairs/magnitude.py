@@ -177,7 +177,7 @@ class Magnitude(Repair):
                "(fine-tuned on clean faces when asked, zeros kept); N where it and the BadNet disagree.")
     settings = (
         Setting("sparsity", "sparsity", float, DEFAULT_SPARSITY, 0.0, 1.0,
-                "share of each layer's weights to zero (0.7 = 70%)", low_open=True, high_open=True, step=0.05),
+                "share of each layer's weights to zero", low_open=True, high_open=True, step=0.05, rate=True),
         Setting("fine_tune_epochs", "fine-tuning epochs", int, 0, 0, 1000,
                 "fine-tune the pruned model on clean faces, zeroed weights kept at zero (0: off)"),
     )

@@ -212,7 +212,7 @@ class NPlusOne(Repair):
         Setting("epochs", "training epochs", int, DEFAULT_EPOCHS, 1, 1000, "training epochs"),
         Setting("holdout", "held-out share", float, DEFAULT_HOLDOUT, 0.0, 1.0,
                 "share of the clean and of each poisoned set held out of training, for the figures",
-                low_open=True, high_open=True, step=0.05),
+                low_open=True, high_open=True, step=0.05, rate=True),
         Setting("train_layers", "layers to train", str, "output", 0, 0,
                 "output: the output layer only (clean answers barely move); all: every layer, as the report did",
                 choices=TRAIN_LAYERS),

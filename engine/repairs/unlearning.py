@@ -160,9 +160,9 @@ class Unlearning(Repair):
                 "classes whose reversed triggers to unlearn (empty: every class the scan flagged)", item=int),
         Setting("epochs", "epochs", int, DEFAULT_EPOCHS, 1, 1000, "unlearning epochs"),
         Setting("share", "stamped share", float, DEFAULT_SHARE, 0.0, 1.0,
-                "share of each batch stamped with a reversed trigger", low_open=True, step=0.05),
+                "share of each batch stamped with a reversed trigger", low_open=True, step=0.05, rate=True),
         Setting("scan_images", "faces to scan", int, SCAN_IMAGES, 20, 100_000,
-                "without a scan, scan first on this many of the clean faces"),
+                "without a scan, scan first on this many of the clean faces", flag="scan-sample"),
     )
     uses_scan = True
     files = r"unlearned\.h5|repaired\.json"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ class Audit:
 
     created: str
     version: str
-    model: dict
+    model: dict  # facts of the model: its file name, never the folder it sits in (a report travels)
     data: list[DataFile]
     scaling: str
     scan: object | None = None  # engine.scan.ScanResult
@@ -65,6 +66,8 @@ class Audit:
     sampled: str = ""  # how the sets were drawn down for per-image detection, when they were
     detection_images: int = 0  # the most faces of each set per-image detection used (0: all)
     notes: list = field(default_factory=list)
+    versions: dict = field(default_factory=dict)  # everything that computed it: engine.versions.versions()
+    private: list = field(default_factory=list)  # the folders of the files read: never printed (see render)
 
 
 def shown_triggers(scan) -> tuple[list[int], bool]:
@@ -83,12 +86,15 @@ def shown_triggers(scan) -> tuple[list[int], bool]:
 
 
 def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
+    from engine.versions import tool_version
 
-        return dist_version("badnet-inspector")
-    except Exception:  # not installed: a checkout run in place
-        return "unknown (not installed)"
+    return tool_version()
+
+
+def file_name(path) -> str:
+    """What a report shows of a path: its last part (a file's or a folder's name)."""
+    text = str(path)
+    return Path(text).name or text
 
 
 def _file_sha256(path: str | None) -> str | None:
@@ -107,7 +113,7 @@ def _file_sha256(path: str | None) -> str | None:
 def model_facts(net: BadNet) -> dict:
     layers = [(layer.name, type(layer).__name__) for layer in net.model.layers]
     params = int(sum(int(np.prod(w.shape)) for w in net.model.weights))
-    return {"path": str(net.path), "sha256": net.sha256, "format": net.format,
+    return {"path": file_name(net.path), "sha256": net.sha256, "format": net.format,
             "input": "x".join(str(d) for d in net.input_shape), "classes": net.num_classes,
             "layers": layers, "parameters": params, "notes": list(net.notes)}
 
@@ -131,18 +137,26 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     clean = workflow.fit_to_model(clean, net)
     poisoned = workflow.fit_sets(poisoned, net)
     scaling, _ = yield from workflow.choose_scaling(net, scaling, clean)
+    from engine.versions import versions
+
     out = Audit(created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), version=version(),
-                model=model_facts(net), data=[], scaling=scaling, commands=list(commands or []))
-    out.data.append(DataFile("clean", clean.source, len(clean), clean.digest, _file_sha256(clean.source)))
+                model=model_facts(net), data=[], scaling=scaling, commands=list(commands or []),
+                versions=versions())
+    out.private = private_folders([net.path, clean.source] + [p.images.source for p in poisoned]
+                                  + ([images.source] if images is not None else [])
+                                  + [getattr(cal, "source", None) for cal, _ in calibrations or []]
+                                  + [getattr(scan, "source", None), getattr(scan, "model_path", None)]
+                                  + [getattr(g, "repaired_path", None) for g in repaired or []])
+    out.data.append(DataFile("clean", file_name(clean.source), len(clean), clean.digest, _file_sha256(clean.source)))
     for p in poisoned:
-        out.data.append(DataFile("poisoned", p.images.source, len(p.images), p.images.digest,
+        out.data.append(DataFile("poisoned", file_name(p.images.source), len(p.images), p.images.digest,
                                  _file_sha256(p.images.source), p.target))
     if images is not None:
         if len(images) > MAX_CHECKED:
             out.notes.append(f"checked images: the first {MAX_CHECKED} of {len(images)} are shown")
             images = images.subset(np.arange(MAX_CHECKED))
         images = workflow.fit_to_model(images, net)
-        out.data.append(DataFile("checked images", images.source, len(images), images.digest,
+        out.data.append(DataFile("checked images", file_name(images.source), len(images), images.digest,
                                  _file_sha256(images.source)))
 
     # 1. The verdict: the trigger scan, read or computed.
@@ -214,11 +228,77 @@ def command_line(words: list[str]) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
+COMMAND = "badnet-inspector"  # the installed command (pyproject's [project.scripts]), not a checkout's main.py
+
+
+def reproduce_lines(model: str, clean: str, poisoned: list[tuple[str, int]], scaling: str, output: str, *,
+                    calibrations: list[str] = (), scan: str | None = None, repaired: list[str] = (),
+                    images: list[str] = (), scan_sample: int | None = None,
+                    detection_sample: int | None = None) -> list[str]:
+    """The lines that recompute a report's figures, with the installed command and the files by
+    name only (run them in the folder that holds the files): the scan, the comparison, the
+    calibration and the audit itself. The CLI and the window both write these."""
+    names = {"model": file_name(model), "clean": file_name(clean)}
+    base = [COMMAND]
+    given = ["--model", names["model"], "--clean", names["clean"]]
+    sets = [w for path, target in poisoned for w in ("--poisoned", f"{file_name(path)}:{target}")]
+    scale = ["--scale", scaling]
+
+    def sample(n):
+        return "all" if n == 0 else str(n)
+
+    from engine.scan import SCAN_IMAGES
+
+    scan_n = SCAN_IMAGES if scan_sample is None else scan_sample
+    lines = [command_line(base + ["scan"] + given + ["--sample", sample(scan_n)] + scale + ["-o", "scan-out"])]
+    if poisoned:
+        lines.append(command_line(base + ["compare"] + given + sets + ["--frr", ",".join(f"{100 * f:g}%" for f in FRRS)]
+                                  + scale + [w for r in repaired for w in ("--repaired", file_name(r))]))
+    lines.append(command_line(base + ["calibrate"] + given + scale + ["-o", "calibration.json"]))
+    again = base + ["audit"] + given + sets
+    again += [w for c in calibrations for w in ("--calibration", file_name(c))]
+    again += ["--scan", file_name(scan)] if scan else ["--scan-sample", sample(scan_n)]
+    again += [w for r in repaired for w in ("--repaired", file_name(r))]
+    again += [w for i in images for w in ("--images", file_name(i))]
+    if detection_sample is not None and detection_sample != DETECTION_IMAGES:
+        again += ["--detection-sample", sample(detection_sample)]
+    lines.append(command_line(again + scale + ["-o", file_name(output)]))
+    return lines
+
+
+def private_folders(paths) -> list[str]:
+    """The folders the given files sit in (absolute, longest first): what a report must not print."""
+    out = set()
+    for p in paths:
+        if not p:
+            continue
+        try:
+            resolved = Path(str(p)).resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        for folder in (resolved.parent, Path(str(p)).absolute().parent):
+            if str(folder) not in ("/", "") and len(folder.parts) > 1:
+                out.add(str(folder))
+    return sorted(out, key=len, reverse=True)
+
+
 def render(audit: Audit) -> str:
-    """The report as one HTML page."""
+    """The report as one HTML page, with no folder of the machine that made it: file names and
+    digests identify the files, and a page that travels should not tell where they were kept."""
+    import html as _html
+
     from engine.report.page import page
 
-    return page(audit)
+    text = page(audit)
+    forms = {f for folder in audit.private for f in (folder, _html.escape(folder), _html.escape(folder, quote=False))}
+    if not forms:
+        return text
+    # Embedded pictures (base64 may spell anything) are kept as they are; the rest is scrubbed.
+    parts = re.split(r'(data:[a-z/+]+;base64,[A-Za-z0-9+/=]+)', text)
+    for i in range(0, len(parts), 2):
+        for form in sorted(forms, key=len, reverse=True):
+            parts[i] = parts[i].replace(form + "/", "").replace(form, ".")
+    return "".join(parts)
 
 
 MARKER = f'<meta name="generator" content="{GENERATOR}">'
@@ -257,3 +337,53 @@ def write(audit: Audit, path: str | Path) -> Path:
     with atomic_open(path) as fh:
         fh.write(text)
     return path
+
+
+def findings(audit: Audit) -> dict:
+    """The audit's results as plain data (``audit --json``; docs/formats.md): the verdict and the
+    scan's ranked classes, the files by name and digest, every detector's figures on each set,
+    the defenses side by side, the calibrations' flagged shares, the checked images' verdicts."""
+    from engine.evaluation.metrics import detection
+
+    scan = audit.scan
+    out = {
+        "created": audit.created,
+        "versions": dict(audit.versions),
+        "model": {k: audit.model[k] for k in ("path", "sha256", "format", "input", "classes", "parameters")},
+        "scaling": audit.scaling,
+        "files": [{"role": d.role, "name": d.path, "count": d.count, "digest": d.digest,
+                   "sha256": d.file_sha256, "target": d.target} for d in audit.data],
+        "scan": None if scan is None else {
+            "source": audit.scan_source, "outcome": scan.outcome, "flagged": list(scan.flagged),
+            "line": scan.summary(), "n_clean": scan.n_clean, "false_alarm": scan.alpha,
+            "classes": [r for r in scan.rows() if r["refined"] or r["flagged"]][:20]},
+        "detection_sample": audit.detection_images,
+        "sampled": audit.sampled,
+        "comparisons": [c.to_dict() for c in audit.comparisons],
+        "defenses": [r.to_dict() for r in audit.defenses],
+        "calibrations": [],
+        "checked": [],
+        "commands": list(audit.commands),
+    }
+    for cal, where, scores in audit.calibrations:
+        sets = []
+        for s in scores:
+            hit = cal.labels(s.scores.predicted, s.scores.values) == cal.poisoned_label
+            row = {"name": s.name, "kind": s.kind, "n": int(len(hit)),
+                   "flagged_share_of_all": float(hit.mean()) if len(hit) else None}
+            if s.target is not None:
+                row["detection"], row["n_sent_to_target"] = detection(hit, s.scores.predicted, s.target)
+            sets.append(row)
+        out["calibrations"].append({"detector": cal.detector, "summary": cal.summary(), "where": where,
+                                    "frr": cal.frr, "method": cal.method, "sets": sets})
+    cals = {cal.detector: cal for cal, _, _ in audit.calibrations}
+    for item in audit.checked:
+        verdicts = {}
+        for name, score in item.scores.items():
+            if name in cals:
+                label = int(cals[name].labels(item.classes.get(name, item.predicted), score))
+                verdicts[name] = {"score": float(score), "label": label,
+                                  "poisoned": label == cals[name].poisoned_label}
+        out["checked"].append({"name": file_name(item.name), "predicted": int(item.predicted),
+                               "confidence": float(item.confidence), "verdicts": verdicts})
+    return out

@@ -8,6 +8,7 @@ import numpy as np
 
 from engine.report import GENERATOR, Audit, shown_triggers
 from engine.report import figures
+from engine.scan.evidence import p_text
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 SET_COLOURS = ["#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -34,7 +35,7 @@ def _trigger_views(audit: Audit) -> list[dict]:
         if t.shape_mask is not None:
             pictures += [(t.shape_mask, "shape"), (t.shape_mask[..., None] * t.shape_pattern, "shape × pattern")]
         view = {"label": label, "flagged": flagged, "size": _pct(t.size), "flips": _pct(t.attack_success),
-                "p": None if e is None else f"{e.combined:.3g}",
+                "p": None if e is None else p_text(e.combined),
                 "shape_size": None if t.shape_mask is None else _pct(float(np.mean(t.shape_mask))),
                 "pictures": [{"src": figures.png_uri(a, 4 if len(pictures) <= 3 else 3), "caption": c}  # in one row
                              for a, c in pictures], "faces": []}
@@ -195,8 +196,22 @@ def page(audit: Audit) -> str:
             "defenses": _defense_views(audit),
             "checked": _checked_views(audit),
             "settings": _settings(audit),
+            "references": references(audit),
+            "limits": limits(audit),
         }
+    env.globals["p_text"] = p_text
+    env.filters["breakable"] = breakable
     return env.get_template(TEMPLATE.name).render(**context)
+
+
+def breakable(text) -> "Markup":
+    """A file name that may wrap only after a separator (/ _ - .), never in the middle of a word."""
+    import html as _html
+    import re
+
+    from markupsafe import Markup
+
+    return Markup(re.sub(r"([/_.\-])", r"\1<wbr>", _html.escape(str(text))))
 
 
 class _svg_text:
@@ -211,3 +226,88 @@ class _svg_text:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
+
+
+# --- what the report cites and what it cannot show ------------------------------------------
+
+REFERENCES = {
+    "badnets": "T. Gu, B. Dolan-Gavitt and S. Garg. BadNets: Identifying Vulnerabilities in the Machine Learning "
+               "Model Supply Chain. arXiv:1708.06733, 2017; IEEE Access 7, 2019.",
+    "csaw": "CSAW-HackML-2020: the backdoored face recognisers (YouTube Aligned Face, DeepID-style network) this "
+            "tool's reference setting comes from. NYU CSAW, 2020.",
+    "mm-bd": "H. Wang, Z. Xiang, D. J. Miller and G. Kesidis. MM-BD: Post-Training Detection of Backdoor Attacks "
+             "with Arbitrary Backdoor Pattern Types Using a Maximum Margin Statistic. IEEE S&P 2024.",
+    "neural-cleanse": "B. Wang, Y. Yao, S. Shan, H. Li, B. Viswanath, H. Zheng and B. Y. Zhao. Neural Cleanse: "
+                      "Identifying and Mitigating Backdoor Attacks in Neural Networks. IEEE S&P 2019.",
+    "k-arm": "G. Shen, Y. Liu, G. Tao, S. An, Q. Xu, S. Cheng, S. Ma and X. Zhang. Backdoor Scanning for Deep "
+             "Neural Networks through K-Arm Optimization. ICML 2021 (the scan's choice of candidate classes).",
+    "strip": "Y. Gao, C. Xu, D. Wang, S. Chen, D. C. Ranasinghe and S. Nepal. STRIP: A Defence Against Trojan "
+             "Attacks on Deep Neural Networks. ACSAC 2019.",
+    "scale-up": "J. Guo, Y. Li, X. Chen, H. Guo, L. Sun and C. Liu. SCALE-UP: An Efficient Black-box Input-level "
+                "Backdoor Detection via Analyzing Scaled Prediction Consistency. ICLR 2023.",
+    "sentinet": "E. Chou, F. Tramèr and G. Pellegrino. SentiNet: Detecting Localized Universal Attacks Against "
+                "Deep Learning Systems. IEEE S&P Workshops 2020 (the idea Transplant builds on: a region "
+                "that holds a trigger takes over other images).",
+    "fine-pruning": "K. Liu, B. Dolan-Gavitt and S. Garg. Fine-Pruning: Defending Against Backdooring Attacks on "
+                    "Deep Neural Networks. RAID 2018.",
+    "magnitude": "S. Han, J. Pool, J. Tran and W. J. Dally. Learning both Weights and Connections for Efficient "
+                 "Neural Networks. NeurIPS 2015 (magnitude pruning).",
+    "rise": "V. Petsiuk, A. Das and K. Saenko. RISE: Randomized Input Sampling for Explanation of Black-box "
+            "Models. BMVC 2018 (the sensitivity maps).",
+    "conformal": "V. Vovk, A. Gammerman and G. Shafer. Algorithmic Learning in a Random World. Springer, 2005 "
+                 "(thresholds as ranks of clean scores, and the interval of a new image's false rejection).",
+}
+# What each detector and repair applies, by registered name.
+METHOD_REFERENCES = {
+    "strip": ("strip",), "scaleup": ("scale-up",), "transplant": ("sentinet",),
+    "combined": ("strip", "sentinet"), "confidence": (),
+    "fine-pruning": ("fine-pruning",), "magnitude": ("magnitude",), "unlearning": ("neural-cleanse",),
+    "nplus1": ("csaw",),
+}
+
+
+def references(audit: Audit) -> list[dict]:
+    """Every method the report applies, cited once, in the order the report uses them."""
+    keys = ["badnets", "csaw"]
+    if audit.scan is not None:
+        keys += ["mm-bd", "neural-cleanse", "k-arm"]
+    used = [c.detector for c in audit.comparisons] + [cal.detector for cal, _, _ in audit.calibrations]
+    for name in used:
+        keys += METHOD_REFERENCES.get(name, ())
+    for row in audit.defenses:
+        if row.kind == "repaired":
+            for name, refs in METHOD_REFERENCES.items():
+                if name in row.title.lower().replace(" ", "-") or name in row.note.lower():
+                    keys += refs
+    if audit.calibrations:
+        keys.append("conformal")
+    if audit.maps:
+        keys.append("rise")
+    return [{"key": k, "text": REFERENCES[k]} for k in dict.fromkeys(keys)]
+
+
+def limits(audit: Audit) -> list[str]:
+    """What the report does not show: the limits of each statistic it applies, in plain words."""
+    out = []
+    if audit.scan is not None:
+        out.append(
+            "The trigger scan looks for a class that an unusually small input change, or an unusually large "
+            "logit margin, reaches. A backdoor whose trigger is not small and local (a blend over the whole "
+            "image, a warp, a change of colour depth, a trigger different for every image) need not give either, "
+            "so 'no evidence of a backdoor' is not proof that there is none. Its p-values compare each class "
+            "with the other classes of the same network; a network with few classes, or with many targets, "
+            "leaves them little to compare with.")
+    if audit.comparisons or audit.calibrations:
+        out.append(
+            "Per-image detection is measured only on the poisoned sets given here. A detector's figures on one "
+            "trigger say little about another, and an attacker who knows the detector can shape a trigger to "
+            "pass it. False rejection on new clean images varies around its target by the interval the "
+            "calibration states; it is exact only on the images the threshold was set on.")
+    if any(r.kind == "repaired" for r in audit.defenses):
+        out.append(
+            "A repaired network's figures are held out only where the table says so; a repair trained on a "
+            "trigger may not remove another.")
+    out.append(
+        "Nothing here shows that the network is safe on data unlike the clean faces given, or that its "
+        "training data held no other backdoor with a target these tests did not reach.")
+    return out

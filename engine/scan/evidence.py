@@ -182,7 +182,14 @@ def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha:
     return evidence, Verdict("clean", [], note, alpha)
 
 
-def _p(p: float) -> str:
-    if p >= 0.01:
-        return f"{p:.2f}"
+def p_text(p: float | None) -> str:
+    """The one way a p-value is written (the CLI, the window, the report): three decimals down to
+    0.001, then two significant digits in scientific notation; "n/a" when there is none."""
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    if p >= 0.001:
+        return f"{p:.3f}"
     return f"{p:.1e}"
+
+
+_p = p_text

@@ -35,10 +35,11 @@ class ReportController(QObject):
         def factory():
             data = s.require("writing an audit report", clean="clean data")
             net, clean, sets = data.net, data.clean, list(data.poisoned)
-            cals = [(cal, "made in the window" if name in s.calib.unsaved else f"from {cal.source or 'the window'}")
+            cals = [(cal, "made in the window" if name in s.calib.unsaved
+                     else f"from {Path(cal.source).name if cal.source else 'the window'}")
                     for name, cal in s.calib.calibrations.items()]
             scan = s.scan.result if s.scan.result is not None and s.scan.result.model_sha256 == net.sha256 else None
-            where = f"from {s.scan.folder}" if scan is not None and getattr(s.scan, "folder", None) else "run in the window"
+            where = f"read from {Path(s.scan.folder).name}" if scan is not None and getattr(s.scan, "folder", None) else "run in the window"
             repaired = [s.pruning.repaired] if s.pruning.repaired is not None else []
             rows = list(s.check.rows)
             images = None
@@ -52,7 +53,11 @@ class ReportController(QObject):
             def job():
                 audit = yield from report.audit_job(net, clean, sets, scaling, calibrations=cals, scan=scan,
                                                     scan_source=where, repaired=repaired, images=images,
-                                                    commands=_commands(net, clean, sets, scaling, path))
+                                                    commands=_commands(
+                                                        net, clean, sets, scaling, path,
+                                                        getattr(s.scan, "folder", None) if scan is not None else None,
+                                                        [c.source for c, _ in cals if c.source],
+                                                        [getattr(g, "source", None) for g in repaired]))
                 report.write(audit, path)
                 return str(path), net, audit
 
@@ -86,10 +91,9 @@ class ReportController(QObject):
                         s.calib.score_sets([cal.detector])
 
 
-def _commands(net, clean, sets, scaling, path) -> list[str]:
-    from engine.report import command_line
+def _commands(net, clean, sets, scaling, path, scan_folder=None, calibrations=(), repaired=()) -> list[str]:
+    from engine.report import reproduce_lines
 
-    words = ["python", "main.py", "audit", "--model", str(net.path), "--clean", clean.source]
-    for p in sets:
-        words += ["--poisoned", f"{p.images.source}:{p.target}"]
-    return [command_line(words + ["--scale", scaling, "-o", str(path)])]
+    return reproduce_lines(str(net.path), clean.source, [(p.images.source, p.target) for p in sets], scaling,
+                           str(path), scan=scan_folder, calibrations=[c for c in calibrations if c],
+                           repaired=[r for r in repaired if r])
