@@ -18,7 +18,7 @@ Targets (issue 21): the demo's audit with its defaults in at most 2 minutes (the
 ``--csaw``: at CSAW scale instead, the real CSAW sunglasses BadNet with 11,547 clean and 12,830
 poisoned faces augmented from the 20-face sample (``_common.augmented_faces``; a random-weight
 DeepID without ../shared/csaw): the audit as it runs by default, per-image detection on 2,000
-faces of each set, against the audit on every face (``--detection-images 0``), both given the
+faces of each set, against the audit on every face (``--detection-sample all``), both given the
 same scan. Slow: the every-face audit takes many minutes.
 """
 
@@ -75,7 +75,7 @@ def csaw_scale() -> None:
         print(f"ours:  audit, detection on {report.DETECTION_IMAGES:,} faces of each set (the default): "
               f"{t_drawn:7.1f} s, {size / 1e6:.2f} MB")
         size, t_all = timed(lambda: audit(0, Path(tmp) / "all.html"))
-        print(f"plain: audit on every face (--detection-images 0):                {t_all:7.1f} s, {size / 1e6:.2f} MB")
+        print(f"plain: audit on every face (--detection-sample all):              {t_all:7.1f} s, {size / 1e6:.2f} MB")
         print(f"ratio default / every face: {t_drawn / t_all:.2f}")
 
 

@@ -339,7 +339,11 @@ def cmd_repair(args) -> int:
     """Any registered repair: its settings from the options, one request, its lines printed."""
     request = workflow.RepairRequest(args.method, given_settings(args), optional_path(args.output),
                                      optional_path(getattr(args, "scan", None)))
-    outcome = drive(workflow.run(request, sources(args), args.scale, warn if args.json else note), args.json)
+    from engine.repairs import repair_class
+
+    needs = repair_class(args.method).needs_poisoned
+    outcome = drive(workflow.run(request, sources(args, poisoned_needed=needs), args.scale,
+                                 warn if args.json else note), args.json)
     out = Path(outcome.outdir)
     if args.json:
         b = outcome.bundle

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider, QSearchableComboBox
 
+from engine.evaluation.metrics import detection
 from engine.workflow import CLEAN, POISONED, SetScores
 from engine.detectors import DETECTORS
 from gui.plots import export_plot_png
@@ -534,10 +535,8 @@ class HistogramPanel(QWidget):
                     f"over all classes {_pct(whole)}"
                 )
             else:
-                lines.append(
-                    f"{s.name}: flagged here {int(below.sum())} of {int(mine.sum())}; "
-                    f"detection rate over the whole set <b>{_pct(whole)}</b>"
-                )
+                lines.append(f"{s.name}: flagged here {int(below.sum())} of {int(mine.sum())}; over the whole set "
+                             + detection_text(whole, s))
         self.per_class.readout.setText("<br>".join(lines))
 
     def _update_pooled_readout(self) -> None:
@@ -547,9 +546,20 @@ class HistogramPanel(QWidget):
         parts = [f"one threshold <b>{t:.6f}</b> for every class"]
         for s in self._scores:
             below = s.scores.values < t
-            what = "false rejection" if s.kind == CLEAN else "detection rate"
-            parts.append(f"{'clean' if s.kind == CLEAN else s.name}: {what} <b>{_pct(below)}</b>")
+            if s.kind == CLEAN:
+                parts.append(f"clean: false rejection <b>{_pct(below)}</b>")
+            else:
+                parts.append(f"{s.name}: " + detection_text(below, s))
         self.pooled.readout.setText("<br>".join(parts))
+
+
+def detection_text(flagged: np.ndarray, s: SetScores) -> str:
+    """Detection as everywhere (engine.evaluation.metrics.detection: over the images the BadNet
+    sends to the target), with the share of the whole set beside it."""
+    found, n_sent = detection(flagged, s.scores.predicted, s.target)
+    counted = f"of the {n_sent} sent to class {s.target}" if n_sent else "none sent to the target: of all"
+    return (f"detection <b>{'n/a' if np.isnan(found) else f'{100 * found:.1f}%'}</b> ({counted}); "
+            f"flagged, all poisoned {_pct(flagged)}")
 
 
 def _pct(mask: np.ndarray) -> str:

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CSAW = Path(os.environ.get("BADNET_SHARED", ROOT.parent / "shared")) / "csaw"
 
 # The layers, by file: `-m gui`, `-m cli`, `-m engine` run one of them.
-LAYERS = {"test_gui.py": "gui", "test_controllers.py": "gui", "test_cli.py": "cli", "test_bad_input.py": "cli"}
+LAYERS = {"test_gui.py": "gui", "test_controllers.py": "gui", "test_cli.py": "cli", "test_bad_input.py": "cli",
+          "test_first_contact.py": "cli"}
 
 
 def pytest_collection_modifyitems(config, items):

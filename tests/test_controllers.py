@@ -122,7 +122,7 @@ def test_a_repair_runs_from_its_declared_settings_and_becomes_g(session, tmp_pat
     errors = []
     session.error.connect(errors.append)
     session.pruning.run("magnitude", {"sparsity": 2}, tmp_path / "mag2")  # the setting's own check
-    assert errors and "sparsity 2 must be in (0, 1)" in errors[-1] and not (tmp_path / "mag2").exists()
+    assert errors and "sparsity 2 must be in (0%, 100%)" in errors[-1] and not (tmp_path / "mag2").exists()
     assert session.pruning.repaired is outcome.bundle  # what was made stays
 
 

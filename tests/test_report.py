@@ -18,7 +18,7 @@ from engine import progress, report
 from engine.errors import InputError
 from engine.io.datasets import PoisonedSet, read
 
-SECTIONS = ["verdict", "model", "triggers", "detection", "defenses", "checked", "reproduce"]
+SECTIONS = ["verdict", "model", "triggers", "detection", "defenses", "checked", "limits", "reproduce", "references"]
 
 
 class Page(html.parser.HTMLParser):
@@ -69,7 +69,7 @@ def test_one_self_contained_page_with_every_section_in_order(small_audit, demo_n
     assert "python main.py audit -o r.html" in body
     # Every detector's curve, the confidence histogram, the calibration's histogram: inline SVG.
     assert text.count("<svg") == 3
-    checked = text[text.index('<section id="checked">'):text.index('<section id="reproduce">')]
+    checked = text[text.index('<section id="checked">'):text.index('<section id="limits">')]
     assert len(re.findall(r'<img src="data:image/png', checked)) == 3  # the checked images' thumbnails
     assert report.is_report_text(text)
 
@@ -212,7 +212,7 @@ def test_cli_audit(small_demo, short_scan, tmp_path, capsys):
     assert f"wrote audit report {out}" in capsys.readouterr().out
     page = Page(out.read_text())
     assert page.sections == SECTIONS
-    assert f"python main.py audit --model {main_model()} --clean {small_demo['clean']}" in " ".join(page.text)
+    assert f"badnet-inspector audit --model {main_model()} --clean {small_demo['clean'].name}" in " ".join(page.text)
 
     (tmp_path / "mine.html").write_text("mine")
     assert main.main(args[:-1] + [str(tmp_path / "mine.html")]) == 2
@@ -226,7 +226,7 @@ def test_cli_audit(small_demo, short_scan, tmp_path, capsys):
 def main_model() -> str:
     from engine.demo import DEMO_MODEL
 
-    return str(DEMO_MODEL)
+    return DEMO_MODEL.name
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -140,7 +140,10 @@ def test_a_hand_made_network_must_have_one_class_more(capsys):
 
 def test_repair_nplus1_needs_a_poisoned_set_and_refuses_unlearning_options(capsys, tmp_path):
     code, _, err = cli(capsys, "repair", "nplus1", "--model", DEMO_MODEL, "-o", tmp_path / "a")
-    assert code == 2 and "poisoned" in err
+    assert code == 2 and "--clean PATH and --poisoned PATH:TARGET missing" in err
+    code, _, err = cli(capsys, "repair", "nplus1", "--model", DEMO_MODEL, "--clean", DEMO_CLEAN_TEST,
+                       "-o", tmp_path / "a")
+    assert code == 2 and "--poisoned PATH:TARGET missing" in err and not (tmp_path / "a").exists()
     code, _, err = cli(capsys, "repair", "nplus1", "--share", "0.3", "-o", tmp_path / "b")
     assert code == 2 and "--share" in err  # unlearning's option, not the N+1 network's
     foreign = tmp_path / "c"

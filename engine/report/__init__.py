@@ -219,7 +219,7 @@ def _detection_sets(clean: ImageSet, poisoned: list[PoisonedSet], limit: int):
     if cut:
         line = (f"Per-image detection and the defenses are measured on {limit:,} faces of each set larger than "
                 "that, drawn at random (seed 0): " + "; ".join(f"{n} {a:,} of {b:,}" for n, a, b in cut)
-                + ". The audit line under 'How to reproduce' draws the same faces; --detection-images 0 uses "
+                + ". The audit line under 'How to reproduce' draws the same faces; --detection-sample all uses "
                 "every face (compare always does).")
     return drawn, sets, line
 
