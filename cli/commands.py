@@ -181,7 +181,8 @@ def cmd_score(args) -> int:
     for data, target in sets:
         preds = drive(predict(net, data, scaling), args.json)
         verdicts = drive(cal.judge(net, data), True) if cal else None
-        result = metrics.report(preds, data.labels if target is None else None, target, verdicts)
+        result = metrics.report(preds, data.labels if target is None else None, target, verdicts,
+                                badnet=not (args.nplus1 and not args.model))
         out.append((data, target, result))
     if args.json:
         emit("score", {"model": net.path.name, "model_sha256": net.sha256, "scaling": scaling,

@@ -28,6 +28,9 @@ from gui.plots import export_plot_png
 from gui.session import Session
 
 
+PLOT_MIN = 230  # pixels: the ROC plot is never squeezed below this
+
+
 class ComparePanel(QWidget):
     def __init__(self, session: Session, settings_for=None, parent: QWidget | None = None):
         """``settings_for(name)``: the settings to compare detector ``name`` with (the calibration
@@ -71,7 +74,10 @@ class ComparePanel(QWidget):
         self.plot.setXRange(0, 1, padding=0.01)
         self.plot.setYRange(0, 1, padding=0.01)
         self.plot.setMouseEnabled(x=True, y=False)
-        self.legend = self.plot.addLegend(offset=(-30, 160), labelTextColor="k")
+        # In the plot's lower right, where ROC curves seldom go, anchored to the bottom and in two
+        # columns, so every detector's entry shows however short the plot is at 1280x800.
+        self.legend = self.plot.addLegend(offset=(-10, -10), labelTextColor="k", colCount=2,
+                                          brush=pg.mkBrush(255, 255, 255, 220), pen=pg.mkPen(200, 200, 200))
         self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
         self._curves: dict[str, tuple] = {}
         self.chance = self.plot.plot([0, 1], [0, 1], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
@@ -98,8 +104,9 @@ class ComparePanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(tables)
-        self.plot.setMinimumHeight(220)
-        split = QSplitter(Qt.Orientation.Vertical)
+        self.plot.setMinimumHeight(PLOT_MIN)
+        self._tables = tables
+        split = self.split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.plot)
         split.addWidget(scroll)
         split.setStretchFactor(0, 1)
@@ -145,6 +152,18 @@ class ComparePanel(QWidget):
         self.export_button.setEnabled(bool(results))
         self._draw()
         self._show_defenses()
+        self._fit_split()
+
+    def _fit_split(self) -> None:
+        """Give the tables the height they need, so no row is cut, as long as the plot keeps at
+        least PLOT_MIN pixels (then the tables scroll); the user's splitter moves are kept until
+        the next comparison."""
+        total = sum(self.split.sizes())
+        if total <= 0:
+            return
+        needed = self._tables.sizeHint().height() + 4
+        plot = max(PLOT_MIN, total - needed)
+        self.split.setSizes([plot, max(total - plot, 1)])
 
     def _show_defenses(self) -> None:
         """Every defense on the chosen poisoned set: the same four figures for detectors and repaired networks."""

@@ -126,7 +126,7 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.log)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        self.resizeDocks([dock], [100], Qt.Orientation.Vertical)
+        self.resizeDocks([dock], [72], Qt.Orientation.Vertical)  # three lines: the rest for the tabs at 1280x800
 
         self.status_label = QLabel("ready")
         self.status_progress = QProgressBar()

@@ -35,7 +35,7 @@ from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
 
-COLUMNS = ("Rank", "Class", "Margin", "Mask %", "Index", "p", "Flips", "")
+COLUMNS = ("Rank", "Class", "Margin", "Mask %", "Index", "p", "Flips", "Flagged")
 NUMERIC = 7  # columns right-aligned
 ZOOM = 2
 SHAPE_ZOOM = 1.4
@@ -319,15 +319,24 @@ class ScanPanel(QWidget):
         if self.table.rowCount():
             self.table.selectRow(0)
 
+    def _fit_columns(self) -> None:
+        """The table never narrower than its columns: every column, the last included, shows
+        without a horizontal scroll bar (the splitter gives the pictures the rest)."""
+        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        width = sum(header.sectionSize(c) for c in range(self.table.columnCount()))
+        self.table.setMinimumWidth(width + self.table.verticalScrollBar().sizeHint().width()
+                                   + 2 * self.table.frameWidth() + 2)
+
     def _fill_table(self, result, partial: bool) -> None:
         keep = self.chosen_class()
         rows = [r for r in result.rows() if r["refined"]]
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             if r["flagged"]:
-                mark = "flagged"
+                mark = "yes"
             else:
-                mark = "" if r["reached"] else "never reached 99%"
+                mark = "" if r["reached"] else "unreached"
             cells = (str(r["rank"]), str(r["class"]), _num(r["margin"], "{:.1f}"), f"{100 * r['mask_share']:.2f}",
                      _num(r["anomaly_index"], "{:.2f}"), p_text(r["p"]) if r["p"] is not None else "",
                      _num(r["attack_success"], "{:.0%}"), mark)
@@ -340,7 +349,16 @@ class ScanPanel(QWidget):
                 if r["flagged"]:
                     item.setBackground(_flag_brush())
                     item.setToolTip(f"flagged by {' and '.join(r['support'])}")
+                elif not r["reached"]:
+                    item.setToolTip("its reversed trigger never sent 99% of a batch to the class")
                 self.table.setItem(i, col, item)
+        held_out = getattr(result, "n_holdout", None)
+        if held_out:
+            flips = self.table.horizontalHeaderItem(6)
+            flips.setText(f"Flips of {held_out}")
+            flips.setToolTip(f"Share of the {held_out} held-out clean faces (not used to fit the trigger) "
+                             "it sends to the class")
+        self._fit_columns()
         note = (f"{len(rows)} of {result.num_classes} classes refined: the largest margins and the classes the "
                 f"clean faces lean to most")
         if not partial:

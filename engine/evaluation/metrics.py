@@ -59,9 +59,12 @@ def report(
     labels: np.ndarray | None,
     target: int | None = None,
     verdicts: Verdicts | None = None,
+    badnet: bool = True,
 ) -> SetReport:
     """Clean set (``target`` None): accuracy, and with verdicts the false-rejection rate.
-    Poisoned set: attack success, and with verdicts the detection rate (:func:`detection`)."""
+    Poisoned set: attack success, and with verdicts the detection rate (:func:`detection`).
+    ``badnet`` False: the predictions are not the BadNet's (a hand-made N+1 network judged on its
+    own), so which images the BadNet sends to the target is unknown and detection counts all."""
     out = SetReport(n=len(predictions))
     if target is None:
         if labels is not None:
@@ -72,10 +75,14 @@ def report(
                 out.defended_accuracy = accuracy(verdicts.labels, labels)
     else:
         out.attack_success_rate = attack_success_rate(predictions.labels, target)
-        out.n_sent_to_target = int(np.sum(np.asarray(predictions.labels) == target))
+        if badnet:
+            out.n_sent_to_target = int(np.sum(np.asarray(predictions.labels) == target))
         if verdicts is not None:
             flagged = np.asarray(verdicts.labels) == verdicts.poisoned_label
-            out.detection_rate, _ = detection(flagged, predictions.labels, target)
+            if badnet:
+                out.detection_rate, _ = detection(flagged, predictions.labels, target)
+            else:
+                out.detection_rate = float(np.mean(flagged)) if len(flagged) else float("nan")
             out.flagged_share_of_all = float(np.mean(flagged)) if len(flagged) else float("nan")
             out.defended_attack_success_rate = attack_success_rate(verdicts.labels, target)
     return out
