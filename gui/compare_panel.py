@@ -57,6 +57,7 @@ class ComparePanel(QWidget):
         shown.addWidget(QLabel("Poisoned set"))
         self.set_box = QComboBox()
         self.set_box.setMinimumWidth(200)
+        self.set_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.set_box.currentIndexChanged.connect(lambda _: self._draw())
         shown.addWidget(self.set_box)
         shown.addStretch(1)
@@ -67,8 +68,11 @@ class ComparePanel(QWidget):
 
         self.plot = pg.PlotWidget(background="w")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
+        # Short labels: the plot may be only PLOT_MIN pixels high at 1280x800, and a longer label is clipped.
         self.plot.setLabel("bottom", "false rejection (share of clean images flagged)")
-        self.plot.setLabel("left", "detection (share of poisoned images flagged)")
+        self.plot.setLabel("left", "detection")
+        self.plot.getAxis("left").setToolTip("share of the poisoned images the BadNet sends to the target that "
+                                             "are flagged")
         for axis in ("left", "bottom"):
             self.plot.getAxis(axis).enableAutoSIPrefix(False)
         self.plot.setXRange(0, 1, padding=0.01)

@@ -149,18 +149,35 @@ def _settings(audit: Audit) -> list[dict]:
     for c in audit.comparisons:
         if c.detector not in seen:
             seen.add(c.detector)
-            out.append({"what": f"compared: {c.title}", "settings": _settings_text(c.params)})
+            out.append({"what": f"compared: {c.title}", "settings": _settings_text(_labelled(c.detector, c.params))})
     for cal, where, _ in audit.calibrations:
         out.append({"what": f"calibration: {cal.detector_title}",
-                    "settings": _settings_text({**cal.detector_params, "method": cal.method, "frr": cal.frr,
+                    "settings": _settings_text({**_labelled(cal.detector, cal.detector_params), "method": cal.method,
+                                                "target false rejection": f"{100 * cal.frr:g}%",
                                                 "min_samples": cal.min_samples, "scaling": cal.scaling})})
     out.append({"what": "per-image detection", "settings": (
         f"at most {audit.detection_images:,} faces of each set, drawn at random (seed 0)"
         if audit.detection_images else "every face of each set")})
     if audit.scan is not None:
         out.append({"what": "trigger scan", "settings": _settings_text(
-            {"clean faces": audit.scan.n_clean, "held out": audit.scan.n_holdout, "alpha": audit.scan.alpha,
+            {"clean faces": audit.scan.n_clean, "held out": audit.scan.n_holdout,
+             "false-alarm budget": f"{100 * audit.scan.alpha:g}%",
              "scaling": audit.scan.scaling}) + ("; " + "; ".join(audit.scan.notes) if audit.scan.notes else "")})
+    return out
+
+
+def _labelled(detector: str, params: dict) -> dict:
+    """A detector's settings under the names people see (its declared labels: STRIP's saved
+    ``alpha`` is its blend weight), members' settings included."""
+    from engine.detectors import DETECTORS
+
+    cls = DETECTORS.get(detector)
+    labels = {s.name: s.label for s in cls.settings} if cls is not None else {}
+    out = {}
+    for key, value in params.items():
+        if key == "member_params" and isinstance(value, dict):
+            value = {m: _labelled(m, v) if isinstance(v, dict) else v for m, v in value.items()}
+        out[labels.get(key, key)] = value
     return out
 
 
