@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import TextIO
 
 from rich.progress import ProgressColumn
@@ -88,9 +89,14 @@ class Bar:
         )
         self._task = None
         self._stage: str | None = None
+        self._last = 0.0
         self.progress.start()
 
     def __call__(self, step: Progress) -> None:
+        now = time.monotonic()
+        if step.stage == self._stage and step.done < step.total and now - self._last < 0.05:
+            return  # rich redraws 10 times a second: a job of tiny steps need not tell it more often
+        self._last = now
         total = max(int(step.total), 1)
         if step.stage != self._stage or self._task is None:
             if self._task is not None:  # the stage before ends full
