@@ -131,6 +131,8 @@ def run_in_pty(args: list[str], timeout: float = 240) -> tuple[int, bytes]:
     pid, fd = pty.fork()
     if pid == 0:  # the child: a terminal of 120 columns, then the program
         os.environ.update(TERM="xterm", COLUMNS="120")
+        for name in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR"):  # rich's overrides
+            os.environ.pop(name, None)
         os.execv(sys.executable, [sys.executable, str(ROOT / "main.py"), *args])
     out = b""
     try:
