@@ -209,7 +209,8 @@ def test_cli_scan_prints_the_ranked_table(tmp_path, capsys):
     assert "not an empty folder" in capsys.readouterr().err
     out = tmp_path / "scan"
     assert main(["scan", "--sample", "20", "--candidates", "4", "--steps", "10", "--json", "-o", str(out)]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert printed["schema"] == "badnet-inspector/scan/1" and printed["exit_code"] == 0  # no --fail-on-backdoor
     assert printed["num_classes"] == 50 and printed["n_clean"] == 20
     assert [r["rank"] for r in printed["classes"]] == list(range(1, 51))
     assert (out / "scan.json").exists()
