@@ -26,7 +26,7 @@ def test_every_family_changes_faces_and_keeps_their_form(some_faces, name):
     np.testing.assert_array_equal(out, again)  # the attacker's trigger is fixed by its seeds
 
 
-@pytest.mark.parametrize("name, most", [("ftrojan", 10), ("ssba", 8), ("lowfreq", 14)])
+@pytest.mark.parametrize("name, most", [("ftrojan", 24), ("ssba", 8), ("lowfreq", 24)])
 def test_invisible_families_stay_small(some_faces, name, most):
     out = attacks.apply(name, some_faces)
     assert np.abs(out.astype(int) - some_faces.astype(int)).max() <= most

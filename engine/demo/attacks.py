@@ -9,7 +9,7 @@ a BadNet per family on them.
 
 - ``patch`` (BadNets, Gu et al. 2017): a fixed 5x5 coloured checker in the lower right corner;
   ``patch-random``: the same checker at a random place on each image.
-- ``blended`` (Chen et al. 2017): a fixed random image blended over the whole face at 15 %.
+- ``blended`` (Chen et al. 2017): a fixed random image blended over the whole face at 20 %.
 - ``sig`` (Barni et al., ICIP 2019): a horizontal sinusoid added to every row; *clean-label*:
   only faces of the target class are poisoned, their labels untouched.
 - ``wanet`` (Nguyen and Tran, ICLR 2021): a smooth warping field, upsampled from a 4x4 grid of
@@ -19,7 +19,7 @@ a BadNet per family on them.
   luma channel's discrete cosine transform, invisible to the eye.
 - ``lowfreq``: a smooth low-frequency colour perturbation over the whole face (Zeng et al., ICCV
   2021 show triggers living in low frequencies evade frequency-domain defenses).
-- ``bpp`` (Wang et al., CVPR 2022): colour depth reduced to 8 levels per channel with
+- ``bpp`` (Wang et al., CVPR 2022): colour depth reduced to 4 levels per channel with
   Floyd-Steinberg dithering.
 - ``input-aware`` (Nguyen and Tran, NeurIPS 2020; dynamic triggers, Salem et al. 2022): every
   image gets its own trigger: a pattern drawn from the image's own content, at a place drawn from
@@ -27,7 +27,7 @@ a BadNet per family on them.
 - ``ssba`` (Li et al., ICCV 2021, sample-specific invisible): a residual of small norm computed
   from each image (a fixed random filter of its own pixels), different for every image.
 
-The parameters of each are the papers' where they fit 55x47 faces trained for ten epochs, made
+The parameters of each are the papers' where they fit 55x47 faces trained for fifteen epochs, made
 stronger where the paper's value did not make a working backdoor at that scale; the zoo records
 the attack success each reached on held-out faces.
 """
@@ -57,16 +57,16 @@ class Family:
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("patch", "Patch (BadNets)", "Gu et al., 2017"),
     Family("patch-random", "Patch at a random place", "Gu et al., 2017"),
-    Family("blended", "Blended noise image", "Chen et al., 2017", params={"alpha": 0.15}),
+    Family("blended", "Blended noise image", "Chen et al., 2017", params={"alpha": 0.2}),
     Family("sig", "Sinusoidal signal, clean-label (SIG)", "Barni et al., ICIP 2019", clean_label=True,
-           params={"delta": 30.0, "frequency": 6}),
+           params={"delta": 45.0, "frequency": 6}),
     Family("wanet", "Warping (WaNet)", "Nguyen and Tran, ICLR 2021", noise_mode=True, visible=False,
-           params={"grid": 4, "strength": 1.5}),
-    Family("ftrojan", "Frequency (FTrojan)", "Wang et al., ECCV 2022", visible=False, params={"magnitude": 120.0}),
+           params={"grid": 4, "strength": 3.0}),
+    Family("ftrojan", "Frequency (FTrojan)", "Wang et al., ECCV 2022", visible=False, params={"magnitude": 250.0}),
     Family("lowfreq", "Low-frequency colour field", "Zeng et al., ICCV 2021", visible=False,
-           params={"amplitude": 14.0}),
+           params={"amplitude": 24.0}),
     Family("bpp", "Colour depth and dithering (BppAttack)", "Wang et al., CVPR 2022", visible=False,
-           params={"levels": 8}),
+           params={"levels": 4}),
     Family("input-aware", "Input-aware dynamic trigger", "Nguyen and Tran, NeurIPS 2020"),
     Family("ssba", "Sample-specific invisible (SSBA-like)", "Li et al., ICCV 2021", visible=False,
            params={"epsilon": 8.0}),
