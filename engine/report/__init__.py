@@ -343,8 +343,6 @@ def findings(audit: Audit) -> dict:
     """The audit's results as plain data (``audit --json``; docs/formats.md): the verdict and the
     scan's ranked classes, the files by name and digest, every detector's figures on each set,
     the defenses side by side, the calibrations' flagged shares, the checked images' verdicts."""
-    from engine.evaluation.metrics import detection
-
     scan = audit.scan
     out = {
         "created": audit.created,
@@ -366,24 +364,39 @@ def findings(audit: Audit) -> dict:
         "commands": list(audit.commands),
     }
     for cal, where, scores in audit.calibrations:
-        sets = []
-        for s in scores:
-            hit = cal.labels(s.scores.predicted, s.scores.values) == cal.poisoned_label
-            row = {"name": s.name, "kind": s.kind, "n": int(len(hit)),
-                   "flagged_share_of_all": float(hit.mean()) if len(hit) else None}
-            if s.target is not None:
-                row["detection"], row["n_sent_to_target"] = detection(hit, s.scores.predicted, s.target)
-            sets.append(row)
         out["calibrations"].append({"detector": cal.detector, "summary": cal.summary(), "where": where,
-                                    "frr": cal.frr, "method": cal.method, "sets": sets})
+                                    "frr": cal.frr, "method": cal.method, "sets": calibration_shares(cal, scores)})
     cals = {cal.detector: cal for cal, _, _ in audit.calibrations}
     for item in audit.checked:
-        verdicts = {}
-        for name, score in item.scores.items():
-            if name in cals:
-                label = int(cals[name].labels(item.classes.get(name, item.predicted), score))
-                verdicts[name] = {"score": float(score), "label": label,
-                                  "poisoned": label == cals[name].poisoned_label}
         out["checked"].append({"name": file_name(item.name), "predicted": int(item.predicted),
-                               "confidence": float(item.confidence), "verdicts": verdicts})
+                               "confidence": float(item.confidence), "verdicts": checked_verdicts(item, cals)})
+    return out
+
+
+def calibration_shares(cal, scores) -> list[dict]:
+    """What a calibration flags of each scored set: the share of all its images and, for a
+    poisoned set, detection over the images the BadNet sends to the target with how many those
+    are (engine.evaluation.metrics.detection). The page and ``audit --json`` both show these."""
+    from engine.evaluation.metrics import detection
+
+    rows = []
+    for s in scores:
+        hit = cal.labels(s.scores.predicted, s.scores.values) == cal.poisoned_label
+        row = {"name": s.name, "kind": s.kind, "n": int(len(hit)),
+               "flagged_share_of_all": float(hit.mean()) if len(hit) else None}
+        if s.target is not None:
+            row["detection"], row["n_sent_to_target"] = detection(hit, s.scores.predicted, s.target)
+        rows.append(row)
+    return rows
+
+
+def checked_verdicts(item, cals: dict) -> dict:
+    """A checked image's verdict under each calibration that scored it: by detector name, its
+    score, its label (N = poisoned) and whether it is flagged."""
+    out = {}
+    for name, score in item.scores.items():
+        cal = cals.get(name)
+        if cal is not None:
+            label = int(cal.labels(item.classes.get(name, item.predicted), score))
+            out[name] = {"score": float(score), "label": label, "poisoned": label == cal.poisoned_label}
     return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.report import GENERATOR, Audit, shown_triggers
+from engine.report import GENERATOR, Audit, calibration_shares, checked_verdicts, shown_triggers
 from engine.report import figures
 from engine.scan.evidence import p_text
 
@@ -84,16 +84,12 @@ def _calibration_views(audit: Audit) -> list[dict]:
         series = [(s.name, SET_COLOURS[i % len(SET_COLOURS)], np.asarray(s.scores.values, dtype=float))
                   for i, s in enumerate(scores)]
         log = bool(getattr(scale, "stretched_low", False))
-        flagged = []
-        for s in scores:
-            labels = cal.labels(s.scores.predicted, s.scores.values)
-            hit = labels == cal.poisoned_label
-            # Over the images the BadNet sends to the target, as in every detection figure.
-            sent = (np.asarray(s.scores.predicted) == s.target) if s.target is not None else None
-            flagged.append({"name": s.name, "kind": s.kind, "n": len(labels),
-                            "flagged": _pct(float(np.mean(hit)) if len(labels) else None),
-                            "sent": int(sent.sum()) if sent is not None else None,
-                            "flagged_sent": _pct(float(np.mean(hit[sent]))) if sent is not None and sent.any() else ""})
+        # Detection over the images the BadNet sends to the target, as in every detection figure;
+        # blank where it sends none.
+        flagged = [{"name": r["name"], "kind": r["kind"], "n": r["n"], "flagged": _pct(r["flagged_share_of_all"]),
+                    "sent": r.get("n_sent_to_target"),
+                    "flagged_sent": _pct(r["detection"]) if r.get("n_sent_to_target") else ""}
+                   for r in calibration_shares(cal, scores)]
         out.append({
             "title": cal.detector_title, "summary": cal.summary(), "where": where,
             "figure": figures.histogram_svg(series, scale.label, f"{cal.detector_title}: scores and the pooled "
@@ -120,16 +116,9 @@ def _checked_views(audit: Audit) -> list[dict]:
     out = []
     cals = {cal.detector: cal for cal, _, _ in audit.calibrations}
     for index, item in enumerate(audit.checked):
-        words = []
-        for name, score in item.scores.items():
-            cal = cals.get(name)
-            if cal is None:
-                continue
-            judged = item.classes.get(name, item.predicted)
-            label = int(cal.labels(judged, score))
-            words.append({"detector": cal.detector_title, "score": f"{score:.4g}",
-                          "verdict": "poisoned (N)" if label == cal.poisoned_label else f"class {label}",
-                          "flagged": label == cal.poisoned_label})
+        words = [{"detector": cals[name].detector_title, "score": f"{v['score']:.4g}",
+                  "verdict": "poisoned (N)" if v["poisoned"] else f"class {v['label']}", "flagged": v["poisoned"]}
+                 for name, v in checked_verdicts(item, cals).items()]
         explained = audit.maps.get(index)
         heat = None
         if explained is not None:
