@@ -58,7 +58,7 @@ def sources(args, poisoned_needed: bool = False) -> workflow.Sources:
             raise InputError(args.model, f"{' and '.join(missing)} missing: with a model of your own, name its "
                              "data (the demo's faces stand in only for the demo's network)")
     return workflow.Sources(optional_path(args.model), optional_path(getattr(args, "clean", None)),
-                            tuple(parse_poisoned(s) for s in getattr(args, "poisoned", None) or []), args.trust_model)
+                            tuple(parse_poisoned(s) for s in poisoned or []), args.trust_model)
 
 
 def fmt(x: float | None) -> str:

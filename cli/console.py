@@ -29,10 +29,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = bool(quiet)
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def terminal() -> TextIO:
     """Where progress goes: the terminal the TensorFlow filter saved, else standard error."""
     global _stream
@@ -58,7 +54,7 @@ def warn(text: str) -> None:
 
 
 class PlainLines:
-    """Not a terminal: one line per stage, and the count when a stage ends."""
+    """Not a terminal: one line as each stage begins."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream

@@ -106,7 +106,7 @@ class Verdict:
             parts = []
             for c in self.classes:
                 e = evidence[c]
-                parts.append(f"class {c} (p = {_p(e.combined)}, by {' and '.join(e.support)})")
+                parts.append(f"class {c} (p = {p_text(e.combined)}, by {' and '.join(e.support)})")
             return "backdoor: " + "; ".join(parts)
         if self.outcome == "inconclusive":
             return "inconclusive: " + "; ".join(self.reasons)
@@ -169,7 +169,7 @@ def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha:
     if not margin_usable and not mask_usable:
         return evidence, Verdict("inconclusive", [], reasons, alpha)
     if open_ and open_[0].combined <= NEAR * alpha:
-        reasons.insert(0, f"class {open_[0].label} is near the threshold (p = {_p(open_[0].combined)}, "
+        reasons.insert(0, f"class {open_[0].label} is near the threshold (p = {p_text(open_[0].combined)}, "
                           f"flagged at {alpha:g})")
         return evidence, Verdict("inconclusive", [], reasons, alpha)
     if n_clean < MIN_CLEAN_CONFIDENT:
@@ -178,7 +178,7 @@ def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha:
     if reasons:
         return evidence, Verdict("inconclusive", [], reasons, alpha)
     best = open_[0] if open_ else None
-    note = [f"smallest p = {_p(best.combined)} for class {best.label}, flagged at {alpha:g}"] if best else []
+    note = [f"smallest p = {p_text(best.combined)} for class {best.label}, flagged at {alpha:g}"] if best else []
     return evidence, Verdict("clean", [], note, alpha)
 
 
@@ -191,5 +191,3 @@ def p_text(p: float | None) -> str:
         return f"{p:.3f}"
     return f"{p:.1e}"
 
-
-_p = p_text

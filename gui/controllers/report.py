@@ -56,8 +56,7 @@ class ReportController(QObject):
                                                     commands=_commands(
                                                         net, clean, sets, scaling, path,
                                                         getattr(s.scan, "folder", None) if scan is not None else None,
-                                                        [c.source for c, _ in cals if c.source],
-                                                        [getattr(g, "source", None) for g in repaired]))
+                                                        [c.source for c, _ in cals if c.source]))
                 report.write(audit, path)
                 return str(path), net, audit
 
@@ -91,9 +90,10 @@ class ReportController(QObject):
                         s.calib.score_sets([cal.detector])
 
 
-def _commands(net, clean, sets, scaling, path, scan_folder=None, calibrations=(), repaired=()) -> list[str]:
+def _commands(net, clean, sets, scaling, path, scan_folder=None, calibrations=()) -> list[str]:
+    """The report's reproduce lines; a repaired network made in the window has no bundle file the
+    lines could name, so none is given."""
     from engine.report import reproduce_lines
 
     return reproduce_lines(str(net.path), clean.source, [(p.images.source, p.target) for p in sets], scaling,
-                           str(path), scan=scan_folder, calibrations=[c for c in calibrations if c],
-                           repaired=[r for r in repaired if r])
+                           str(path), scan=scan_folder, calibrations=list(calibrations))
