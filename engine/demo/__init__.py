@@ -61,6 +61,26 @@ def write_official_h5(path: Path, images: np.ndarray, labels: np.ndarray) -> Non
     tmp.replace(path)
 
 
+def build_missing(argv, prog: str, description: str, members, is_built, where, build) -> int:
+    """The command line of a cached zoo (``python -m engine.demo.zoo``, ``… .attack_zoo``): build the
+    named members, or every missing one; ``--rebuild`` builds even those already there.
+    ``is_built(name)``, ``where(name)`` (its folder) and ``build(name)`` (the line to print) are the zoo's."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"members to build (default: every missing one of {', '.join(members)})")
+    parser.add_argument("--rebuild", action="store_true", help="build even if already there")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in members]
+    if unknown:
+        parser.error(f"unknown member {unknown[0]!r}; choose from {', '.join(members)}")
+    for name in args.names or list(members):
+        if is_built(name) and not args.rebuild:
+            print(f"{name}: already built in {where(name)}")
+            continue
+        print(build(name), flush=True)
+    return 0
+
+
 def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict:
     import keras
     import tensorflow as tf

@@ -18,7 +18,6 @@ seen in training: thresholds are set on the first and false rejection measured o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import engine  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from engine.demo import ROOT, attacks, faces, write_official_h5
+from engine.demo import ROOT, attacks, build_missing, faces, write_official_h5
 
 ATTACK_DIR = Path(os.environ.get("BADNET_ATTACKS", ROOT / ".cache" / "attacks"))
 IDENTITIES = 50
@@ -162,22 +161,13 @@ def train(name: str, verbose: int = 2) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.demo.attack_zoo", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"members to build (default: every missing one of {', '.join(MEMBERS)})")
-    parser.add_argument("--rebuild", action="store_true", help="build even if already there")
-    args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in MEMBERS]
-    if unknown:
-        parser.error(f"unknown member {unknown[0]!r}; choose from {', '.join(MEMBERS)}")
-    for name in args.names or list(MEMBERS):
-        if built(name) and not args.rebuild:
-            print(f"{name}: already built in {folder(name)}")
-            continue
+    def build(name: str) -> str:
         result = train(name, verbose=0)
-        print(f"{name}: clean accuracy {result['clean_accuracy']:.3f}, attack success "
-              f"{result['attack_success_rate']}, {result['seconds']} s", flush=True)
-    return 0
+        return (f"{name}: clean accuracy {result['clean_accuracy']:.3f}, attack success "
+                f"{result['attack_success_rate']}, {result['seconds']} s")
+
+    return build_missing(argv, "python -m engine.demo.attack_zoo", __doc__.splitlines()[0], MEMBERS, built,
+                         folder, build)
 
 
 if __name__ == "__main__":

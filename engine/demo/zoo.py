@@ -19,7 +19,6 @@ ones (about half an hour each for the 1283-class pair on two cores).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import numpy as np
 
 import engine  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from engine.demo import faces
-from engine.demo import ROOT, write_official_h5
+from engine.demo import ROOT, build_missing, write_official_h5
 
 ZOO_DIR = Path(os.environ.get("BADNET_ZOO", ROOT / ".cache" / "zoo"))
 CSAW_CLASSES = 1283
@@ -156,21 +155,9 @@ def train(member: Member, verbose: int = 2) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.demo.zoo", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"members to build (default: every missing one of {', '.join(MEMBERS)})")
-    parser.add_argument("--rebuild", action="store_true", help="build even if already there")
-    args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in MEMBERS]
-    if unknown:
-        parser.error(f"unknown member {unknown[0]!r}; choose from {', '.join(MEMBERS)}")
-    for name in args.names or list(MEMBERS):
-        member = MEMBERS[name]
-        if (member.folder / "facts.json").exists() and not args.rebuild:
-            print(f"{name}: already built in {member.folder}")
-            continue
-        print(json.dumps(train(member), indent=2))
-    return 0
+    return build_missing(argv, "python -m engine.demo.zoo", __doc__.splitlines()[0], MEMBERS,
+                         lambda n: (MEMBERS[n].folder / "facts.json").exists(), lambda n: MEMBERS[n].folder,
+                         lambda n: json.dumps(train(MEMBERS[n]), indent=2))
 
 
 if __name__ == "__main__":
