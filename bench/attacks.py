@@ -2,7 +2,7 @@
 
 For each member of ``engine.demo.attack_zoo`` (build it first: ``python -m engine.demo.attack_zoo``,
 about half a minute a member on two cores), each detector (the founding confidence idea, STRIP,
-SCALE-UP, Transplant and the default) is calibrated at 5 % and 1 % on the member's 300 clean
+SCALE-UP, Transplant, BaDExpert, the default before issue 30 and the default) is calibrated at 5 % and 1 % on the member's 300 clean
 validation faces (or a random ``--fit`` of them), then measured on faces the threshold was not set on:
 
 - false rejection: the share of the 300 clean test faces flagged;
@@ -32,9 +32,11 @@ from engine.evaluation.metrics import detection  # noqa: E402
 from engine.io.datasets import read  # noqa: E402
 from engine.io.models import load_badnet  # noqa: E402
 
-DETECTORS = ("confidence", "strip", "scaleup", "transplant", "combined")
+DETECTORS = ("confidence", "strip", "scaleup", "transplant", "expert", "before", "combined")
 TITLES = {"confidence": "Confidence", "strip": "STRIP", "scaleup": "SCALE-UP", "transplant": "Transplant",
-          "combined": "Default (Combined)"}
+          "expert": "BaDExpert", "before": "Default before issue 30 (Transplant + STRIP, Bonferroni)",
+          "combined": "Default (Transplant + SCALE-UP, Fisher)"}
+SETTINGS = {"before": ("combined", {"members": ["transplant", "strip"], "rule": "bonferroni"})}
 RATES = (0.05, 0.01)
 
 
@@ -52,7 +54,8 @@ def measure(name: str, fit: int, scan: bool) -> dict:
     for d in DETECTORS:
         row = {}
         for rate in RATES:
-            cal = progress.run(calibrate(net, fit_on, "1/255", make_detector(d), frr=rate, sample=0))
+            cal = progress.run(calibrate(net, fit_on, "1/255", make_detector(*SETTINGS.get(d, (d, {}))), frr=rate,
+                                         sample=0))
             clean_v = progress.run(cal.judge(net, held_out))
             bad_v = progress.run(cal.judge(net, poisoned))
             found, n_sent = detection(bad_v.flagged, bad_v.predicted, target)

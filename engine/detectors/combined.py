@@ -7,10 +7,17 @@ score at or below it, interpolated between the clean scores (the j-th lowest cle
 ``j / (n + 1)``, with an exponential lower tail fitted to the lowest clean scores), so scores on
 different scales (entropy in bits, a drift in [0, 1]) compare without tuning, and a score far
 below every clean one gets a much smaller p-value than one just below them, however few the
-clean images. The combined score is the smallest member p-value
-divided by the member's weight (weights sum to 1: a weighted Bonferroni rule), capped at 1; the
-calibration then sets one threshold on that score at the user's target rate, so the whole
-detector rejects about that share of clean images.
+clean images. The member p-values then become one score, by either rule:
+
+- ``fisher`` (the default): Fisher's method, ``-2 * sum(log p)`` read against the chi-square
+  distribution with twice as many degrees of freedom as members. A trigger that drives one
+  member's p-value far down is caught as under a union of members, and one that leaves two
+  members somewhat low is caught too, which a union misses;
+- ``bonferroni``: the smallest member p-value divided by the member's weight (weights sum to 1),
+  capped at 1: the union of the members' tails (calibrations saved before the rule existed).
+
+Either way the calibration then sets one threshold on that score at the user's target rate, so
+the whole detector rejects about that share of clean images.
 """
 
 from __future__ import annotations
@@ -32,20 +39,24 @@ from engine.progress import Job, Progress
 class CombinedDetector(Detector):
     name = "combined"
     title = "Combined"
-    summary = ("Several detectors (STRIP and Transplant unless you choose others) under one false-rejection "
-               "budget: each score becomes its rank among the clean scores (a p-value), the smallest "
-               "weighted one counts, one threshold for the whole.")
-    scale = ScoreScale("combined clean-data p-value (smallest member p-value / weight)", "Combined p-value",
+    summary = ("Several detectors (Transplant and SCALE-UP unless you choose others) under one "
+               "false-rejection budget: each score becomes its rank among the clean scores (a p-value), "
+               "the p-values are combined (Fisher's method), one threshold for the whole.")
+    scale = ScoreScale("combined clean-data p-value (members' p-values combined)", "Combined p-value",
                        lo=0.0, hi=1.0, stretched_low=True)
     colour = (148, 103, 189)
     order = 30
     needs_fit = True
-    DEFAULT_MEMBERS = ("transplant", "strip")
+    DEFAULT_MEMBERS = ("transplant", "scaleup")
+    RULES = ("fisher", "bonferroni")
     settings = (
         Setting("members", "members", list, DEFAULT_MEMBERS, 0, 0, "detectors to combine, by name"),
+        Setting("rule", "rule", str, "fisher", 0, 0,
+                "how member p-values combine: fisher (their product, read against chi-square) or "
+                "bonferroni (the smallest, divided by its weight)", choices=RULES),
         Setting("weights", "weights", tuple, (), 0.0, 1e6,
-                "a weight per member (normalised to sum to 1; empty: each member's own, Transplant 2, "
-                "the others 1)", low_open=True),
+                "bonferroni only: a weight per member (normalised to sum to 1; empty: each member's own, "
+                "Transplant 2, the others 1)", low_open=True),
     )
 
     def __init__(self, member_params: dict | None = None, clean_scores: dict | None = None,
@@ -71,7 +82,10 @@ class CombinedDetector(Detector):
 
     def params(self) -> dict:
         out = super().params()
-        out["weights"] = [float(w) for w in self.normalised_weights]
+        if self.rule == "bonferroni":
+            out["weights"] = [float(w) for w in self.normalised_weights]
+        else:  # Fisher's rule weighs every member alike
+            del out["weights"]
         out["member_params"] = {p.name: p.params() for p in self.parts}
         return out
 
@@ -99,6 +113,7 @@ class CombinedDetector(Detector):
                 raise ValueError(f"Combined clean scores of {name} are not sorted finite numbers")
             clean[name] = values
         params = dict(params)
+        params.setdefault("rule", "bonferroni")  # saved before Fisher's rule: its thresholds are Bonferroni's
         detector = cls(member_params=params.pop("member_params", None), clean_scores=clean,
                        member_state=state.get("members"), **params)
         if set(clean) != {p.name for p in detector.parts}:
@@ -161,7 +176,27 @@ class CombinedDetector(Detector):
         if self.clean_scores is None:
             raise InputError(None, "Combined has no clean scores: calibrate it on clean data first")
         each = yield from self.member_scores(net, images, scaling)
-        combined = np.ones(len(images))
-        for p, w in zip(self.parts, self.normalised_weights):
-            combined = np.minimum(combined, self.p_values(p.name, each[p.name].values) / w)
-        return Scores(each[self.parts[0].name].predicted, np.minimum(combined, 1.0))
+        p = [self.p_values(part.name, each[part.name].values) for part in self.parts]
+        return Scores(each[self.parts[0].name].predicted, self.combine(p))
+
+    def combine(self, p: list[np.ndarray]) -> np.ndarray:
+        """One score in (0, 1] per image from the members' p-values (low = suspicious)."""
+        if self.rule == "bonferroni":
+            combined = np.ones(len(p[0]))
+            for values, w in zip(p, self.normalised_weights):
+                combined = np.minimum(combined, values / w)
+            return np.minimum(combined, 1.0)
+        return fisher(p)
+
+
+def fisher(p: list[np.ndarray]) -> np.ndarray:
+    """Fisher's method: the chance that k independent uniform p-values have a product as small,
+    ``P(chi2 with 2k degrees >= -2 sum log p)``, which for even degrees is
+    ``exp(-h) * sum_{j<k} h**j / j!`` with ``h = -sum log p`` (no special functions needed)."""
+    h = -np.sum(np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-300, 1.0)), axis=0)
+    term = np.ones_like(h)
+    total = np.ones_like(h)
+    for j in range(1, len(p)):
+        term = term * h / j
+        total += term
+    return np.clip(np.exp(np.log(total) - h), 0.0, 1.0)
