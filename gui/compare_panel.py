@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.detectors import DETECTORS
+from engine.evaluation import families
 from gui.plots import export_plot_png
 from gui.session import Session
 
@@ -231,15 +232,26 @@ class ComparePanel(QWidget):
             self.legend.addItem(curve, f"{r.title} (AUC {r.auc:.3f})")
         frrs = [p.target_frr for p in rows[0].points]
         head = "".join(f"<th align='right'>&nbsp;detection at {100 * f:g}% FRR&nbsp;</th>" for f in frrs)
-        body = ""
+        body, lines = "", []
         for r in rows:
             cells = "".join(f"<td align='right'>{100 * p.detection:.1f}% "
                             f"<span style='color:#777'>(FRR {100 * p.frr:.1f}%)</span></td>" for p in r.points)
-            body += f"<tr><td>{html.escape(r.title)}</td><td align='right'>&nbsp;{r.auc:.3f}&nbsp;</td>{cells}</tr>"
+            reach = families.reach(r.detector, r.params)
+            zoo = reach.count_text() if reach else "<span style='color:#777'>not measured</span>"
+            if reach and r.detector == "combined":
+                lines.append(f"{html.escape(r.title)} on the zoo: {html.escape(reach.caught_text())}"
+                             + (f";<br>{html.escape(reach.short_text())}" if reach.short else "") + ".")
+            body += (f"<tr><td>{html.escape(r.title)}</td><td align='right'>&nbsp;{r.auc:.3f}&nbsp;</td>{cells}"
+                     f"<td align='right'>&nbsp;{zoo}</td></tr>")
         self.table.setText(
-            f"<table cellspacing='4'><tr><th align='left'>detector</th><th align='right'>&nbsp;AUC&nbsp;</th>{head}</tr>"
+            f"<table cellspacing='4'><tr><th align='left'>detector</th><th align='right'>&nbsp;AUC&nbsp;</th>{head}"
+            "<th align='right'>&nbsp;attack zoo: caught at 95%+</th></tr>"
             f"{body}</table><span style='color:#555'>One threshold for all classes, set on the clean set's own "
-            "scores; dots on the curves mark these operating points.</span>"
+            "scores; dots on the curves mark these operating points.<br>These figures are measured on the loaded "
+            "sets, whatever attack made them (the tool cannot tell its family). The last column is what each "
+            "detector, with its default settings,<br>caught on the ten attack families of our own zoo (patch, blend, "
+            "SIG, WaNet, frequency, BPP, input-aware, SSBA; docs/attacks.md)."
+            + "".join(f"<br>{line}" for line in lines) + "</span>"
         )
 
     def export_png(self, path: str | Path) -> None:

@@ -632,6 +632,14 @@ def test_compare_tab_draws_roc_curves_with_auc(demo_window, qtbot, tmp_path):
     legend = [label.text for _, label in w.compare.legend.items]
     assert any("STRIP (AUC" in t for t in legend) and any("Confidence (AUC" in t for t in legend)
     assert "detection at 5% FRR" in w.compare.table.text()
+    # Which families: the zoo's figures for detectors at their defaults, none for STRIP at 8 blends.
+    from engine.evaluation import families
+
+    table = w.compare.table.text()
+    assert "attack zoo" in table and "the tool cannot tell its family" in table
+    if families.reach("combined") is not None:
+        assert "Default" in table or "Combined" in table
+        assert families.reach("combined").count_text() in table and "not measured" in table
     png = tmp_path / "roc.png"
     w.compare.export_png(png)
     with Image.open(png) as im:

@@ -69,6 +69,32 @@ def _detection(audit: Audit) -> list[dict]:
     return out
 
 
+def _families(audit: Audit) -> dict | None:
+    """Every detector of the audit against the attack zoo's families (engine.evaluation.families):
+    what each caught there at 5 %, with its default settings; None when nothing was compared."""
+    from engine.evaluation import families
+
+    seen = {}
+    for c in audit.comparisons:
+        seen.setdefault(c.detector, (c.title, c.params))
+    for cal, _, _ in audit.calibrations:
+        seen.setdefault(cal.detector, (cal.detector_title, cal.detector_params))
+    if not seen:
+        return None
+    rows, missing, columns = [], [], {}
+    for name, (title, params) in seen.items():
+        reach = families.reach(name, params)
+        if reach is None:
+            missing.append(title)
+            continue
+        for f in reach.figures:
+            columns.setdefault(f.name, f.title)
+        rows.append({"title": title, "count": reach.count_text(),
+                     "cells": {f.name: (_pct(f.detection), f.detection < families.HOLDS) for f in reach.figures}})
+    return {"columns": list(columns), "titles": columns, "rows": rows, "missing": missing,
+            "holds": f"{100 * families.HOLDS:.0f}%", "docs": families.DOCS}
+
+
 def _confidence_figure(audit: Audit) -> str:
     series = [(name, SET_COLOURS[i % len(SET_COLOURS)], values) for i, (name, values) in
               enumerate(audit.confidences.items())]
@@ -197,6 +223,7 @@ def page(audit: Audit) -> str:
                 "source": audit.scan_source, "n_clean": scan.n_clean, "rows": scan_rows, "notes": scan.notes},
             "triggers": _trigger_views(audit) if scan is not None else [],
             "detection": _detection(audit),
+            "families": _families(audit),
             "confidence_figure": _confidence_figure(audit),
             "calibrations": _calibration_views(audit),
             "defenses": _defense_views(audit),
@@ -260,16 +287,31 @@ REFERENCES = {
                  "Neural Networks. NeurIPS 2015 (magnitude pruning).",
     "rise": "V. Petsiuk, A. Das and K. Saenko. RISE: Randomized Input Sampling for Explanation of Black-box "
             "Models. BMVC 2018 (the sensitivity maps).",
+    "badexpert": "T. Xie, X. Qi, P. He, Y. Li, J. T. Wang and P. Mittal. BaDExpert: Extracting Backdoor "
+                 "Functionality for Accurate Backdoor Input Detection. ICLR 2024.",
+    "fisher": "R. A. Fisher. Statistical Methods for Research Workers. Oliver and Boyd, 1925 (combining "
+              "independent p-values: the combined detector's rule).",
     "conformal": "V. Vovk, A. Gammerman and G. Shafer. Algorithmic Learning in a Random World. Springer, 2005 "
                  "(thresholds as ranks of clean scores, and the interval of a new image's false rejection).",
 }
 # What each detector and repair applies, by registered name.
 METHOD_REFERENCES = {
-    "strip": ("strip",), "scaleup": ("scale-up",), "transplant": ("sentinet",),
-    "combined": ("strip", "sentinet"), "confidence": (),
+    "strip": ("strip",), "scaleup": ("scale-up",), "transplant": ("sentinet",), "expert": ("badexpert",),
+    "combined": (), "confidence": (),  # combined: its members' and its rule's, see method_references
     "fine-pruning": ("fine-pruning",), "magnitude": ("magnitude",), "unlearning": ("neural-cleanse",),
     "nplus1": ("csaw",),
 }
+
+
+def method_references(name: str, params: dict | None) -> tuple[str, ...]:
+    """The references of a detector as configured: a combined detector cites its members and,
+    under Fisher's rule, Fisher."""
+    if name != "combined":
+        return METHOD_REFERENCES.get(name, ())
+    params = params or {}
+    members = params.get("members") or []
+    keys = tuple(k for m in members if isinstance(m, str) for k in METHOD_REFERENCES.get(m, ()))
+    return keys + (("fisher",) if params.get("rule", "bonferroni") == "fisher" else ())
 
 
 def references(audit: Audit) -> list[dict]:
@@ -277,9 +319,10 @@ def references(audit: Audit) -> list[dict]:
     keys = ["badnets", "csaw"]
     if audit.scan is not None:
         keys += ["mm-bd", "neural-cleanse", "k-arm"]
-    used = [c.detector for c in audit.comparisons] + [cal.detector for cal, _, _ in audit.calibrations]
-    for name in used:
-        keys += METHOD_REFERENCES.get(name, ())
+    used = ([(c.detector, c.params) for c in audit.comparisons]
+            + [(cal.detector, cal.detector_params) for cal, _, _ in audit.calibrations])
+    for name, params in used:
+        keys += method_references(name, params)
     for row in audit.defenses:
         if row.kind == "repaired":
             for name, refs in METHOD_REFERENCES.items():
