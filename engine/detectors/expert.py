@@ -10,8 +10,9 @@ measures it across attack families.
 
 Fitting needs no labels: each clean face's wrong label is drawn among the classes other than the
 one the network predicts for it. It unlearns on at most ``MAX_FIT`` of the clean faces (a seeded
-draw), as the paper's reserved set is small: more faces cost time and buy nothing. The copy's weights are what fitting learnt; they are saved in
-the calibration, which therefore stands on its own.
+draw), as the paper's reserved set is small: more faces cost time and buy nothing. The copy's
+weights are what fitting learnt; they are saved in the calibration, which therefore stands on
+its own.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from engine.detectors import Detector, Scores, ScoreScale, Setting, decode_array
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import BATCH_SIZE, PredictionCache, check_size, forward, predict, to_model_input
+from engine.scoring import BATCH_SIZE, PredictionCache, forward, predict, to_model_input
 
 MAX_FIT = 1000
 
@@ -120,8 +121,7 @@ class ExpertDetector(Detector):
         if hit is not None:
             yield Progress(len(images), len(images), "BaDExpert (cached)")
             return hit
-        own = (yield from predict(net, images, scaling)).labels
-        check_size(net, images.images, images.source)
+        own = (yield from predict(net, images, scaling)).labels  # checks the images' size too
         n = len(images)
         values = np.empty(n, dtype=np.float64)
         yield Progress(0, n, "BaDExpert: asking the expert")

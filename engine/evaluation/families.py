@@ -68,9 +68,10 @@ class Reach:
 
 def write(payload: dict) -> None:
     """Replace the record whole (bench/attacks.py --record)."""
-    tmp = RECORD.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    tmp.replace(RECORD)
+    from engine.io.files import atomic_open
+
+    with atomic_open(RECORD) as fh:
+        fh.write(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     load.cache_clear()
 
 
@@ -112,9 +113,11 @@ def reach(detector: str, params: dict | None = None) -> Reach | None:
     if params is not None:
         from engine.detectors import make_detector
 
+        from engine.errors import InputError
+
         try:
             defaults = make_detector(detector).params()
-        except Exception:  # noqa: BLE001  (an unknown detector has no figures)
+        except InputError:  # a detector no longer registered has no figures
             return None
         if _normalised(params) != _normalised(defaults):
             return None
