@@ -11,7 +11,7 @@ validation faces (or a random ``--fit`` of them), then measured on faces the thr
 - AUC: scores of the clean test faces against those triggered faces, threshold-free.
 
 With ``--scan`` it also runs the trigger scan (300 clean validation faces, the defaults) and gives
-its verdict and the target's rank. The table goes to stdout as Markdown (docs/attacks.md).
+its verdict and the target's rank, and the scan's verdict on the clean twin. The table goes to stdout as Markdown (docs/attacks.md).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from engine.io.models import load_badnet  # noqa: E402
 DETECTORS = ("confidence", "strip", "scaleup", "transplant", "expert", "before", "combined")
 TITLES = {"confidence": "Confidence", "strip": "STRIP", "scaleup": "SCALE-UP", "transplant": "Transplant",
           "expert": "BaDExpert", "before": "Default before issue 30 (Transplant + STRIP, Bonferroni)",
-          "combined": "Default (Transplant + SCALE-UP, Fisher)"}
+          "combined": "Default (Transplant + SCALE-UP, Cauchy)"}
 SETTINGS = {"before": ("combined", {"members": ["transplant", "strip"], "rule": "bonferroni"})}
 RATES = (0.05, 0.01)
 
@@ -79,14 +79,28 @@ def measure(name: str, fit: int, scan: bool, detectors=DETECTORS, draws: int = 1
             "auc": float(np.mean([e["auc"] for e in each])),
         }
     if scan:
-        from engine import workflow
-
-        result = progress.run(workflow.scan_job(net, workflow.sample_images(validation, 300), "1/255"))
-        ranking = result.ranking()
-        out["scan"] = {"outcome": result.outcome, "flagged": result.flagged,
-                       "target_rank": ranking.index(target) + 1 if target in ranking else None,
-                       "classes": net.num_classes}
+        out["scan"] = scan_member(net, validation, target)
     return out
+
+
+def scan_member(net, validation, target: int | None) -> dict:
+    """The trigger scan with its defaults on 300 clean faces: its verdict, what it flagged and
+    where the true target (if any) ranks."""
+    from engine import workflow
+
+    result = progress.run(workflow.scan_job(net, workflow.sample_images(validation, 300), "1/255"))
+    ranking = result.ranking()
+    return {"outcome": result.outcome, "flagged": result.flagged,
+            "target_rank": ranking.index(target) + 1 if target in ranking else None,
+            "classes": net.num_classes}
+
+
+def scan_twin(scale: attack_zoo.Scale) -> dict | None:
+    """The scan on the clean twin, whose right answer is no backdoor (None when it is not built)."""
+    if not attack_zoo.built(attack_zoo.CLEAN, scale):
+        return None
+    folder = attack_zoo.folder(attack_zoo.CLEAN, scale)
+    return scan_member(load_badnet(folder / "model.h5"), read(folder / "clean_validation.h5"), None)
 
 
 def record(results: dict) -> None:
@@ -154,11 +168,12 @@ def main() -> None:
         print(f"{name}: measured in {time.perf_counter() - start:.0f} s", flush=True)
     if args.record:
         record(results)
+    twin = scan_twin(scale) if args.scan or args.only_scan else None
 
-    fit = f"{args.fit} (the mean of {args.draws} draws)" if args.fit and args.draws > 1 else f"{args.fit or 300}"
-    print(f"\nCalibrated on {fit} clean faces; false rejection on the other clean faces; detection over the "
-          "triggered faces the BadNet sends to its target.\n")
     if detectors:
+        fit = f"{args.fit} (the mean of {args.draws} draws)" if args.fit and args.draws > 1 else f"{args.fit or 300}"
+        print(f"\nCalibrated on {fit} clean faces; false rejection on the other clean faces; detection over the "
+              "triggered faces the BadNet sends to its target.\n")
         table(results, detectors)
     if args.scan or args.only_scan:
         print("\n| family | target | scan verdict | flagged | target's rank |")
@@ -167,6 +182,8 @@ def main() -> None:
             s = r["scan"]
             print(f"| {name} | {r['facts']['target']} | {s['outcome']} | {', '.join(map(str, s['flagged'])) or '-'} "
                   f"| {s['target_rank']} of {s['classes']} |")
+        if twin is not None:
+            print(f"| clean twin | - | {twin['outcome']} | {', '.join(map(str, twin['flagged'])) or '-'} | - |")
 
 
 if __name__ == "__main__":

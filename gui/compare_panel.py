@@ -91,6 +91,13 @@ class ComparePanel(QWidget):
         self.table.setTextFormat(Qt.TextFormat.RichText)
         self.table.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table.setWordWrap(False)
+        # What the figures mean and which families they were measured on: prose, so it wraps to
+        # the tab's width instead of widening the table past a 1280-pixel window.
+        self.note = QLabel("")
+        self.note.setTextFormat(Qt.TextFormat.RichText)
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #555")
 
         self.defenses = QLabel("")
         self.defenses.setTextFormat(Qt.TextFormat.RichText)
@@ -103,6 +110,7 @@ class ComparePanel(QWidget):
         column.setContentsMargins(0, 0, 0, 0)
         column.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)  # grows with the tables, so the area scrolls
         column.addWidget(self.table)
+        column.addWidget(self.note)
         column.addWidget(self.defenses)
         column.addStretch(1)
         scroll = QScrollArea()
@@ -222,6 +230,7 @@ class ComparePanel(QWidget):
         if not rows:
             self.plot.setTitle("Compare detectors to see their ROC curves", color="k")
             self.table.setText("")
+            self.note.setText("")
             return
         self.plot.setTitle(f"{name}: {rows[0].sent_text()}, against {rows[0].n_clean} clean images",
                            color="k")
@@ -240,19 +249,19 @@ class ComparePanel(QWidget):
             zoo = reach.count_text() if reach else "<span style='color:#777'>not measured</span>"
             if reach and r.detector == "combined":
                 lines.append(f"{html.escape(r.title)} on the zoo: {html.escape(reach.caught_text())}"
-                             + (f";<br>{html.escape(reach.short_text())}" if reach.short else "") + ".")
+                             + (f"; {html.escape(reach.short_text())}" if reach.short else "") + ".")
             body += (f"<tr><td>{html.escape(r.title)}</td><td align='right'>&nbsp;{r.auc:.3f}&nbsp;</td>{cells}"
                      f"<td align='right'>&nbsp;{zoo}</td></tr>")
         self.table.setText(
             f"<table cellspacing='4'><tr><th align='left'>detector</th><th align='right'>&nbsp;AUC&nbsp;</th>{head}"
             "<th align='right'>&nbsp;attack zoo: caught at 95%+</th></tr>"
-            f"{body}</table><span style='color:#555'>One threshold for all classes, set on the clean set's own "
-            "scores; dots on the curves mark these operating points.<br>These figures are measured on the loaded "
-            "sets, whatever attack made them (the tool cannot tell its family). The last column is what each "
-            "detector, with its default settings,<br>caught on the ten attack families of our own zoo (patch, blend, "
-            "SIG, WaNet, frequency, BPP, input-aware, SSBA; docs/attacks.md)."
-            + "".join(f"<br>{line}" for line in lines) + "</span>"
-        )
+            f"{body}</table>")
+        self.note.setText(
+            "One threshold for all classes, set on the clean set's own scores; dots on the curves mark these "
+            "operating points. These figures are measured on the loaded sets, whatever attack made them (the "
+            "tool cannot tell its family). The last column is what each detector, with its default settings, "
+            "caught on the ten attack families of our own zoo (patch, blend, SIG, WaNet, frequency, BPP, "
+            "input-aware, SSBA; docs/attacks.md)." + "".join(f"<br>{line}" for line in lines))
 
     def export_png(self, path: str | Path) -> None:
         export_plot_png(self.plot, path)

@@ -291,6 +291,9 @@ REFERENCES = {
                  "Functionality for Accurate Backdoor Input Detection. ICLR 2024.",
     "fisher": "R. A. Fisher. Statistical Methods for Research Workers. Oliver and Boyd, 1925 (combining "
               "independent p-values: the combined detector's rule).",
+    "cauchy": "Y. Liu and J. Xie. Cauchy Combination Test: A Powerful Test With Analytic p-Value Calculation "
+              "Under Arbitrary Dependency Structures. Journal of the American Statistical Association, 2020 "
+              "(the combined detector's default rule).",
     "conformal": "V. Vovk, A. Gammerman and G. Shafer. Algorithmic Learning in a Random World. Springer, 2005 "
                  "(thresholds as ranks of clean scores, and the interval of a new image's false rejection).",
 }
@@ -305,13 +308,14 @@ METHOD_REFERENCES = {
 
 def method_references(name: str, params: dict | None) -> tuple[str, ...]:
     """The references of a detector as configured: a combined detector cites its members and,
-    under Fisher's rule, Fisher."""
+    its rule's (the Cauchy combination or Fisher's method)."""
     if name != "combined":
         return METHOD_REFERENCES.get(name, ())
     params = params or {}
     members = params.get("members") or []
     keys = tuple(k for m in members if isinstance(m, str) for k in METHOD_REFERENCES.get(m, ()))
-    return keys + (("fisher",) if params.get("rule", "bonferroni") == "fisher" else ())
+    rule = params.get("rule", "bonferroni")
+    return keys + ((rule,) if rule in ("cauchy", "fisher") else ())
 
 
 def references(audit: Audit) -> list[dict]:
