@@ -35,7 +35,7 @@ from engine.io.models import load_badnet  # noqa: E402
 DETECTORS = ("confidence", "strip", "scaleup", "transplant", "expert", "before", "combined")
 TITLES = {"confidence": "Confidence", "strip": "STRIP", "scaleup": "SCALE-UP", "transplant": "Transplant",
           "expert": "BaDExpert", "before": "Default before issue 30 (Transplant + STRIP, Bonferroni)",
-          "combined": "Default (Transplant + SCALE-UP, Cauchy)"}
+          "combined": "Default (Transplant + SCALE-UP, Fisher)"}
 SETTINGS = {"before": ("combined", {"members": ["transplant", "strip"], "rule": "bonferroni"})}
 RATES = (0.05, 0.01)
 

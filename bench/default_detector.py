@@ -5,7 +5,7 @@ against one plain prediction of it.
 Setting: the real CSAW sunglasses BadNet with faces augmented from the 20-face sample when
 ../shared/csaw is there, else a random-weight DeepID of CSAW size with random images
 (``_common.realistic_setting``). The default detector is Combined (Transplant + SCALE-UP under
-the Cauchy rule since issue 30; Transplant confirms its 5 best windows on every host), calibrated
+Fisher's rule since issue 30; Transplant confirms its 5 best windows on every host), calibrated
 on the sample a 5% rate needs (1,168 faces; ``--sample all`` would use every face). "Before" is
 the default until issue 30, Transplant + STRIP (STRIP blending further only the images its first
 8 blends leave low); ``--before`` also times its calibration on the same sample.

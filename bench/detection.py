@@ -1,6 +1,6 @@
 """What the cheap default costs in detection and what it saves in time, in one run.
 
-The default detector (Combined: Transplant + SCALE-UP under the Cauchy rule, since issue 30) against
+The default detector (Combined: Transplant + SCALE-UP under Fisher's rule, since issue 30) against
 the default before it (Transplant + STRIP under the Bonferroni rule) and each member alone. All
 are calibrated and measured the same way, on faces the threshold was not set on; detection counts
 the triggered faces the BadNet sends to its target.

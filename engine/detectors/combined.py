@@ -7,17 +7,12 @@ score at or below it, interpolated between the clean scores (the j-th lowest cle
 ``j / (n + 1)``, with an exponential lower tail fitted to the lowest clean scores), so scores on
 different scales (entropy in bits, a drift in [0, 1]) compare without tuning, and a score far
 below every clean one gets a much smaller p-value than one just below them, however few the
-clean images. The member p-values then become one score, by one of three rules:
+clean images. The member p-values then become one score, by either rule:
 
-- ``cauchy`` (the default): the Cauchy combination (Liu and Xie, JASA 2020). Each p-value
-  becomes ``tan((1/2 - p) pi)``, a standard Cauchy variable under the null; their mean is Cauchy
-  again whatever the members' dependence, and its tail gives the combined p-value. One member's
-  very small p-value dominates the mean (a patch far in Transplant's tail is caught as by
-  Transplant alone), and two members somewhat low count about as their harmonic mean, where a
-  union of the members would double the smaller (a blend is low under both);
-- ``fisher``: Fisher's method, ``-2 * sum(log p)`` read against the chi-square distribution with
-  twice as many degrees of freedom as members. It adds moderate evidence best but pays for a
-  member that finds an image ordinary, which with few clean faces loses patches (issue 30);
+- ``fisher`` (the default): Fisher's method, ``-2 * sum(log p)`` read against the chi-square
+  distribution with twice as many degrees of freedom as members. A trigger that drives one
+  member's p-value far down is caught as under a union of members, and one that leaves two
+  members somewhat low is caught too, which a union misses;
 - ``bonferroni``: the smallest member p-value divided by the member's weight (weights sum to 1),
   capped at 1: the union of the members' tails (calibrations saved before the rule existed).
 
@@ -46,20 +41,19 @@ class CombinedDetector(Detector):
     title = "Combined"
     summary = ("Several detectors (Transplant and SCALE-UP unless you choose others) under one "
                "false-rejection budget: each score becomes its rank among the clean scores (a p-value), "
-               "the p-values are combined (the Cauchy combination), one threshold for the whole.")
+               "the p-values are combined (Fisher's method), one threshold for the whole.")
     scale = ScoreScale("combined clean-data p-value (members' p-values combined)", "Combined p-value",
                        lo=0.0, hi=1.0, stretched_low=True)
     colour = (148, 103, 189)
     order = 30
     needs_fit = True
     DEFAULT_MEMBERS = ("transplant", "scaleup")
-    RULES = ("cauchy", "fisher", "bonferroni")
+    RULES = ("fisher", "bonferroni")
     settings = (
         Setting("members", "members", list, DEFAULT_MEMBERS, 0, 0, "detectors to combine, by name"),
-        Setting("rule", "rule", str, "cauchy", 0, 0,
-                "how member p-values combine: cauchy (the mean of their Cauchy transforms), fisher (their "
-                "product, read against chi-square) or bonferroni (the smallest, divided by its weight)",
-                choices=RULES),
+        Setting("rule", "rule", str, "fisher", 0, 0,
+                "how member p-values combine: fisher (their product, read against chi-square) or "
+                "bonferroni (the smallest, divided by its weight)", choices=RULES),
         Setting("weights", "weights", tuple, (), 0.0, 1e6,
                 "bonferroni only: a weight per member (normalised to sum to 1; empty: each member's own, "
                 "Transplant 2, the others 1)", low_open=True),
@@ -90,7 +84,7 @@ class CombinedDetector(Detector):
         out = super().params()
         if self.rule == "bonferroni":
             out["weights"] = [float(w) for w in self.normalised_weights]
-        else:  # the Cauchy and Fisher rules weigh every member alike
+        else:  # Fisher's rule weighs every member alike
             del out["weights"]
         out["member_params"] = {p.name: p.params() for p in self.parts}
         return out
@@ -119,7 +113,7 @@ class CombinedDetector(Detector):
                 raise ValueError(f"Combined clean scores of {name} are not sorted finite numbers")
             clean[name] = values
         params = dict(params)
-        params.setdefault("rule", "bonferroni")  # saved before the rule existed: its thresholds are Bonferroni's
+        params.setdefault("rule", "bonferroni")  # saved before Fisher's rule: its thresholds are Bonferroni's
         detector = cls(member_params=params.pop("member_params", None), clean_scores=clean,
                        member_state=state.get("members"), **params)
         if set(clean) != {p.name for p in detector.parts}:
@@ -192,28 +186,7 @@ class CombinedDetector(Detector):
             for values, w in zip(p, self.normalised_weights):
                 combined = np.minimum(combined, values / w)
             return np.minimum(combined, 1.0)
-        if self.rule == "fisher":
-            return fisher(p)
-        return cauchy(p)
-
-
-# A member p-value above this counts as this: an image more ordinary than almost every clean one
-# is evidence of nothing, and must not outweigh another member's small p-value without bound
-# (tan((1/2 - p) pi) falls to minus infinity as p nears 1).
-CAUCHY_CAP = 0.99
-
-
-def cauchy(p: list[np.ndarray]) -> np.ndarray:
-    """The Cauchy combination of k p-values (Liu and Xie, JASA 2020), equal weights:
-    ``T = mean(tan((1/2 - p) pi))`` and ``P(Cauchy >= T) = 1/2 - arctan(T) / pi``, valid whatever
-    the members' dependence in the tail. ``tan((1/2 - p) pi)`` is ``1 / tan(p pi)``, which stays
-    accurate for the tiny p-values of a trigger, and for ``T > 0`` the tail is written
-    ``arctan(1 / T) / pi`` so it keeps its resolution near 0."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-300, CAUCHY_CAP)
-    t = np.mean(1.0 / np.tan(np.pi * p), axis=0)
-    with np.errstate(divide="ignore"):
-        upper = np.arctan(1.0 / np.where(t > 0, t, 1.0)) / np.pi
-    return np.clip(np.where(t > 0, upper, 0.5 - np.arctan(t) / np.pi), 0.0, 1.0)
+        return fisher(p)
 
 
 def fisher(p: list[np.ndarray]) -> np.ndarray:

@@ -291,9 +291,6 @@ REFERENCES = {
                  "Functionality for Accurate Backdoor Input Detection. ICLR 2024.",
     "fisher": "R. A. Fisher. Statistical Methods for Research Workers. Oliver and Boyd, 1925 (combining "
               "independent p-values: the combined detector's rule).",
-    "cauchy": "Y. Liu and J. Xie. Cauchy Combination Test: A Powerful Test With Analytic p-Value Calculation "
-              "Under Arbitrary Dependency Structures. Journal of the American Statistical Association, 2020 "
-              "(the combined detector's default rule).",
     "conformal": "V. Vovk, A. Gammerman and G. Shafer. Algorithmic Learning in a Random World. Springer, 2005 "
                  "(thresholds as ranks of clean scores, and the interval of a new image's false rejection).",
 }
@@ -308,14 +305,13 @@ METHOD_REFERENCES = {
 
 def method_references(name: str, params: dict | None) -> tuple[str, ...]:
     """The references of a detector as configured: a combined detector cites its members and,
-    its rule's (the Cauchy combination or Fisher's method)."""
+    under Fisher's rule, Fisher."""
     if name != "combined":
         return METHOD_REFERENCES.get(name, ())
     params = params or {}
     members = params.get("members") or []
     keys = tuple(k for m in members if isinstance(m, str) for k in METHOD_REFERENCES.get(m, ()))
-    rule = params.get("rule", "bonferroni")
-    return keys + ((rule,) if rule in ("cauchy", "fisher") else ())
+    return keys + (("fisher",) if params.get("rule", "bonferroni") == "fisher" else ())
 
 
 def references(audit: Audit) -> list[dict]:
