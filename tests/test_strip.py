@@ -120,10 +120,17 @@ def test_only_the_images_the_first_blends_leave_low_get_the_rest(demo_net, demo_
     faces = ImageSet(np.concatenate([demo_test.images[:20], demo_poisoned.images[:10]]), None,
                      [str(i) for i in range(30)], "faces")
     got, by_first, by_all = (progress.run(d.score(demo_net, faces, "1/255")).values for d in (early, first, whole))
-    low = by_first < early.early_cut
-    assert low.any() and (~low).any()
-    np.testing.assert_allclose(got[low], by_all[low], atol=1e-9)
-    np.testing.assert_allclose(got[~low], by_first[~low], atol=1e-9)
+    # The three detectors score in batches of different shapes, and float32 kernels round
+    # differently by batch shape (1.4e-8 apart seen), so scores agree to a float32 tolerance,
+    # and an image whose first-blend score lies within it of the cut may fall either side.
+    tol = 1e-5
+    low = by_first < early.early_cut - tol
+    high = by_first >= early.early_cut + tol
+    assert low.any() and high.any()
+    np.testing.assert_allclose(got[low], by_all[low], atol=tol)
+    np.testing.assert_allclose(got[high], by_first[high], atol=tol)
+    edge = ~(low | high)
+    assert np.all(np.isclose(got[edge], by_all[edge], atol=tol) | np.isclose(got[edge], by_first[edge], atol=tol))
     assert np.mean(progress.run(first.score(demo_net, demo_clean, "1/255")).values < early.early_cut) == \
         pytest.approx(0.5, abs=0.05)  # the cut: the clean images' median, on a sample of 200
 
@@ -167,7 +174,7 @@ def test_file_round_trip_keeps_blend_images_and_verdicts(demo_net, demo_poisoned
     a = progress.run(strip_calibration.judge(demo_net, sample))
     b = progress.run(back.judge(demo_net, sample))
     np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_allclose(a.scores, b.scores)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)  # float32: same faces, maybe other batch shapes
 
 
 def test_damaged_blend_images_are_a_one_line_error(strip_calibration, tmp_path):
