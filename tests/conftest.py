@@ -14,14 +14,65 @@ import engine  # noqa: E402,F401  (quiet TensorFlow first)
 ROOT = Path(__file__).resolve().parent.parent
 CSAW = Path(os.environ.get("BADNET_SHARED", ROOT.parent / "shared")) / "csaw"
 
-# The layers, by file: `-m gui`, `-m cli`, `-m engine` run one of them.
-LAYERS = {"test_gui.py": "gui", "test_controllers.py": "gui", "test_cli.py": "cli", "test_bad_input.py": "cli",
-          "test_first_contact.py": "cli"}
+# The layers: `-m gui`, `-m cli`, `-m engine` run one of them. A test's layer comes from what it
+# uses, not from its file's name: a Qt fixture or anything from gui/ or PySide6 makes it a window
+# test; the command line (the `main` module, the `cli` package, or a helper of the test's module
+# that calls them) makes it a CLI test; the rest are engine tests.
+GUI_FIXTURES = {"qtbot", "qapp"}
+GUI_MODULES = ("gui", "PySide6", "pytestqt")
+CLI_MODULES = ("main", "cli")
+
+
+def _names(code, depth: int = 0) -> set[str]:
+    """Global and imported names a function's code uses, with those of its nested functions; a
+    path to main.py among its constants (the CLI run as a subprocess) counts as the name main."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names") and depth < 4:
+            names |= _names(const, depth + 1)
+        elif isinstance(const, str) and const.endswith("main.py"):
+            names.add("main")
+    return names
+
+
+def _uses(function, prefixes: tuple[str, ...], depth: int = 0) -> bool:
+    """Whether ``function`` uses a module under one of ``prefixes``: by an import in its body, by a
+    global bound to such a module or to something defined in one, or through a helper function of
+    its own module that does (one level down)."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return False
+    scope = getattr(function, "__globals__", {})
+    for name in _names(code):
+        if name.split(".")[0] in prefixes:
+            return True
+        obj = scope.get(name)
+        if obj is None:
+            continue
+        module = obj.__name__ if isinstance(obj, type(os)) else getattr(obj, "__module__", None) or ""
+        if module.split(".")[0] in prefixes:
+            return True
+        if depth < 2 and callable(obj) and module == scope.get("__name__") and _uses(obj, prefixes, depth + 1):
+            return True
+    return False
+
+
+def layer(item) -> str:
+    """gui, cli or engine, from the test's function and the fixtures it asks for."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    functions = [getattr(item, "function", None)] + [d[-1].func for d in defs.values() if d]
+    if fixtures & GUI_FIXTURES or any(_uses(f, GUI_MODULES) for f in functions):
+        return "gui"
+    if any(_uses(f, CLI_MODULES) for f in functions):
+        return "cli"
+    return "engine"
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        item.add_marker(getattr(pytest.mark, LAYERS.get(Path(str(item.fspath)).name, "engine")))
+        item.add_marker(getattr(pytest.mark, layer(item)))
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("PySide6")
-
+# PySide6 is a dependency: without it this module fails to import, and the run fails with it.
 from PySide6.QtCore import QObject, Signal  # noqa: E402
 
 from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_MODEL, DEMO_POISONED  # noqa: E402
