@@ -162,3 +162,10 @@ def check_size(net: BadNet, images: np.ndarray, source: str | None = None) -> No
     got = tuple(images.shape[1:])
     if got != want:
         raise InputError(source, f"images are {got}, the model expects {want}")
+
+
+def choose_scaling(net: BadNet, scaling: str, labelled: ImageSet | None) -> Job[tuple[str, str]]:
+    """(scaling, reason): as asked, or for ``auto`` the one with higher accuracy on labelled data."""
+    if scaling == "auto" and labelled is not None and labelled.labels is None:
+        labelled = None
+    return (yield from resolve_scaling(net, scaling, labelled))

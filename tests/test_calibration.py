@@ -168,7 +168,7 @@ def test_save_is_atomic_when_writing_fails(demo_calibration, tmp_path, monkeypat
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(sys.modules["engine.detectors.calibration"].json, "dump", broken_dump)
+    monkeypatch.setattr(sys.modules["engine.io.files"].json, "dump", broken_dump)
     with pytest.raises(OSError):
         demo_calibration.save(path)
     assert path.read_text() == before

@@ -65,7 +65,7 @@ class _Copy(Repair):
     name = "copy-for-test"
     title = "Copy"
     summary = "B' is a copy of the BadNet."
-    from engine.detectors import Setting
+    from engine.settings import Setting
 
     settings = (Setting("note", "note", str, "plain", 0, 0, "a word recorded in the bundle", choices=("plain", "odd")),)
     files = r"copy\.h5|repaired\.json"

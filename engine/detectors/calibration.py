@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from engine.io.datasets import ImageSet
 from engine.detectors import Detector, Scores, make_detector, title_of
 from engine.errors import InputError, first_line
-from engine.io.files import atomic_open, check_output as check_file_output, is_json_of_kind, read_json_file
+from engine.io.files import check_output as check_file_output, is_json_of_kind, read_json_file, write_json_atomic
 from engine.io.models import BadNet
 from engine.progress import Job
 from engine.scoring import SCALINGS
@@ -548,9 +547,3 @@ def calibrate(
 def check_output(path: str | Path) -> Path:
     """Fail before any long work if a calibration cannot be written to ``path``."""
     return check_file_output(path, lambda p: is_json_of_kind(p, FILE_KIND), "calibration file")
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    with atomic_open(path) as fh:
-        json.dump(payload, fh, indent=1)
-        fh.write("\n")

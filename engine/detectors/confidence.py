@@ -18,6 +18,7 @@ from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job
 from engine.scoring import predict
+from engine.training import fine_tune
 
 FINE_TUNE_LEARNING_RATE = 1e-4
 
@@ -70,7 +71,6 @@ class ConfidenceDetector(Detector):
     def fit(self, net: BadNet, clean: ImageSet, scaling: str) -> Job[None]:
         if self.fine_tune_epochs == 0:
             return None
-        from engine.repairs.training import fine_tune
 
         model = net.copy_model()
         yield from fine_tune(model, lambda m: None, clean, scaling, self.fine_tune_epochs,

@@ -27,6 +27,7 @@ from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.scoring import BATCH_SIZE, PredictionCache, forward, predict, to_model_input
+from engine.training import train_epochs
 
 MAX_FIT = 1000
 
@@ -84,7 +85,6 @@ class ExpertDetector(Detector):
         """Fine-tune a copy on the clean faces, each labelled with a class the network does not give it."""
         import keras
 
-        from engine.repairs.training import train_epochs
 
         if net.num_classes < 2:
             raise InputError(None, "BaDExpert needs a network with at least two classes")

@@ -88,6 +88,13 @@ def atomic_open(path: str | Path, newline: str | None = None) -> Iterator:
         os.fsync(fh.fileno())
 
 
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    """``payload`` as indented JSON at ``path``, complete or not at all."""
+    with atomic_open(path) as fh:
+        json.dump(payload, fh, indent=1)
+        fh.write("\n")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -7,7 +7,7 @@ what data it needs (``needs_poisoned``, ``uses_scan``), the ``rule`` of the bund
 the ``files`` it writes; and implementing :meth:`Repair.run`, a job that writes its folder and
 returns a :class:`RepairOutcome` (the bundle, summary lines, curves). The shared parts live once:
 the bundle and the model writer in :mod:`engine.repairs.bundle`, the training loop with its
-held-out split in :mod:`engine.repairs.training`, and the checks of the request in
+held-out split in :mod:`engine.training`, and the checks of the request in
 :func:`repair_job`, which the CLI and the window both call.
 """
 
@@ -24,7 +24,9 @@ from typing import ClassVar
 import numpy as np
 
 from engine.io.datasets import ImageSet, PoisonedSet
-from engine.detectors import Setting, apply_settings
+from engine.io.fitting import fit_sets, fit_to_model
+from engine.scoring import choose_scaling
+from engine.settings import Setting, apply_settings
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job
@@ -170,7 +172,6 @@ def repair_job(repair: Repair, net: BadNet, clean: ImageSet, poisoned: list[Pois
     clean data (labelled, classes of the model), the poisoned sets and the scan, before the input
     scaling is chosen (which may run the network) and before anything is written."""
     from engine.io.datasets import check_labels_in_range
-    from engine.workflow import choose_scaling, fit_sets, fit_to_model
 
     repair.check(net)
     outdir = check_output_folder(outdir, repair)

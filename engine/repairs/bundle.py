@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.detectors.calibration import Verdicts, write_json_atomic
+from engine.detectors.calibration import Verdicts
+from engine.io.files import write_json_atomic
 from engine.io.datasets import ImageSet
 from engine.errors import InputError, first_line
 from engine.io.files import read_json_file

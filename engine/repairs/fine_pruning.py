@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.io.datasets import ImageSet, PoisonedSet
-from engine.detectors import Setting
+from engine.settings import Setting
 from engine.io.files import staged_folder
 from engine.io.models import BadNet, load_badnet, sha256_file
 from engine.progress import Job, Progress
 from engine.repairs.pruning import DEFAULT_DROPS, check_layer, conv_layers, default_layer, pruned_model, sweep, zeroer
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, save_model
-from engine.repairs.training import fine_tune
+from engine.training import fine_tune
 from engine.scoring import predict
 
 SWEEP_HEADER = ("step", "channel", "fraction_pruned", "clean_accuracy")

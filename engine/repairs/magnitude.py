@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.io.datasets import ImageSet, PoisonedSet
-from engine.detectors import Setting
+from engine.settings import Setting
 from engine.io.files import staged_folder, write_csv
 from engine.io.models import BadNet, load_badnet
 from engine.progress import Job, Progress
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, moved, save_model, write_bundle
-from engine.repairs.training import fine_tune
+from engine.training import fine_tune
 from engine.scoring import model_accuracy, predict
 
 DEFAULT_SPARSITY = 0.7

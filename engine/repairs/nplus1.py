@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.io.datasets import ImageSet, PoisonedSet
-from engine.detectors import Setting
+from engine.settings import Setting
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.repairs import Curve, Plot, Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, write_repair_folder
-from engine.repairs.training import holdout_split, train_epochs
+from engine.training import holdout_split, train_epochs
 from engine.scoring import model_labels, to_model_input
 
 DEFAULT_EPOCHS = 40

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from engine.io.datasets import ImageSet, PoisonedSet
-from engine.detectors import Setting
+from engine.settings import Setting
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.repairs import Repair, RepairOutcome, register
 from engine.repairs.bundle import RepairedNet, write_repair_folder
-from engine.repairs.training import holdout_split, train_epochs
-from engine.scan import SCAN_IMAGES
+from engine.training import holdout_split, train_epochs
+from engine.io.fitting import sample_images
+from engine.scan import SCAN_IMAGES, scan_job
 from engine.scoring import BATCH_SIZE, forward, model_accuracy, to_model_input
 
 DEFAULT_EPOCHS = 20
@@ -182,8 +183,6 @@ class Unlearning(Repair):
         return "G (unlearning)"
 
     def run(self, net, clean, poisoned, outdir, scaling, scan=None) -> Job[RepairOutcome]:
-        from engine.workflow import sample_images, scan_job
-
         if scan is None:
             scan = yield from scan_job(net, sample_images(clean, self.scan_images), scaling)
         chosen = list(dict.fromkeys(self.classes)) if self.classes else scan.flagged

@@ -39,12 +39,13 @@ import numpy as np
 from engine.scan import evidence as ev
 from engine.io.datasets import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
-from engine.io.files import check_readable_file, read_json_file, staged_folder
+from engine.io.files import check_readable_file, read_json_file, staged_folder, write_json_atomic
 from engine.scan.margin import MAX_BATCH as MARGIN_BATCH
 from engine.scan.margin import max_margins
+from engine.io.fitting import fit_to_model
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import SCALINGS, forward, probabilities, to_model_input
+from engine.scoring import SCALINGS, choose_scaling, forward, probabilities, to_model_input
 from engine.scan.trigger_opt import ChunkOptimizer, new_chunk, stamp
 
 FILE_KIND = "badnet-inspector/scan"
@@ -249,7 +250,6 @@ class ScanResult:
 
     def save(self, outdir: str | Path) -> Path:
         """Write scan.json, triggers.npz and the flagged classes' PNGs into ``outdir``, atomically."""
-        from engine.detectors.calibration import write_json_atomic
 
         outdir = Path(outdir)
         with staged_folder(outdir, is_scan_output, "trigger-scan results") as stage:
@@ -648,3 +648,12 @@ def _float_or_none(v):
 
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
+def scan_job(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings | None = None) -> Job[ScanResult]:
+    """The whole-model trigger scan on ``clean`` (labels not needed), fitted to the model, at the
+    input scaling asked for (or chosen, for ``auto``): a ScanResult."""
+    clean = fit_to_model(clean, net)
+    check_clean(clean)
+    chosen, _ = yield from choose_scaling(net, scaling, clean)
+    return (yield from scan(net, clean, chosen, settings or ScanSettings()))

@@ -13,6 +13,7 @@ from engine.detectors import DETECTORS, Detector, make_detector
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
+from engine.scan import scan_job  # noqa: F401  (the workflow's API)
 from engine.workflow.opening import choose_scaling, fit_sets, fit_to_model
 
 # What a user gets without choosing: the detector that catches the triggers measured at DEFAULT_FRR
@@ -91,16 +92,6 @@ def repairs_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repai
         g.check_model(net)
     chosen, _ = yield from choose_scaling(net, scaling, clean)
     return (yield from repair_rows(net, clean, sets, list(repairs), chosen))
-
-
-def scan_job(net: BadNet, clean: ImageSet, scaling: str, settings=None):
-    """The whole-model trigger scan on ``clean`` (labels not needed): a ScanResult."""
-    from engine.scan import ScanSettings, check_clean, scan
-
-    clean = fit_to_model(clean, net)
-    check_clean(clean)
-    chosen, _ = yield from choose_scaling(net, scaling, clean)
-    return (yield from scan(net, clean, chosen, settings or ScanSettings()))
 
 
 def stamp_and_count(net: BadNet, clean: ImageSet, result, label: int, limit: int | None = None) -> Job[dict]:

@@ -5,39 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from engine.io import datasets
 from engine.detectors.calibration import load_defenses
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.errors import InputError
 from engine.io.models import BadNet, load_badnet
-from engine.progress import Job
-from engine.scoring import resolve_scaling
+from engine.io.fitting import check_target, fit_sets, fit_to_model, sample_images  # noqa: F401  (the workflow's API)
+from engine.scoring import choose_scaling  # noqa: F401  (the workflow's API)
 
 
 def open_model(path: str | Path, trust: bool = False) -> BadNet:
     return load_badnet(Path(path), trust=trust)
-
-
-def check_target(net: BadNet, target, source: str | Path | None = None) -> int:
-    """An attack's target must be a class of the model."""
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < net.num_classes:
-        what = f"target {target}" if source is not None else f"--target {target}"
-        raise InputError(source, f"{what} is not a class of this model (0..{net.num_classes - 1})")
-    return int(target)
-
-
-def fit_to_model(images: ImageSet, net: BadNet) -> ImageSet:
-    """The set at the model's input size (a warning names the source when it is resized), with
-    labels checked against the model's classes."""
-    datasets.check_labels_in_range(images, net.num_classes)
-    return images.resized(net.input_shape[:2])
-
-
-def fit_sets(poisoned: list[PoisonedSet], net: BadNet) -> list[PoisonedSet]:
-    """Poisoned sets fitted to the model, their targets checked."""
-    return [PoisonedSet(fit_to_model(p.images, net), check_target(net, p.target, p.images.source)) for p in poisoned]
 
 
 def read_set(path: str | Path, net: BadNet | None = None) -> ImageSet:
@@ -60,13 +39,6 @@ def open_sets(net: BadNet, clean: str | Path, poisoned: list[tuple[Path, int]]) 
     for path, target in poisoned:  # every target before reading any data
         check_target(net, target, path)
     return read_set(clean, net), [open_poisoned(net, path, target) for path, target in poisoned]
-
-
-def choose_scaling(net: BadNet, scaling: str, labelled: ImageSet | None) -> Job[tuple[str, str]]:
-    """(scaling, reason): as asked, or for ``auto`` the one with higher accuracy on labelled data."""
-    if scaling == "auto" and labelled is not None and labelled.labels is None:
-        labelled = None
-    return (yield from resolve_scaling(net, scaling, labelled))
 
 
 def load_defense(calibrations: list[str | Path] | None = None, repaired: str | Path | None = None,
@@ -121,11 +93,3 @@ def load_scan(path: str | Path, net: BadNet | None = None):
         if tuple(net.input_shape[:2]) != tuple(result.image_shape):
             raise InputError(path, f"triggers are {result.image_shape}, the model takes {net.input_shape[:2]}")
     return result
-
-
-def sample_images(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
-    """At most ``limit`` images drawn at random without replacement (all when ``limit`` is 0)."""
-    if not limit or len(images) <= limit:
-        return images
-    idx = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
-    return images.subset(idx)
