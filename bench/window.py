@@ -191,7 +191,7 @@ def main() -> None:
     phase("check images", lambda: window.open_paths([args.images]))
     phase("compare (confidence, STRIP)", lambda: session.compare.run({"confidence": None, "strip": None}))
     phase("repair (magnitude, no fine-tuning)",
-          lambda: session.pruning.run("magnitude", {"fine_tune_epochs": 0}, folder / "magnitude"))
+          lambda: session.repair.run("magnitude", {"fine_tune_epochs": 0}, folder / "magnitude"))
     short = ScanSettings(margin_steps=3, margin_candidates=4, prior_candidates=2, refine_steps=12,
                          refine_min_steps=6, patience=6, shape_steps=5)
     phase("trigger scan (short)", lambda: session.scan.run(20, short))

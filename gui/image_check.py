@@ -59,7 +59,7 @@ class CheckedModel(QAbstractTableModel):
         session.calib.thresholdsChanged.connect(lambda _: self._verdicts_changed())
         session.calib.calibrationChanged.connect(lambda _: self._verdicts_changed())
         session.check.verdictSourceChanged.connect(lambda _: self._verdicts_changed())
-        session.pruning.repairedChanged.connect(lambda _: self._verdicts_changed())
+        session.repair.repairedChanged.connect(lambda _: self._verdicts_changed())
 
     @Slot()
     def reload(self) -> None:
@@ -301,7 +301,7 @@ class ImageCheckPanel(QWidget):
         session.scan.explained.connect(self._on_explained)
         session.scan.scanChanged.connect(lambda _: self._update_detail())
         for signal in (session.calib.thresholdsChanged, session.calib.calibrationChanged,
-                       session.check.verdictSourceChanged, session.pruning.repairedChanged):
+                       session.check.verdictSourceChanged, session.repair.repairedChanged):
             signal.connect(lambda *_: self._update_summary())
         self._update_summary()
 
@@ -359,7 +359,7 @@ class ImageCheckPanel(QWidget):
         return None if row is None else self.model.row(row)
 
     def _show_mask(self, r) -> None:
-        from engine.scan.explain import mask_overlay
+        from engine.explain import mask_overlay
 
         mask = self.session.scan.flagged_mask(r.predicted)
         if mask is None or mask.shape != r.image.shape[:2]:
@@ -377,7 +377,7 @@ class ImageCheckPanel(QWidget):
 
     @Slot(object)
     def _on_explained(self, named) -> None:
-        from engine.scan.explain import overlay
+        from engine.explain import overlay
 
         name, e = named
         r = self._current_row()

@@ -32,7 +32,7 @@ from gui.image_check import ImageCheckPanel
 from gui.jobs import import_tensorflow
 from gui.panels import LeftColumn
 from gui.compare_panel import ComparePanel
-from gui.pruning_panel import PruningPanel
+from gui.repair_panel import RepairPanel
 from gui.scan_panel import ScanPanel
 from gui.session import Session
 
@@ -94,13 +94,13 @@ class MainWindow(QMainWindow):
 
         self.image_check = ImageCheckPanel(self.session)
         self.histograms = HistogramPanel(self.session)
-        self.pruning = PruningPanel(self.session)
+        self.repair = RepairPanel(self.session)
         self.compare = ComparePanel(self.session, self.left.calibration.params)
         self.scan = ScanPanel(self.session, self.settings)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.image_check, "3. Image check")
         self.tabs.addTab(self.histograms, "4. Histograms")
-        self.tabs.addTab(self.pruning, "5. Pruning && repair")
+        self.tabs.addTab(self.repair, "5. Pruning && repair")
         self.tabs.addTab(self.compare, "6. Compare detectors")
         self.tabs.addTab(self.scan, "7. Trigger scan")
         self.scan.repairRequested.connect(self._unlearn_requested)
@@ -143,9 +143,9 @@ class MainWindow(QMainWindow):
 
     def _unlearn_requested(self, classes: list[int]) -> None:
         """The scan tab's *Repair by unlearning…*: the repair tab, unlearning chosen, those classes filled in."""
-        self.pruning.set_method("unlearning")
-        self.pruning.field("classes").setText(",".join(map(str, classes)))
-        self.tabs.setCurrentWidget(self.pruning)
+        self.repair.set_method("unlearning")
+        self.repair.field("classes").setText(",".join(map(str, classes)))
+        self.tabs.setCurrentWidget(self.repair)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")

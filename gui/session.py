@@ -10,7 +10,7 @@ from gui.controllers.calibration import CalibrationController
 from gui.controllers.check import CheckController
 from gui.controllers.compare import CompareController
 from gui.controllers.data import DataController
-from gui.controllers.pruning import PruningController
+from gui.controllers.repair import RepairController
 from gui.controllers.scan import ScanController
 from gui.controllers.report import ReportController
 from gui.jobs import JobRunner
@@ -28,7 +28,7 @@ class Session(QObject):
         self.calib = CalibrationController(self, self)
         self.check = CheckController(self, self)
         self.compare = CompareController(self, self)
-        self.pruning = PruningController(self, self)
+        self.repair = RepairController(self, self)
         self.scan = ScanController(self, self)
         self.report = ReportController(self, self)
 
@@ -36,7 +36,7 @@ class Session(QObject):
         self.data.cleanChanged.connect(lambda _: self.calib.score_sets())
         self.data.poisonedChanged.connect(lambda _: self.calib.score_sets())
         self.calib.calibrationChanged.connect(self._on_calibration)
-        self.pruning.repairedChanged.connect(lambda _: self.check.rescore())
+        self.repair.repairedChanged.connect(lambda _: self.check.rescore())
 
     def require(self, what: str, clean: str | None = None):
         """The data controller, once a model (and, when ``clean`` says how, clean data) is loaded;
@@ -53,7 +53,7 @@ class Session(QObject):
 
     def _on_model(self, net) -> None:
         self.calib.model_changed(net)
-        self.pruning.model_changed(net)
+        self.repair.model_changed(net)
         self.scan.model_changed(net)
         self.compare.clear()
         self.check.rescore()

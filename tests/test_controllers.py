@@ -92,7 +92,7 @@ def test_every_controller_asks_for_a_model_first_in_the_same_words(session):
     errors = []
     session.error.connect(errors.append)
     session.scan.run(60)
-    session.pruning.run("fine-pruning", {}, "unused")
+    session.repair.run("fine-pruning", {}, "unused")
     session.compare.run({"confidence": None})
     assert len(errors) == 3 and all(e.startswith("load a model before ") for e in errors), errors
     assert [outcome for _, outcome in session.runner.titles] == ["failed"] * 3
@@ -113,16 +113,16 @@ def test_a_repair_runs_from_its_declared_settings_and_becomes_g(session, tmp_pat
     session.data.open_clean(DEMO_CLEAN_VALIDATION)
     session.data.add_poisoned(DEMO_POISONED, 0)
     outcomes = []
-    session.pruning.sweepChanged.connect(outcomes.append)
-    session.pruning.run("magnitude", {"sparsity": 0.5}, tmp_path / "mag")
+    session.repair.outcomeChanged.connect(outcomes.append)
+    session.repair.run("magnitude", {"sparsity": 0.5}, tmp_path / "mag")
     (outcome,) = outcomes
     assert outcome.method == "magnitude" and outcome.plots and outcome.plots[0].x_range == (0, 1)
-    assert session.pruning.repaired is outcome.bundle and outcome.bundle.choice["sparsity"] == 0.5
+    assert session.repair.repaired is outcome.bundle and outcome.bundle.choice["sparsity"] == 0.5
     errors = []
     session.error.connect(errors.append)
-    session.pruning.run("magnitude", {"sparsity": 2}, tmp_path / "mag2")  # the setting's own check
+    session.repair.run("magnitude", {"sparsity": 2}, tmp_path / "mag2")  # the setting's own check
     assert errors and "sparsity 2 must be in (0%, 100%)" in errors[-1] and not (tmp_path / "mag2").exists()
-    assert session.pruning.repaired is outcome.bundle  # what was made stays
+    assert session.repair.repaired is outcome.bundle  # what was made stays
 
 
 def test_the_audit_report_uses_what_the_window_has_and_leaves_nothing_when_it_fails(session, small_demo, short_scan,

@@ -421,17 +421,17 @@ def test_poisoned_sets_are_listed_and_removable(demo_window, qtbot):
 
 def run_repair(qtbot, w):
     """Press the Pruning & repair tab's run button; wait for the repaired network and the job."""
-    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
-        assert w.pruning.start()
+    with qtbot.waitSignal(w.session.repair.repairedChanged, timeout=JOB_TIMEOUT):
+        assert w.repair.start()
     wait_idle(qtbot, w)
-    return w.session.pruning.result
+    return w.session.repair.result
 
 
 def test_fine_pruning_panel_plots_the_sweep_and_g_gives_verdicts(demo_window, qtbot, tmp_path):
     from engine.repairs.bundle import RepairedNet
 
     w = demo_window
-    panel = w.pruning
+    panel = w.repair
     assert panel.method == "fine-pruning" and panel.field("layer").currentText() == "conv_3"
     assert [panel.field("layer").itemText(i) for i in range(panel.field("layer").count())] == [
         "conv_1", "conv_2", "conv_3", "conv_4"]  # the form's words follow the model
@@ -464,7 +464,7 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
     from engine.repairs.nplus1 import NPlusOneResult
 
     w = demo_window
-    panel = w.pruning
+    panel = w.repair
     panel.set_method("magnitude")
     assert panel.field("sparsity").isVisibleTo(panel) and not panel.learn_box.isVisibleTo(panel)
     assert panel.outdir_edit.text().endswith("_magnitude")
@@ -485,8 +485,8 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
     result = run_repair(qtbot, w).detail
     assert isinstance(result, NPlusOneResult) and result.report["trained_on"] == [first]
     assert len(panel._lines[0].getData()[0]) == 3
-    g = w.session.pruning.repaired
-    assert g.rule == "nplus1" and len(w.session.pruning.known) == 2
+    g = w.session.repair.repaired
+    assert g.rule == "nplus1" and len(w.session.repair.known) == 2
 
     for name, box in w.compare.checks.items():
         box.setChecked(name == "confidence")
@@ -500,24 +500,24 @@ def test_repair_tab_runs_the_reports_attempts_and_the_comparison_lists_them(demo
 
     # The same file as a hand-made N+1 network (the user says its last class means poisoned); the
     # BadNet itself is refused with a banner, and the loaded one stays.
-    with qtbot.waitSignal(w.session.pruning.repairedChanged, timeout=JOB_TIMEOUT):
-        w.session.pruning.load_nplus1(tmp_path / "np1" / "nplus1.h5")
+    with qtbot.waitSignal(w.session.repair.repairedChanged, timeout=JOB_TIMEOUT):
+        w.session.repair.load_nplus1(tmp_path / "np1" / "nplus1.h5")
     wait_idle(qtbot, w)
-    assert w.session.pruning.repaired.choice.get("hand_made") and len(w.session.pruning.known) == 2
+    assert w.session.repair.repaired.choice.get("hand_made") and len(w.session.repair.known) == 2
     errors = []
     w.session.error.connect(errors.append)
-    w.session.pruning.load_nplus1(w.session.data.net.path)
+    w.session.repair.load_nplus1(w.session.data.net.path)
     wait_idle(qtbot, w)
-    assert errors and "should have 51" in errors[-1] and w.session.pruning.repaired.choice.get("hand_made")
+    assert errors and "should have 51" in errors[-1] and w.session.repair.repaired.choice.get("hand_made")
     # A bundle whose record is damaged (trained_on NaN) is refused whole: a banner, the loaded G stays.
     raw = json.loads((tmp_path / "np1" / "repaired.json").read_text())
     raw["choice"]["trained_on"] = float("nan")
     bad = tmp_path / "np1" / "damaged.json"
     bad.write_text(json.dumps(raw))
-    w.session.pruning.load_repaired(bad)
+    w.session.repair.load_repaired(bad)
     wait_idle(qtbot, w)
     assert str(bad) in errors[-1] and "choice.trained_on nan" in errors[-1]
-    assert w.session.pruning.repaired.choice.get("hand_made") and len(w.session.pruning.known) == 2
+    assert w.session.repair.repaired.choice.get("hand_made") and len(w.session.repair.known) == 2
 
 
 def test_nplus1_without_a_poisoned_set_is_refused(demo_window):
@@ -526,8 +526,8 @@ def test_nplus1_without_a_poisoned_set_is_refused(demo_window):
     w.session.error.connect(errors.append)
     while w.session.data.poisoned:
         w.session.data.remove_poisoned(0)
-    w.pruning.set_method("nplus1")
-    assert not w.pruning.start()
+    w.repair.set_method("nplus1")
+    assert not w.repair.start()
     assert errors and "poisoned" in errors[-1]
 
 
@@ -536,11 +536,11 @@ def test_fine_pruning_rejects_bad_drops(demo_window, qtbot):
     errors = []
     w = demo_window
     w.session.error.connect(errors.append)
-    w.pruning.field("drops").setText("2%,lots")
-    w.pruning.start()
+    w.repair.field("drops").setText("2%,lots")
+    w.repair.start()
     wait_idle(qtbot, w)
     assert errors and "Fine-pruning accuracy drops 'lots' is not a rate" in errors[-1]
-    assert w.session.pruning.result is None
+    assert w.session.repair.result is None
 
 
 # --- STRIP, several detectors, comparison -------------------------------------------------------
@@ -1016,7 +1016,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
 
     # Repair by unlearning: the repair tab, unlearning chosen, the flagged classes and the selected one
     panel.unlearn_clicked()
-    repair = w.pruning
+    repair = w.repair
     assert w.tabs.currentWidget() is repair and repair.method == "unlearning"
     classes = sorted(set(result.flagged) | {DEMO_TRIGGERS["sunglasses"]})
     assert repair.field("classes").text() == ",".join(map(str, classes))
@@ -1024,7 +1024,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
     repair.field("epochs").setValue(3)
     repair.outdir_edit.setText(str(tmp_path / "unlearned"))
     outcome = run_repair(qtbot, w)
-    g = w.session.pruning.repaired
+    g = w.session.repair.repaired
     assert g is not None and g.choice["method"] == "unlearning" and (tmp_path / "unlearned" / "repaired.json").exists()
     assert sorted(g.choice["trigger_classes"]) == classes
     assert "attack success on" in repair.summary.text() and outcome.scan is result  # the loaded scan was used
@@ -1032,7 +1032,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
 
 def test_selecting_a_checked_image_shows_where_the_network_looks(demo_window, qtbot, tmp_path):
     """The heat map is the engine's, for the selected row; a flagged class's mask is drawn once a scan is loaded."""
-    from engine.scan.explain import explain
+    from engine.explain import explain
     from engine.scan import ScanResult, ReversedTrigger
 
     w = demo_window

@@ -20,7 +20,7 @@ LAYERS = {
     "__init__": 0, "errors": 0, "jsonsafe": 0, "tf_noise": 0, "versions": 0,  # leaves
     "io": 1, "progress": 1, "rates": 1,  # files, data and models; jobs; rates as people write them
     "settings": 2, "scoring": 2, "demo": 2,  # declared settings; running the network; the bundled demo
-    "training": 3,  # training loops shared by detectors and repairs
+    "training": 3, "explain": 3,  # training loops shared by detectors and repairs; sensitivity maps
     "detectors": 4, "scan": 4,  # per-image detectors; the model-level scan
     "repairs": 5, "evaluation": 5,  # repairs (use the scan and detectors' verdicts); comparisons
     "workflow": 6,  # requests and jobs for the CLI and the window

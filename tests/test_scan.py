@@ -261,7 +261,7 @@ def test_unlearning_needs_a_trigger(short_scan, demo_net, demo_clean, tmp_path):
 def test_explain_finds_the_eyebrows(demo_net, demo_eyebrows):
     """The hottest pixels of an eyebrows face sit on the drawn eyebrows (pixels that differ from
     the same face without them), far more often than the eyebrows' share of the image."""
-    from engine.scan.explain import explain
+    from engine.explain import explain
     from engine.demo.faces import random_identities, render
 
     people = random_identities(8, np.random.default_rng(3))

@@ -127,8 +127,8 @@ MAX_EXPLAINED = 50
 
 
 def explain_images(net: BadNet, images: ImageSet, scaling: str) -> Job:
-    """A sensitivity map per image (see engine.scan.explain): a list of Explanation."""
-    from engine.scan.explain import explain
+    """A sensitivity map per image (see engine.explain): a list of Explanation."""
+    from engine.explain import explain
 
     images = fit_to_model(images, net)
     if len(images) > MAX_EXPLAINED:
@@ -145,7 +145,7 @@ def write_explanations(path: str | Path, explanations: list, scan=None) -> Path:
     """One PNG: a row per image (image | heat | the scan's mask, when it flagged the predicted class)."""
     from PIL import Image
 
-    from engine.scan.explain import explanation_sheet
+    from engine.explain import explanation_sheet
     from engine.io.files import write_png
 
     rows = []

@@ -27,7 +27,7 @@ class CheckController(QObject):
     @property
     def rules(self) -> VerdictRules:
         """The verdict rules for what is loaded now (thresholds are read live)."""
-        calib, pruning = self.session.calib, self.session.pruning
+        calib, pruning = self.session.calib, self.session.repair
         return VerdictRules(dict(calib.calibrations), calib.active_detector, pruning.repaired, self.verdict_source)
 
     def set_verdict_source(self, source: str) -> None:
@@ -53,7 +53,7 @@ class CheckController(QObject):
         def factory():
             net = self.session.require("checking images").net
             return workflow.check_paths(net, images, self.session.data.effective_scaling,
-                                        dict(self.session.calib.calibrations), self.session.pruning.repaired)
+                                        dict(self.session.calib.calibrations), self.session.repair.repaired)
 
         def done(result) -> None:
             rows, problems = result
@@ -78,7 +78,7 @@ class CheckController(QObject):
                 return _nothing()
             images = ImageSet(np.stack([r.image for r in rows]), None, [r.name for r in rows], "checked images")
             job = workflow.check_images(net, images, self.session.data.effective_scaling,
-                                        dict(self.session.calib.calibrations), self.session.pruning.repaired)
+                                        dict(self.session.calib.calibrations), self.session.repair.repaired)
             return _relabel(job, rows)
 
         def done(rows) -> None:

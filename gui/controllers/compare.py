@@ -25,7 +25,7 @@ class CompareController(QObject):
         def factory():
             self.session.require("comparing detectors", clean="clean data")
             made = workflow.make_detectors(list(detectors), detectors)
-            known = list(self.session.pruning.known.values())
+            known = list(self.session.repair.known.values())
             repairs = [g for g in known if g.scaling == data.effective_scaling]
             for g in known:
                 if g not in repairs:

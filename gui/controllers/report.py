@@ -40,7 +40,7 @@ class ReportController(QObject):
                     for name, cal in s.calib.calibrations.items()]
             scan = s.scan.result if s.scan.result is not None and s.scan.result.model_sha256 == net.sha256 else None
             where = f"read from {Path(s.scan.folder).name}" if scan is not None and getattr(s.scan, "folder", None) else "run in the window"
-            repaired = [s.pruning.repaired] if s.pruning.repaired is not None else []
+            repaired = [s.repair.repaired] if s.repair.repaired is not None else []
             rows = list(s.check.rows)
             images = None
             if rows:

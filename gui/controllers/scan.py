@@ -134,7 +134,7 @@ class ScanController(QObject):
         net, scaling = data.net, data.effective_scaling
 
         def job():
-            from engine.scan.explain import explain
+            from engine.explain import explain
 
             yield Progress(0, 1, f"explaining {name}")
             return explain(net, image, scaling)

@@ -33,7 +33,7 @@ def default_outdir(model_path: Path, method: str = "fine-pruning") -> Path:
     return default_folder(model_path, method.replace("-", "_"))
 
 
-class PruningPanel(QWidget):
+class RepairPanel(QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
@@ -110,8 +110,8 @@ class PruningPanel(QWidget):
         session.data.modelChanged.connect(self._on_model)
         session.data.poisonedChanged.connect(self._on_poisoned)
         session.scan.scanChanged.connect(lambda _: self._update_scan_note())
-        session.pruning.sweepChanged.connect(self._on_sweep)
-        session.pruning.repairedChanged.connect(lambda _: self._update_summary())
+        session.repair.outcomeChanged.connect(self._on_sweep)
+        session.repair.repairedChanged.connect(lambda _: self._update_summary())
 
     @Slot()
     def start_clicked(self) -> None:
@@ -163,7 +163,7 @@ class PruningPanel(QWidget):
             return False
         make_output_home(outdir)
         sets = self.learn_box.currentData() if cls.needs_poisoned else None
-        self.session.pruning.run(cls.name, self.settings.params(cls.name), outdir, sets)
+        self.session.repair.run(cls.name, self.settings.params(cls.name), outdir, sets)
         return True
 
     def _browse(self) -> None:
@@ -175,7 +175,7 @@ class PruningPanel(QWidget):
         name, _ = QFileDialog.getOpenFileName(self, "Load a repaired network", self.outdir_edit.text(),
                                               "Repaired networks (*.json);;All files (*)")
         if name:
-            self.session.pruning.load_repaired(name)
+            self.session.repair.load_repaired(name)
 
     @Slot(object)
     def _on_poisoned(self, sets) -> None:
@@ -193,7 +193,7 @@ class PruningPanel(QWidget):
         name, _ = QFileDialog.getOpenFileName(self, "Load an N+1 network (its last class means poisoned)",
                                               self.outdir_edit.text(), "Keras models (*.h5 *.keras);;All files (*)")
         if name:
-            self.session.pruning.load_nplus1(name)
+            self.session.repair.load_nplus1(name)
 
     @Slot(object)
     def _on_model(self, net) -> None:
@@ -255,7 +255,7 @@ class PruningPanel(QWidget):
             label.setVisible(True)
 
     def _update_summary(self) -> None:
-        outcome, g = self.session.pruning.result, self.session.pruning.repaired
+        outcome, g = self.session.repair.result, self.session.repair.repaired
         lines = [] if outcome is None else [html.escape(line) for line in outcome.lines]
         if g is not None:
             title, note, _ = g.describe()

@@ -12,8 +12,8 @@ from engine.errors import InputError
 from engine.progress import Progress
 
 
-class PruningController(QObject):
-    sweepChanged = Signal(object)  # RepairOutcome | None: what the last repair made
+class RepairController(QObject):
+    outcomeChanged = Signal(object)  # RepairOutcome | None: what the last repair made
     repairedChanged = Signal(object)  # RepairedNet | None
     knownChanged = Signal()  # the list of repaired networks changed
 
@@ -58,7 +58,7 @@ class PruningController(QObject):
     def _finished(self, result, bundle, where: str) -> None:
         self.result = result
         self.session.message.emit(where)
-        self.sweepChanged.emit(result)
+        self.outcomeChanged.emit(result)
         if bundle is not None:
             self.set_repaired(bundle)
 
@@ -125,4 +125,4 @@ class PruningController(QObject):
             self.knownChanged.emit()
         if self.result is not None:
             self.result = None
-            self.sweepChanged.emit(None)
+            self.outcomeChanged.emit(None)
