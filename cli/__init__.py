@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        from cli.options import FLAGS
+
+        print(f"error: {err.said_as(FLAGS)}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
         return 2

@@ -5,6 +5,15 @@ from __future__ import annotations
 from engine.detectors import DETECTORS, detector_class
 from engine.errors import InputError
 
+# How the command line says the settings an engine message names (engine.errors.SETTING_WORDS).
+FLAGS = {
+    "scale": "--scale",
+    "trust_model": "pass --trust-model",
+    "target": "--target",
+    "poisoned": "--poisoned",
+    "scan": "--scan",
+}
+
 
 def parse_detector_names(text: str, option: str = "--detectors") -> list[str]:
     names = [n.strip() for n in str(text).split(",") if n.strip()]

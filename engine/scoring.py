@@ -135,8 +135,8 @@ def resolve_scaling(net: BadNet, scaling: str, clean: ImageSet | None = None) ->
     if scaling != "auto":
         raise InputError(None, f"unknown input scaling {scaling!r}; choose one of {', '.join(SCALING_CHOICES)}")
     if clean is None:
-        raise InputError(None, "--scale auto needs labelled clean data to choose from")
-    labels = clean.require_labels("--scale auto")
+        raise InputError(None, "{scale} auto needs labelled clean data to choose from", settings=("scale",))
+    labels = clean.require_labels("choosing the input scaling (auto)")
     sample = ImageSet(clean.images[:AUTO_SAMPLE], labels[:AUTO_SAMPLE], clean.names[:AUTO_SAMPLE], clean.source)
     scores = {}
     for candidate in SCALINGS:

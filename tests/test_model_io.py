@@ -101,7 +101,9 @@ def test_lambda_model_is_refused_and_runs_nothing(lambda_models, suffix):
     with pytest.raises(UntrustedModelError) as err:
         load_badnet(path)
     assert "Lambda" in str(err.value) and str(path) in str(err.value)
-    assert "--trust-model" in str(err.value)
+    # The engine names the setting; the window says it as its checkbox, the CLI as its flag.
+    assert "tick Trust model code" in str(err.value) and "--" not in err.value.problem
+    assert "pass --trust-model only if you trust" in err.value.said_as({"trust_model": "pass --trust-model"})
     assert not marker.exists()
 
 

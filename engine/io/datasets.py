@@ -103,7 +103,7 @@ def parse_poisoned(spec: str) -> tuple[Path, int]:
     """``PATH:TARGET`` -> (path, target); the path may itself contain colons."""
     path, sep, target = spec.rpartition(":")
     if not sep or not path or not target.strip().isdigit():
-        raise InputError(None, f"--poisoned {spec!r}: expected PATH:TARGET, e.g. sunglasses.h5:0")
+        raise InputError(None, f"{{poisoned}} {spec!r}: expected PATH:TARGET, e.g. sunglasses.h5:0", settings=("poisoned",))
     return Path(path), int(target)
 
 

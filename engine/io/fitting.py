@@ -16,8 +16,8 @@ from engine.io.models import BadNet
 def check_target(net: BadNet, target, source: str | Path | None = None) -> int:
     """An attack's target must be a class of the model."""
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < net.num_classes:
-        what = f"target {target}" if source is not None else f"--target {target}"
-        raise InputError(source, f"{what} is not a class of this model (0..{net.num_classes - 1})")
+        what = f"target {target}" if source is not None else f"{{target}} {target}"
+        raise InputError(source, f"{what} is not a class of this model (0..{net.num_classes - 1})", settings=("target",))
     return int(target)
 
 

@@ -322,8 +322,8 @@ def _check_untrusted_config(config, path: Path, trust: bool) -> None:
     problem = find_code_in_config(config)
     if problem:
         raise UntrustedModelError(
-            path, f"{problem}; loading it would run code from the file. Refused (pass --trust-model "
-            "only if you trust where this file came from)"
+            path, f"{problem}; loading it would run code from the file. Refused ({{trust_model}} only if you "
+            "trust where this file came from)", settings=("trust_model",)
         )
 
 

@@ -53,7 +53,8 @@ def load_defense(calibrations: list[str | Path] | None = None, repaired: str | P
 
     if nplus1 is not None:
         if scale == "auto":
-            raise InputError(nplus1, "give the N+1 network's input scaling (--scale 1/255 or raw), not auto")
+            raise InputError(nplus1, "give the N+1 network's input scaling ({scale} 1/255 or raw), not auto",
+                             settings=("scale",))
         badnet = None
         if model is not None:
             if on_model is not None:

@@ -176,7 +176,7 @@ def run(request, sources: Sources, scaling: str, note: Note = _quiet) -> Job:
     if isinstance(request, RepairRequest):
         net, clean, sets = sources.open_all(note)
         if request.scan is None and checked[0].uses_scan:
-            note("no --scan given: scanning first")
+            note("no scan given: scanning first")
         return (yield from request.job(net, clean, sets, scaling, checked=checked))
     net = sources.open_model(note)
     clean = sources.open_clean(net, note)
