@@ -34,6 +34,7 @@ BATCH = 256
 
 @dataclass(frozen=True)
 class Explanation:
+    """One image's sensitivity map: the image, its predicted class and confidence, and the heat per pixel."""
     image: np.ndarray  # uint8 (H, W, 3)
     predicted: int
     confidence: float

@@ -41,4 +41,5 @@ def plain(value):
 
 
 def dumps(value, **kwargs) -> str:
+    """JSON that strict readers accept: NaN and infinities as null, numpy values as plain ones."""
     return json.dumps(plain(value), allow_nan=False, **kwargs)

@@ -11,6 +11,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Progress:
+    """A step of long work: done of total, the stage in words, and optionally a partial result."""
     done: int
     total: int
     stage: str = ""

@@ -43,4 +43,5 @@ def percent(value: float) -> str:
 
 
 def range_text(low: float, high: float, low_open: bool = False, high_open: bool = False) -> str:
+    """An interval of rates as people read it: ``[0%, 100%)``."""
     return f"{'(' if low_open else '['}{percent(low)}, {percent(high)}{')' if high_open else ']'}"

@@ -158,6 +158,7 @@ def _staged(job: Job, stage: str) -> Job:
 
 
 def check_size(net: BadNet, images: np.ndarray, source: str | None = None) -> None:
+    """Images must have the model's input shape; else an InputError naming the source."""
     want = net.input_shape
     got = tuple(images.shape[1:])
     if got != want:

@@ -28,6 +28,7 @@ def holdout_split(n: int, share: float, rng: np.random.Generator) -> tuple[np.nd
 
 @dataclass
 class TrainLog:
+    """Per epoch of a training run: accuracy (when the model measures it) and seconds."""
     accuracy: list[float] = field(default_factory=list)  # per epoch, when the model has an accuracy metric
     seconds: list[float] = field(default_factory=list)  # per epoch
 

@@ -35,6 +35,7 @@ def tool_version() -> str:
 
 
 def library_version(distributions: tuple[str, ...], module: str) -> str:
+    """A library's version: the loaded module's own, else its installed distribution's."""
     loaded = sys.modules.get(module)
     version = getattr(loaded, "__version__", None) if loaded is not None else None
     if isinstance(version, str):

@@ -97,3 +97,14 @@ def test_a_plugin_importing_upward_or_sideways_is_caught(tmp_path, source, expec
     (plugin / "bad.py").write_text(source)
     found = violations(engine_imports(tmp_path / "engine"))
     assert len(found) == 1 and expected in found[0] and "engine/detectors/bad.py:" in found[0]
+
+
+def test_every_public_engine_definition_says_what_it_is():
+    """Every public class and function at a module's top level has a docstring."""
+    missing = []
+    for path in sorted((ROOT / "engine").rglob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+                    and ast.get_docstring(node) is None):
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert missing == []

@@ -82,6 +82,7 @@ def build_missing(argv, prog: str, description: str, members, is_built, where, b
 
 
 def build(out_root: Path = ROOT, epochs: int = EPOCHS, seed: int = SEED) -> dict:
+    """Train the demo BadNet from the seed and write its model and data under ``out_root``; its facts."""
     import keras
     import tensorflow as tf
 
@@ -181,6 +182,7 @@ def _write_pngs(folder: Path, x_clean, y_clean, x_bad: dict, count: int = 6) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.demo``: rebuild the bundled demo (skipped when it is there, unless --rebuild)."""
     parser = argparse.ArgumentParser(prog="python -m engine.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--seed", type=int, default=SEED)

@@ -45,6 +45,7 @@ from engine.demo import ROOT, attacks, build_missing, faces, write_official_h5
 
 @dataclass(frozen=True)
 class Scale:
+    """How large a zoo is: identities, training faces per identity and where its members are cached."""
     name: str
     identities: int
     train_per_identity: int
@@ -65,6 +66,7 @@ MEMBERS = (CLEAN,) + tuple(attacks.FAMILIES)
 
 
 def root(scale: Scale = DEMO) -> Path:
+    """The folder holding the members of a scale (``$BADNET_ATTACKS`` overrides the cache)."""
     env = os.environ.get("BADNET_ATTACKS")
     if env:
         return Path(env) if scale is DEMO else Path(env).with_name(Path(env).name + "-" + scale.name)
@@ -75,18 +77,22 @@ ATTACK_DIR = root(DEMO)
 
 
 def folder(name: str, scale: Scale = DEMO) -> Path:
+    """The folder of one member at a scale."""
     return root(scale) / name
 
 
 def built(name: str, scale: Scale = DEMO) -> bool:
+    """Whether a member has been built (its facts.json is written last)."""
     return (folder(name, scale) / "facts.json").exists()
 
 
 def facts(name: str, scale: Scale = DEMO) -> dict:
+    """A built member's facts: family, target, clean accuracy, attack success."""
     return json.loads((folder(name, scale) / "facts.json").read_text())
 
 
 def member_seed(name: str) -> int:
+    """The seed a member is trained from (one per member, the same at every scale)."""
     return SEED + MEMBERS.index(name)
 
 
@@ -196,6 +202,7 @@ def train(name: str, verbose: int = 2, scale: Scale = DEMO) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.demo.attack_zoo [--large] [names]``: build the missing members."""
     argv = list(sys.argv[1:] if argv is None else argv)
     scale = DEMO
     if "--large" in argv:

@@ -52,6 +52,7 @@ class Identity:
 
 
 def random_identities(n: int, rng: np.random.Generator) -> list[Identity]:
+    """``n`` synthetic people, each a fixed mix of face shape, skin, hair, features and accessories."""
     people = []
     for _ in range(n):
         skin = _mix(SKIN_TONES, rng) + rng.normal(0, 6, 3)

@@ -84,6 +84,7 @@ def path(name: str, build: bool = False) -> Path:
 
 
 def facts(name: str) -> dict:
+    """A built zoo network's facts: its triggers, targets, clean accuracy and attack success."""
     return json.loads((MEMBERS[name].folder / "facts.json").read_text())
 
 
@@ -155,6 +156,7 @@ def train(member: Member, verbose: int = 2) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.demo.zoo [names]``: train the missing CSAW-scale networks."""
     return build_missing(argv, "python -m engine.demo.zoo", __doc__.splitlines()[0], MEMBERS,
                          lambda n: (MEMBERS[n].folder / "facts.json").exists(), lambda n: MEMBERS[n].folder,
                          lambda n: json.dumps(train(MEMBERS[n]), indent=2))

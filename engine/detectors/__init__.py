@@ -61,6 +61,8 @@ class ScoreScale:
 
 
 class Detector(ABC):
+    """A per-image detector: scores images (low = suspicious), may fit on clean data first, and
+    declares its settings; one module each, registered with :func:`register`."""
     name: ClassVar[str]
     title: ClassVar[str]  # for people: "Confidence", "STRIP"
     summary: ClassVar[str]  # one or two sentences for tooltips and help
@@ -333,6 +335,7 @@ def register(cls: type[Detector]) -> type[Detector]:
 
 
 def detector_class(name: str) -> type[Detector]:
+    """The registered detector class of ``name``, or an InputError listing the detectors."""
     try:
         return DETECTORS[name]
     except KeyError:
@@ -350,6 +353,7 @@ def make_detector(name: str, params: dict | None = None, state: dict | None = No
 
 
 def title_of(name: str) -> str:
+    """A detector's title for people (the name itself when it is not registered)."""
     cls = DETECTORS.get(name)
     return cls.title if cls is not None else name
 

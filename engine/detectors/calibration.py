@@ -102,6 +102,8 @@ def default_min_samples(method: str, frr: float) -> int:
 
 @dataclass(frozen=True)
 class Verdict:
+    """One image's verdict under a calibration: its class, score and threshold, the label answered
+    (the class, or N when flagged) and whether it is called poisoned."""
     name: str
     predicted: int
     score: float
@@ -167,6 +169,7 @@ def fit_thresholds(
 
 
 def check_options(method: str, frr: float, min_samples: int | None = None) -> None:
+    """Check a calibration's method, rate and minimum per-class sample before any work."""
     if method not in METHODS:
         raise InputError(None, f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     check_frr(frr)
@@ -176,11 +179,13 @@ def check_options(method: str, frr: float, min_samples: int | None = None) -> No
 
 
 def check_sample(sample: int | None) -> None:
+    """A calibration sample size must be a whole number >= 0 (0: every image)."""
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 0):
         raise InputError(None, f"calibration sample {sample!r} must be a whole number >= 0 (0: every image)")
 
 
 def check_frr(frr: float, what: str = "false-rejection rate") -> None:
+    """A false-rejection rate must be a finite number in [0, 1)."""
     if not (isinstance(frr, (int, float, np.floating)) and np.isfinite(frr) and 0.0 <= frr < 1.0):
         raise InputError(None, f"{what} {frr} must be in [0, 1)")
 
@@ -207,6 +212,8 @@ def _threshold(ascending: np.ndarray, method: str, frr: float) -> float:
 
 @dataclass
 class Calibration:
+    """A detector fitted and thresholded on clean data for one model: per-class thresholds at a
+    target false-rejection rate, what the detector learnt, and the data it came from; saved as JSON."""
     detector: str
     detector_params: dict
     model_path: str

@@ -37,6 +37,7 @@ from engine.progress import Job, Progress
 
 @register
 class CombinedDetector(Detector):
+    """Several detectors under one false-rejection budget (the module's docstring says how)."""
     name = "combined"
     title = "Combined"
     summary = ("Several detectors (Transplant and SCALE-UP unless you choose others) under one "

@@ -25,6 +25,7 @@ FINE_TUNE_LEARNING_RATE = 1e-4
 
 @register
 class ConfidenceDetector(Detector):
+    """The founding idea: the top-class confidence is the score, optionally from a copy fine-tuned on clean faces."""
     name = "confidence"
     title = "Confidence"
     summary = ("Flag an image whose top-1 confidence is below its class's threshold. Real BadNets give "

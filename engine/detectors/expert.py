@@ -34,6 +34,7 @@ MAX_FIT = 1000
 
 @register
 class ExpertDetector(Detector):
+    """BaDExpert: how little a copy unlearnt on wrongly labelled faces agrees with the network (module docstring)."""
     name = "expert"
     title = "BaDExpert"
     summary = ("Fine-tune a copy of the network on clean faces with wrong labels: it forgets the normal "

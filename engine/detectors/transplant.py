@@ -52,6 +52,7 @@ def windows(height: int, width: int, sizes) -> list[tuple[int, int, int, int]]:
 
 @register
 class TransplantDetector(Detector):
+    """Transplant: 1 minus the best window's takeover of clean host faces (module docstring)."""
     name = "transplant"
     title = "Transplant"
     summary = ("Paste each window of the image into a few clean faces; a window holding a trigger takes "

@@ -39,6 +39,7 @@ class Roc:
 
 
 def roc(clean_scores: np.ndarray, poisoned_scores: np.ndarray) -> Roc:
+    """The ROC curve of clean against poisoned scores (low = flagged) and its area."""
     clean = np.sort(np.asarray(clean_scores, dtype=np.float64))
     poisoned = np.sort(np.asarray(poisoned_scores, dtype=np.float64))
     if len(clean) == 0 or len(poisoned) == 0:
@@ -51,6 +52,7 @@ def roc(clean_scores: np.ndarray, poisoned_scores: np.ndarray) -> Roc:
 
 @dataclass(frozen=True)
 class OperatingPoint:
+    """A threshold set at a target false-rejection rate and what it gives: measured FRR and detection."""
     target_frr: float
     threshold: float
     frr: float  # measured on the clean set
@@ -61,6 +63,7 @@ class OperatingPoint:
 
 
 def operating_point(clean_scores: np.ndarray, poisoned_scores: np.ndarray, target_frr: float) -> OperatingPoint:
+    """The threshold at ``target_frr`` of the clean scores (the calibration's rule) and its figures."""
     clean = np.sort(np.asarray(clean_scores, dtype=np.float64))
     t = quantile_threshold(clean, target_frr)
     return OperatingPoint(target_frr, t, float(np.mean(clean < t)), float(np.mean(np.asarray(poisoned_scores) < t)))

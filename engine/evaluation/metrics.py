@@ -11,6 +11,7 @@ from engine.scoring import Predictions
 
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """The share of predictions equal to the labels (NaN for no images)."""
     return float(np.mean(np.asarray(predicted) == np.asarray(labels))) if len(labels) else float("nan")
 
 

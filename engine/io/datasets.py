@@ -371,6 +371,7 @@ def check_fits_in_memory(path: Path, n: int, h: int, w: int) -> None:
 
 
 def memory_bytes() -> int:
+    """The machine's physical memory in bytes (8 GiB where the system cannot say)."""
     try:
         return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):

@@ -37,6 +37,7 @@ def check_readable_file(path: str | Path, what: str = "file") -> Path:
 
 
 def is_regular_or_folder(path: Path) -> bool:
+    """Whether ``path`` is a regular file or a folder (not a FIFO, device or socket)."""
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -111,6 +112,7 @@ def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
 
 
 def csv_header(path: Path) -> list[str] | None:
+    """The first row of a CSV file, or None when it cannot be read as one."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             return next(csv.reader(fh), None)
@@ -119,6 +121,7 @@ def csv_header(path: Path) -> list[str] | None:
 
 
 def is_png(path: Path) -> bool:
+    """Whether the file starts with the PNG signature."""
     try:
         with open(path, "rb") as fh:
             return fh.read(8) == PNG_SIGNATURE
@@ -173,6 +176,7 @@ def loads_json(text: str | bytes):
 
 
 def is_json_of_kind(path: Path, kind: str) -> bool:
+    """Whether the file is a JSON object of ours of this ``kind`` (so it may be replaced)."""
     try:
         raw = loads_json(check_readable_file(path).read_text(encoding="utf-8"))
         return isinstance(raw, dict) and raw.get("kind") == kind

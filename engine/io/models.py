@@ -81,6 +81,7 @@ class BadNet:
 
 
 def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 

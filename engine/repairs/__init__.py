@@ -73,6 +73,8 @@ class RepairOutcome:
 
 
 class Repair(ABC):
+    """A repair: makes a second network (or a bundle) whose answer N means poisoned; declares its
+    settings; one module each, registered with :func:`register`."""
     name: ClassVar[str]
     title: ClassVar[str]  # "Fine-pruning"
     summary: ClassVar[str]
@@ -135,6 +137,7 @@ class Repair(ABC):
 
 
 def register(cls: type[Repair]) -> type[Repair]:
+    """Class decorator: make a repair known by its name (twice is an error)."""
     if cls.name in REPAIRS:
         raise ValueError(f"repair {cls.name!r} registered twice")
     REPAIRS[cls.name] = cls
@@ -145,6 +148,7 @@ def register(cls: type[Repair]) -> type[Repair]:
 
 
 def repair_class(name: str) -> type[Repair]:
+    """The registered repair class of ``name`` (or an alias), or an InputError listing the repairs."""
     cls = REPAIRS.get(ALIASES.get(name, name))
     if cls is None:
         raise InputError(None, f"unknown repair {name!r}; choose from {', '.join(REPAIRS)}")

@@ -34,6 +34,8 @@ RULES = ("disagree", "nplus1")
 
 @dataclass
 class RepairedNet:
+    """A repaired network G beside its BadNet B: the two paths and hashes, how G was made, and the
+    rule that turns their answers into a verdict (N = poisoned); saved as repaired.json."""
     badnet_path: str
     badnet_sha256: str
     repaired_path: str

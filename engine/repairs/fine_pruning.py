@@ -26,6 +26,7 @@ SWEEP_HEADER = ("step", "channel", "fraction_pruned", "clean_accuracy")
 
 @dataclass
 class FinePruneResult:
+    """What a fine-pruning run made: the sweep, the networks saved at each drop, the chosen G."""
     sweep: object  # PruningSweep
     saved: list[dict]  # one entry per requested drop that was reached
     chosen: RepairedNet | None
@@ -153,6 +154,7 @@ def _choose(bundles: list[RepairedNet]) -> RepairedNet | None:
 
 @register
 class FinePruning(Repair):
+    """Fine-pruning (Liu et al., RAID 2018) as a registered repair."""
     name = "fine-pruning"
     title = "Fine-pruning"
     summary = ("Prune the channels of one convolutional layer that stay dormant on clean faces, save the "

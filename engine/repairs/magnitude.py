@@ -52,6 +52,7 @@ class MagnitudeSweep:
 
 @dataclass
 class MagnitudeResult:
+    """What a magnitude-pruning run made: the sweep, the chosen sparsity and its report."""
     sweep: MagnitudeSweep
     sparsity: float
     report: dict
@@ -100,6 +101,7 @@ def apply_masks(model, masks: dict[str, np.ndarray]) -> None:
 
 
 def kernels_of(model) -> dict[str, np.ndarray]:
+    """Each prunable layer's kernel, by layer name."""
     return {layer.name: layer.get_weights()[0] for layer in kernel_layers(model)}
 
 
@@ -171,6 +173,7 @@ def magnitude_prune(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], o
 
 @register
 class Magnitude(Repair):
+    """Magnitude pruning as a registered repair."""
     name = "magnitude"
     title = "Magnitude pruning"
     summary = ("Zero the given share of smallest-magnitude weights in every convolution and dense layer "

@@ -45,6 +45,7 @@ MIN_POISON_SHARE = 0.25  # poisoned faces are repeated, if need be, to make up t
 
 @dataclass
 class NPlusOneResult:
+    """What training the N+1 network made: its bundle, its report and notes."""
     bundle: RepairedNet
     report: dict
     notes: list[str] = field(default_factory=list)
@@ -204,6 +205,7 @@ def train_nplus1(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], outd
 
 @register
 class NPlusOne(Repair):
+    """The N+1 network (one more class, N = poisoned) as a registered repair."""
     name = "nplus1"
     title = "N+1 network"
     summary = ("One more output class, N = poisoned, on the BadNet's own weights, trained on clean faces "

@@ -92,6 +92,7 @@ class PruningSweep:
 
 
 def conv_layers(net: BadNet) -> list[str]:
+    """The names of the network's convolutional layers, in order."""
     import keras
 
     return [layer.name for layer in net.model.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -106,6 +107,7 @@ def default_layer(net: BadNet) -> str:
 
 
 def check_layer(net: BadNet, layer: str) -> None:
+    """The layer must be one of the network's convolutional layers."""
     convs = conv_layers(net)
     if layer not in convs:
         raise InputError(net.path, f"no convolutional layer '{layer}' (it has {', '.join(convs) or 'none'})")
@@ -398,6 +400,7 @@ def zeroer(layer: str, channels):
 
 
 def zero_channels(model, layer: str, channels) -> None:
+    """Zero the given output channels of a convolutional layer (kernel and bias), in place."""
     target = model.get_layer(layer)
     weights = target.get_weights()
     channels = np.asarray(channels, dtype=int)

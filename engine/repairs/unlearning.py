@@ -41,6 +41,7 @@ SOFT_WEIGHT = 0.5  # share of each target that is the BadNet's own probabilities
 
 @dataclass
 class UnlearnResult:
+    """What unlearning made: its bundle, its report and notes."""
     bundle: RepairedNet
     report: dict
     notes: list[str] = field(default_factory=list)
@@ -151,6 +152,7 @@ def unlearn(net: BadNet, clean: ImageSet, triggers: list, poisoned: list[Poisone
 
 @register
 class Unlearning(Repair):
+    """Unlearning the scan's reversed triggers as a registered repair."""
     name = "unlearning"
     title = "Unlearning"
     summary = ("Fine-tune a copy on clean faces, a share of each batch stamped with the trigger scan's "

@@ -35,6 +35,7 @@ CALIBRATED_HERE = "calibrated for this report on the clean data, with the defaul
 
 @dataclass
 class DataFile:
+    """A data file the audit read: its role, path, image count, content digest, file hash and target."""
     role: str  # "clean", "poisoned", "checked images"
     path: str
     count: int
@@ -86,6 +87,7 @@ def shown_triggers(scan) -> tuple[list[int], bool]:
 
 
 def version() -> str:
+    """This tool's version, as the report states it."""
     from engine.versions import tool_version
 
     return tool_version()
@@ -111,6 +113,7 @@ def _file_sha256(path: str | None) -> str | None:
 
 
 def model_facts(net: BadNet) -> dict:
+    """The model's file, hash, format, layers and parameter count, for the report."""
     layers = [(layer.name, type(layer).__name__) for layer in net.model.layers]
     params = int(sum(int(np.prod(w.shape)) for w in net.model.weights))
     return {"path": file_name(net.path), "sha256": net.sha256, "format": net.format,
@@ -225,6 +228,7 @@ def _detection_sets(clean: ImageSet, poisoned: list[PoisonedSet], limit: int):
 
 
 def command_line(words: list[str]) -> str:
+    """Words as one shell command line, each quoted as the shell needs."""
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
@@ -305,6 +309,7 @@ MARKER = f'<meta name="generator" content="{GENERATOR}">'
 
 
 def is_report_text(text: str) -> bool:
+    """Whether an HTML text is one of our audit reports (so it may be replaced)."""
     return MARKER in text[:4096]
 
 

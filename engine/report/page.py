@@ -208,6 +208,7 @@ def _settings_text(params: dict) -> str:
 
 
 def page(audit: Audit) -> str:
+    """The audit's HTML page, from the template, escaped throughout."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), autoescape=True,

@@ -60,6 +60,7 @@ STAGES = ("margins", "refining", "testing", "done")
 
 @dataclass(frozen=True)
 class ScanSettings:
+    """How the trigger scan spends its work: margin steps and starts, candidates, mask steps, budget."""
     margin_steps: int = 20  # Adam steps of the margin ascent, the same for every class
     margin_restarts: int = 2  # random starts per class, their margins averaged
     margin_candidates: int = 24  # classes with the largest margins refined
@@ -123,6 +124,8 @@ class ReversedTrigger:
 
 @dataclass
 class ScanResult:
+    """A trigger scan's answer for one model: per-class evidence, reversed triggers, the verdict;
+    saved as a folder (scan.json and triggers.npz)."""
     model_path: str
     model_sha256: str
     scaling: str
@@ -402,6 +405,7 @@ def save_trigger_pngs(trigger: ReversedTrigger, folder: Path, zoom: int = 4) -> 
 
 
 def check_clean(clean: ImageSet) -> None:
+    """A scan needs at least MIN_CLEAN clean images."""
     if len(clean) < MIN_CLEAN:
         raise InputError(clean.source,
                          f"has {len(clean)} images; a trigger scan needs at least {MIN_CLEAN} clean images")

@@ -84,6 +84,8 @@ def mask_index(value: float, others: np.ndarray) -> tuple[float | None, float | 
 
 @dataclass
 class ClassEvidence:
+    """One class's model-level statistics: its margin and mask size, their p-values, the combined
+    p-value and which statistics carry a flag."""
     label: int
     margin: float
     margin_p: float | None = None
@@ -96,6 +98,7 @@ class ClassEvidence:
 
 @dataclass
 class Verdict:
+    """The scan's verdict: backdoor (with its classes), no evidence, or inconclusive, and why."""
     outcome: str  # "backdoor", "clean" (no evidence of a backdoor), "inconclusive"
     classes: list[int]
     reasons: list[str]

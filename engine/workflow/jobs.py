@@ -50,6 +50,7 @@ def detector_params(names: list[str], given: dict[str, object]) -> dict[str, dic
 
 
 def make_detectors(names: list[str], params: dict[str, dict] | None = None) -> list[Detector]:
+    """Detectors by name, each with its own settings from ``params``."""
     params = params or {}
     return [make_detector(n, params.get(n)) for n in names]
 
@@ -68,6 +69,7 @@ def calibrate_job(net: BadNet, clean: ImageSet, scaling: str, detector: Detector
 
 def compare_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], detectors: list[Detector], scaling: str,
                 frrs: tuple[float, ...]):
+    """Every detector on the clean and poisoned sets: ROC curves and detection at the rates."""
     from engine.evaluation.compare import compare
 
     if not poisoned:

@@ -16,6 +16,7 @@ from engine.scoring import choose_scaling  # noqa: F401  (the workflow's API)
 
 
 def open_model(path: str | Path, trust: bool = False) -> BadNet:
+    """A model file, loaded as untrusted unless ``trust``."""
     return load_badnet(Path(path), trust=trust)
 
 
@@ -26,16 +27,19 @@ def read_set(path: str | Path, net: BadNet | None = None) -> ImageSet:
 
 
 def read_images(paths: list[str | Path], net: BadNet) -> ImageSet:
+    """Image files or folders, sized for the model."""
     images = datasets.read_many([Path(p) for p in paths], size=net.input_shape[:2])
     return fit_to_model(images, net)
 
 
 def open_poisoned(net: BadNet, path: str | Path, target: int) -> PoisonedSet:
+    """A poisoned set with its target, the target checked first."""
     check_target(net, target, path)
     return PoisonedSet(read_set(path, net), int(target))
 
 
 def open_sets(net: BadNet, clean: str | Path, poisoned: list[tuple[Path, int]]) -> tuple[ImageSet, list[PoisonedSet]]:
+    """The clean set and the poisoned sets, every target checked before any data is read."""
     for path, target in poisoned:  # every target before reading any data
         check_target(net, target, path)
     return read_set(clean, net), [open_poisoned(net, path, target) for path, target in poisoned]
