@@ -402,7 +402,7 @@ def cmd_audit(args) -> int:
     from engine.detectors.calibration import Calibration
     from engine.repairs.bundle import RepairedNet
 
-    out = report.check_output(args.output)  # before any long work
+    out = report.check_report_output(args.output)  # before any long work
     src = sources(args)
     calibrations = [(Calibration.load(c), f"loaded from {Path(c).name}") for c in args.calibration or []]
     repaired = [RepairedNet.load(b) for b in args.repaired or []]

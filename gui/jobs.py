@@ -1,6 +1,6 @@
 """Run engine generators off the GUI thread, one at a time (Keras ``predict`` is not thread safe).
 
-Each submitted job is a :class:`Job` shaped like superqt's ``GeneratorWorker``: ``started``,
+Each submitted job is a :class:`RunningJob` shaped like superqt's ``GeneratorWorker``: ``started``,
 ``yielded`` (the engine's ``Progress``), ``returned`` (the result, on the GUI thread), ``errored``
 (a one-line message) and ``finished`` signals, and ``quit()``, honoured at the job's next yield.
 A job records the runner's generation when it starts; a result that comes back after the
@@ -75,7 +75,7 @@ class GuiThreadCollector:
             gc.collect(generation)
 
 
-class Job(QObject):
+class RunningJob(QObject):
     """One engine generator run on the job thread; signals arrive on the GUI thread."""
 
     started = Signal()
@@ -166,8 +166,8 @@ class JobRunner(QObject):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._queue: deque[Job] = deque()
-        self._current: Job | None = None
+        self._queue: deque[RunningJob] = deque()
+        self._current: RunningJob | None = None
         self.generation = 0
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -196,12 +196,12 @@ class JobRunner(QObject):
 
     def submit(self, title: str, factory: Callable[[], Generator], on_result: Callable[[object], None] | None = None,
                on_error: Callable[[str], None] | None = None, on_started: Callable[[], None] | None = None,
-               on_finished: Callable[[str], None] | None = None) -> Job:
+               on_finished: Callable[[str], None] | None = None) -> RunningJob:
         """Queue ``factory``: called on the GUI thread when the job's turn comes (so what it reads is
         current), it returns the generator to run. ``on_result`` gets its return value;
         ``on_started`` and ``on_finished`` (its outcome) are how a controller announces its own job
         (connected before the job can start, which may be at once)."""
-        job = Job(title, factory)  # no Qt parent: freed once the runner and the caller let go
+        job = RunningJob(title, factory)  # no Qt parent: freed once the runner and the caller let go
         job.on_result, job.on_error = on_result, on_error  # called directly, so their errors are caught
         if on_started is not None:
             job.started.connect(on_started)
@@ -259,13 +259,13 @@ class JobRunner(QObject):
         self._inbox.put((job, generator))
 
     @Slot(object, object)
-    def _on_yielded(self, job: Job, step) -> None:
+    def _on_yielded(self, job: RunningJob, step) -> None:
         if job is self._current and isinstance(step, Progress) and job.outcome != "cancelled":
             job.yielded.emit(step)
             self.progress.emit(step)
 
     @Slot(object, object)
-    def _on_returned(self, job: Job, value) -> None:
+    def _on_returned(self, job: RunningJob, value) -> None:
         if job is not self._current or job.outcome == "cancelled":
             return
         if job.generation != self.generation:
@@ -280,16 +280,16 @@ class JobRunner(QObject):
         job.returned.emit(value)
 
     @Slot(object, object)
-    def _on_errored(self, job: Job, err: Exception) -> None:
+    def _on_errored(self, job: RunningJob, err: Exception) -> None:
         if job is self._current:
             self._fail(job, self._message(job, err))
 
     @Slot(object)
-    def _on_ended(self, job: Job) -> None:
+    def _on_ended(self, job: RunningJob) -> None:
         if job is self._current:
             self._finish(job)
 
-    def _message(self, job: Job, err: BaseException) -> str:
+    def _message(self, job: RunningJob, err: BaseException) -> str:
         """One line for the user: an InputError as it is; anything else is a bug of ours, logged
         with its traceback and shown without internals."""
         if isinstance(err, InputError):
@@ -297,14 +297,14 @@ class JobRunner(QObject):
         log.error("%s failed:\n%s", job.title, "".join(traceback.format_exception(err)))
         return f"{job.title} failed: an internal error ({first_line(err)[:120]}); details are in the log"
 
-    def _fail(self, job: Job, message: str) -> None:
+    def _fail(self, job: RunningJob, message: str) -> None:
         job.outcome = "failed"
         if job.on_error is not None:
             job.on_error(message)
         job.errored.emit(message)
         self.failed.emit(job.title, message)
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: RunningJob) -> None:
         self._current = None
         job.finished.emit(job.outcome)
         self.finished.emit(job.title, job.outcome)

@@ -146,7 +146,7 @@ def test_written_atomically_never_over_a_foreign_file(small_audit, tmp_path, mon
         report.write(small_audit, notes)
     assert notes.read_text() == "<html>my notes</html>"
     with pytest.raises(InputError, match=r"\.html file"):
-        report.check_output(tmp_path / "audit.pdf")
+        report.check_report_output(tmp_path / "audit.pdf")
 
     def broken(audit):
         raise RuntimeError("drawing failed")
@@ -180,12 +180,12 @@ def test_no_flagged_class_shows_the_nearest_candidate_marked_as_not_flagged(demo
     """An inconclusive or clean verdict still shows the best-ranked refined trigger, so the reader
     can judge it, and says plainly that it is not evidence; a backdoor verdict shows only its
     flagged classes."""
-    from engine.scan.evidence import Verdict
+    from engine.scan.evidence import ScanVerdict
 
     assert short_scan.triggers  # the short scan refines some classes
     clean, poisoned = small_sets
     for outcome in ("inconclusive", "clean"):
-        scan = dataclasses.replace(short_scan.snapshot(), verdict=Verdict(outcome, [], ["a test"], 0.05))
+        scan = dataclasses.replace(short_scan.snapshot(), verdict=ScanVerdict(outcome, [], ["a test"], 0.05))
         nearest = next(c for c in scan.ranking() if c in scan.triggers)
         audit = progress.run(report.audit_job(demo_net, clean, poisoned, "1/255", scan=scan, calibrations=[]))
         text = report.render(audit)
@@ -195,7 +195,7 @@ def test_no_flagged_class_shows_the_nearest_candidate_marked_as_not_flagged(demo
         assert list(audit.previews) == [nearest] and audit.previews[nearest]["n"] > 0
 
     other = next(c for c in short_scan.triggers if c != nearest)
-    flagged = dataclasses.replace(short_scan.snapshot(), verdict=Verdict("backdoor", [other], [], 0.05))
+    flagged = dataclasses.replace(short_scan.snapshot(), verdict=ScanVerdict("backdoor", [other], [], 0.05))
     shown, is_flagged = report.shown_triggers(flagged)
     assert shown == [other] and is_flagged
     unfinished = dataclasses.replace(short_scan.snapshot(), verdict=None)

@@ -23,7 +23,7 @@ import numpy as np
 from engine.io.datasets import ImageSet
 from engine.detectors import Detector, Scores, make_detector, title_of
 from engine.errors import InputError, first_line
-from engine.io.files import check_output as check_file_output, is_json_of_kind, read_json_file, write_json_atomic
+from engine.io.files import check_output, is_json_of_kind, read_json_file, write_json_atomic
 from engine.io.models import BadNet
 from engine.progress import Job
 from engine.scoring import SCALINGS
@@ -360,7 +360,7 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         """Write atomically; never replace a file that is not a calibration."""
-        path = check_output(path)
+        path = check_calibration_output(path)
         write_json_atomic(path, self.to_dict(relative_to=path.parent))
 
     @classmethod
@@ -551,6 +551,6 @@ def calibrate(
     )
 
 
-def check_output(path: str | Path) -> Path:
+def check_calibration_output(path: str | Path) -> Path:
     """Fail before any long work if a calibration cannot be written to ``path``."""
-    return check_file_output(path, lambda p: is_json_of_kind(p, FILE_KIND), "calibration file")
+    return check_output(path, lambda p: is_json_of_kind(p, FILE_KIND), "calibration file")

@@ -323,21 +323,21 @@ def is_report(path: Path) -> bool:
     return is_report_text(head.decode("utf-8", errors="replace"))
 
 
-def check_output(path: str | Path) -> Path:
+def check_report_output(path: str | Path) -> Path:
     """Fail before any long work if a report cannot be written to ``path``."""
-    from engine.io.files import check_output as check_file_output
+    from engine.io.files import check_output
 
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise InputError(path, "an audit report is an .html file")
-    return check_file_output(path, is_report, "BadNet Inspector audit report")
+    return check_output(path, is_report, "BadNet Inspector audit report")
 
 
 def write(audit: Audit, path: str | Path) -> Path:
     """Render and write atomically: a failure leaves no file and any previous report intact."""
     from engine.io.files import atomic_open
 
-    path = check_output(path)
+    path = check_report_output(path)
     text = render(audit)
     with atomic_open(path) as fh:
         fh.write(text)

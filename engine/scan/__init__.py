@@ -138,7 +138,7 @@ class ScanResult:
     triggers: dict[int, ReversedTrigger]  # refined classes
     alpha: float = ev.ALPHA
     evidence: dict[int, ev.ClassEvidence] = field(default_factory=dict)
-    verdict: ev.Verdict | None = None
+    verdict: ev.ScanVerdict | None = None
     seconds: float = 0.0
     stage: str = "done"  # one of STAGES
     notes: list[str] = field(default_factory=list)

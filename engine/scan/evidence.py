@@ -97,7 +97,7 @@ class ClassEvidence:
 
 
 @dataclass
-class Verdict:
+class ScanVerdict:
     """The scan's verdict: backdoor (with its classes), no evidence, or inconclusive, and why."""
     outcome: str  # "backdoor", "clean" (no evidence of a backdoor), "inconclusive"
     classes: list[int]
@@ -117,7 +117,7 @@ class Verdict:
 
 
 def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha: float = ALPHA,
-          weights: dict[str, float] | None = None) -> tuple[dict[int, ClassEvidence], Verdict]:
+          weights: dict[str, float] | None = None) -> tuple[dict[int, ClassEvidence], ScanVerdict]:
     """Per-class evidence and the verdict for one network.
 
     ``margins`` (C,): every class's largest margin. ``log_masks``: the refined candidates' log
@@ -167,22 +167,22 @@ def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha:
         reasons.append(f"only {reached} of {len(candidates)} refined classes reached the attack, too few for "
                        "a reference of mask sizes")
     if flagged:
-        return evidence, Verdict("backdoor", flagged, reasons, alpha)
+        return evidence, ScanVerdict("backdoor", flagged, reasons, alpha)
     open_ = sorted(evidence.values(), key=lambda e: e.combined)
     if not margin_usable and not mask_usable:
-        return evidence, Verdict("inconclusive", [], reasons, alpha)
+        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
     if open_ and open_[0].combined <= NEAR * alpha:
         reasons.insert(0, f"class {open_[0].label} is near the threshold (p = {p_text(open_[0].combined)}, "
                           f"flagged at {alpha:g})")
-        return evidence, Verdict("inconclusive", [], reasons, alpha)
+        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
     if n_clean < MIN_CLEAN_CONFIDENT:
         reasons.insert(0, f"only {n_clean} clean images (at least {MIN_CLEAN_CONFIDENT} to rule a backdoor out)")
-        return evidence, Verdict("inconclusive", [], reasons, alpha)
+        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
     if reasons:
-        return evidence, Verdict("inconclusive", [], reasons, alpha)
+        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
     best = open_[0] if open_ else None
     note = [f"smallest p = {p_text(best.combined)} for class {best.label}, flagged at {alpha:g}"] if best else []
-    return evidence, Verdict("clean", [], note, alpha)
+    return evidence, ScanVerdict("clean", [], note, alpha)
 
 
 def p_text(p: float | None) -> str:

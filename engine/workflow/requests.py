@@ -16,7 +16,7 @@ from typing import Callable
 
 from engine.detectors import Detector
 from engine.detectors.calibration import DEFAULT_METHOD, Calibration, check_options, check_sample
-from engine.detectors.calibration import check_output as check_calibration_output
+from engine.detectors.calibration import check_calibration_output
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.io.models import BadNet
 from engine.progress import Job

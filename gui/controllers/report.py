@@ -26,7 +26,7 @@ class ReportController(QObject):
 
         path = Path(path)
         try:
-            report.check_output(path)
+            report.check_report_output(path)
         except InputError as err:
             self.session.error.emit(str(err))
             return False
