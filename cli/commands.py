@@ -318,22 +318,33 @@ def cmd_scan(args) -> int:
     print(f"{result.model_path}: scanned {result.num_classes} classes with {result.n_clean} clean images "
           f"({result.n_holdout} held out) in {result.seconds:.0f} s")
     print(result.summary())
-    print(f"\n{'rank':>4} {'class':>6} {'margin':>8} {'mask':>7} {'index':>6} {'p':>8} {'held-out ASR':>13}")
+    print()
+    print(scan_table(result))
+    if code:
+        note("exit code 3: the verdict is backdoor (--fail-on-backdoor)")
+    return code
+
+
+def scan_table(result) -> str:
+    """The scan's ranked table as the CLI prints it: rank, class, each registered statistic's
+    columns, the combined p-value and the held-out attack success of the reversed trigger."""
+    from engine.scan import stats
+
+    columns = [c for s in stats.active() for c in s.columns if c.table]
+    widths = [max(7, len(c.header)) for c in columns]
+    lines = [f"{'rank':>4} {'class':>6} " + " ".join(f"{c.header.lower():>{w}}" for c, w in zip(columns, widths))
+             + f" {'p':>8} {'held-out ASR':>13}"]
     for row in result.rows()[: max(10, len(result.flagged))]:
         if not row["refined"]:
             break
         asr = "n/a" if row["attack_success"] is None else f"{100 * row['attack_success']:.0f}%"
-        index = "n/a" if row["anomaly_index"] is None else f"{row['anomaly_index']:.2f}"
-        p = p_text(row["p"])
+        cells = " ".join(f"{c.text(row.get(c.key)) or 'n/a':>{w}}" for c, w in zip(columns, widths))
         if row["flagged"]:
             mark = "  flagged (" + " + ".join(row["support"]) + ")"
         else:
             mark = "" if row["reached"] else "  (never reached 99%)"
-        print(f"{row['rank']:>4} {row['class']:>6} {row['margin']:>8.1f} {100 * row['mask_share']:>6.2f}% "
-              f"{index:>6} {p:>8} {asr:>13}{mark}")
-    if code:
-        note("exit code 3: the verdict is backdoor (--fail-on-backdoor)")
-    return code
+        lines.append(f"{row['rank']:>4} {row['class']:>6} {cells} {p_text(row['p']):>8} {asr:>13}{mark}")
+    return "\n".join(lines)
 
 
 def cmd_repair(args) -> int:

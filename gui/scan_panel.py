@@ -29,14 +29,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.scan import SCAN_IMAGES
+from engine.scan import SCAN_IMAGES, stats
 from engine.scan.evidence import p_text
 from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
 
-COLUMNS = ("Rank", "Class", "Margin", "Mask %", "Index", "p", "Flips", "Flagged")
-NUMERIC = 7  # columns right-aligned
+def columns() -> list[str]:
+    """The table's headers: rank and class, each registered statistic's table columns, the
+    combined p-value, the held-out flips and the flag (all but the last right-aligned)."""
+    return (["Rank", "Class"] + [c.header for s in stats.active() for c in s.columns if c.table]
+            + ["p", "Flips", "Flagged"])
 ZOOM = 2
 SHAPE_ZOOM = 1.4
 FACE_ZOOM = 1.5
@@ -108,8 +111,8 @@ class ScanPanel(QWidget):
         self.verdict.setTextFormat(Qt.TextFormat.RichText)
         self.verdict.setStyleSheet("padding: 4px;")
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table = QTableWidget(0, len(columns()))
+        self.table.setHorizontalHeaderLabels(columns())
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -331,20 +334,23 @@ class ScanPanel(QWidget):
     def _fill_table(self, result, partial: bool) -> None:
         keep = self.chosen_class()
         rows = [r for r in result.rows() if r["refined"]]
+        if self.table.columnCount() != len(columns()):  # a statistic registered since the tab was built
+            self.table.setColumnCount(len(columns()))
+            self.table.setHorizontalHeaderLabels(columns())
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             if r["flagged"]:
                 mark = "yes"
             else:
                 mark = "" if r["reached"] else "unreached"
-            cells = (str(r["rank"]), str(r["class"]), _num(r["margin"], "{:.1f}"), f"{100 * r['mask_share']:.2f}",
-                     _num(r["anomaly_index"], "{:.2f}"), p_text(r["p"]) if r["p"] is not None else "",
-                     _num(r["attack_success"], "{:.0%}"), mark)
+            cells = ([str(r["rank"]), str(r["class"])]
+                     + [c.text(r.get(c.key)) for s in stats.active() for c in s.columns if c.table]
+                     + [p_text(r["p"]) if r["p"] is not None else "", _num(r["attack_success"], "{:.0%}"), mark])
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 1:
                     item.setData(Qt.ItemDataRole.UserRole, r["class"])
-                if col < NUMERIC:
+                if col < len(cells) - 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if r["flagged"]:
                     item.setBackground(_flag_brush())
@@ -354,7 +360,7 @@ class ScanPanel(QWidget):
                 self.table.setItem(i, col, item)
         held_out = getattr(result, "n_holdout", None)
         if held_out:
-            flips = self.table.horizontalHeaderItem(6)
+            flips = self.table.horizontalHeaderItem(self.table.columnCount() - 2)
             flips.setText(f"Flips of {held_out}")
             flips.setToolTip(f"Share of the {held_out} held-out clean faces (not used to fit the trigger) "
                              "it sends to the class")

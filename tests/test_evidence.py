@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from engine.scan import evidence as ev
+from engine.scan import stats
 
 
 def null_network(rng, classes=1283, candidates=36):
@@ -91,7 +92,7 @@ def test_too_few_clean_faces_or_a_near_miss_is_inconclusive():
     others = np.delete(margins, 0)
     for value in np.linspace(margins.max(), margins.max() * 3, 400):
         margins[0] = value
-        p = min(1.0, len(margins) * ev.margin_pvalue(value, others) / ev.WEIGHTS["margin"])
+        p = min(1.0, len(margins) * ev.margin_pvalue(value, others) / stats.shares()["margin"])
         if ev.ALPHA < p <= ev.NEAR * ev.ALPHA:
             break
     _, verdict = ev.judge(margins, log_masks, n_clean=45)

@@ -8,6 +8,7 @@ import numpy as np
 
 from engine.report import GENERATOR, Audit, calibration_shares, checked_verdicts, shown_triggers
 from engine.report import figures
+from engine.scan import stats
 from engine.scan.evidence import p_text
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
@@ -215,13 +216,18 @@ def page(audit: Audit) -> str:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     scan = audit.scan
     scan_rows = [r for r in scan.rows() if r["flagged"] or r["refined"]][:10] if scan is not None else []
+    # each registered statistic's report columns, as (header, the row's text)
+    stat_columns = [c for s in stats.active() for c in s.columns if c.report]
+    for r in scan_rows:
+        r["stat_cells"] = [c.text(r.get(c.key)) for c in stat_columns]
     with _svg_text():
         context = {
             "generator": GENERATOR,
             "audit": audit,
             "verdict": None if scan is None else {
                 "outcome": scan.outcome or "unfinished", "line": scan.summary(), "flagged": scan.flagged,
-                "source": audit.scan_source, "n_clean": scan.n_clean, "rows": scan_rows, "notes": scan.notes},
+                "source": audit.scan_source, "n_clean": scan.n_clean, "rows": scan_rows, "notes": scan.notes,
+                "stat_headers": [c.report for c in stat_columns]},
             "triggers": _trigger_views(audit) if scan is not None else [],
             "detection": _detection(audit),
             "families": _families(audit),

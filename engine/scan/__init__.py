@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.scan import evidence as ev
+from engine.scan import stats
 from engine.io.datasets import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
 from engine.io.files import check_readable_file, read_json_file, staged_folder, write_json_atomic
@@ -142,19 +143,20 @@ class ScanResult:
     seconds: float = 0.0
     stage: str = "done"  # one of STAGES
     notes: list[str] = field(default_factory=list)
+    extra: dict[str, dict[int, float]] = field(default_factory=dict)  # a statistic's own measured values
 
     def snapshot(self) -> ScanResult:
         """A copy for another thread to read while the scan goes on (arrays and dicts copied)."""
         return dataclasses.replace(self, margins=self.margins.copy(), prior=self.prior.copy(),
                                    triggers=dict(self.triggers), evidence=dict(self.evidence),
-                                   notes=list(self.notes))
+                                   notes=list(self.notes), extra={k: dict(v) for k, v in self.extra.items()})
 
     def judge(self) -> None:
-        """Evidence per class and the verdict, from the margins and the refined masks."""
-        log_masks = {c: t.log_size for c, t in self.triggers.items()}
-        self.evidence, self.verdict = ev.judge(self.margins, log_masks, self.n_clean, self.alpha)
+        """Evidence per class and the verdict, from every registered statistic's values."""
+        values = {s.name: s.values(self) for s in stats.active()}
+        self.evidence, self.verdict = ev.judge_values(values, self.num_classes, self.n_clean, self.alpha)
         for c, t in self.triggers.items():
-            t.anomaly = self.evidence[c].mask_z
+            t.anomaly = self.evidence[c].mask_z if c in self.evidence else None
 
     @property
     def flagged(self) -> list[int]:
@@ -191,18 +193,12 @@ class ScanResult:
         for rank, c in enumerate(self.ranking(), 1):
             t = self.triggers.get(c)
             e = self.evidence.get(c)
+            row = {"rank": rank, "class": c, "prior": _round(self.prior[c], 3), "refined": t is not None,
+                   "reached": None if t is None else t.reached}
+            for s in stats.active():  # each statistic's own columns
+                row.update(s.row(self, c, e))
             out.append({
-                "rank": rank,
-                "class": c,
-                "margin": _round(self.margins[c], 2),
-                "margin_p": None if e is None else _round(e.margin_p, 8),
-                "prior": _round(self.prior[c], 3),
-                "refined": t is not None,
-                "mask_l1": None if t is None else round(t.l1, 3),
-                "mask_share": None if t is None else round(t.size, 5),
-                "reached": None if t is None else t.reached,
-                "anomaly_index": None if e is None else _round(e.mask_z),
-                "mask_p": None if e is None else _round(e.mask_p, 8),
+                **row,
                 "p": None if e is None else _round(e.combined, 8),
                 "support": [] if e is None else list(e.support),
                 "attack_success": None if t is None else _round(t.attack_success),
@@ -242,6 +238,7 @@ class ScanResult:
             "flagged": self.flagged,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
+            "extra": {name: {str(c): _round(v, 8) for c, v in values.items()} for name, values in self.extra.items()},
             "classes": self.rows(),
         }
 
@@ -359,6 +356,7 @@ class ScanResult:
                 scaling=str(raw["scaling"]), num_classes=num_classes, image_shape=shape,
                 n_clean=n_clean, n_holdout=n_holdout, margins=margins, prior=prior, triggers=triggers,
                 alpha=alpha, seconds=float(raw["seconds"]), notes=[str(v) for v in raw.get("notes", [])],
+                extra=_extra(raw.get("extra", {}), num_classes),
             )
         except InputError:
             raise
@@ -466,6 +464,8 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     yield Progress(margin_total + settings.refine_steps, total, "testing the reversed triggers")
     _test_on_holdout(net, clean, predicted, hold, scaling, triggers)
     result.triggers = triggers
+    for statistic in stats.active():  # statistics that measure something of their own
+        yield from statistic.measure(net, clean, scaling, result)
     result.judge()
     yield from _draw_shapes(net, scaling, clean, predicted, result, settings,
                             lambda k, label: Progress(margin_total + settings.refine_steps + 1 + k, total, label))
@@ -636,6 +636,26 @@ def _round(v, digits: int = 4):
     if v is None or not np.isfinite(v):
         return None
     return round(float(v), digits)
+
+
+def _extra(raw, num_classes: int) -> dict[str, dict[int, float]]:
+    """A statistic's own values from scan.json, checked: names to {class: finite number}."""
+    if not isinstance(raw, dict) or len(raw) > 64:
+        raise ValueError("'extra' must be an object of statistics")
+    out = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict) or len(values) > num_classes:
+            raise ValueError(f"'extra' of {name!r} must map classes to numbers")
+        out[str(name)] = {}
+        for c, v in values.items():
+            if v is None:  # not finite when it was written
+                continue
+            label = int(c)
+            if not 0 <= label < num_classes or isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"'extra' of {name!r}: class {c} or its value out of range")
+            if np.isfinite(v):
+                out[str(name)][label] = float(v)
+    return out
 
 
 def _nan(v) -> float:

@@ -1,0 +1,137 @@
+"""Model-level statistics as plug-ins: each says how it reads what the scan measured, its null
+and p-value per class, its share of the false-alarm budget, and its columns.
+
+A statistic is one module in this package: a subclass of :class:`Statistic` decorated with
+:func:`register`. The verdict (:func:`engine.scan.evidence.judge`) loops over what is registered,
+and so do the scan's rows (JSON), the CLI's table, the window's table and the audit report, each
+through the statistic's :attr:`Statistic.columns`. Adding a statistic touches its module, its
+tests and a section in docs/scan.md.
+
+The scan's two built-in statistics read what its stages measure (the margin ascent and the mask
+refinement); a statistic that needs a measurement of its own implements :meth:`Statistic.measure`,
+a job run on the network and the clean faces after those stages, whose values it keeps on the
+result (``result.extra[name]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from engine.progress import Job
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column a statistic adds: ``key`` in a scan row (the JSON), its header in the tables
+    (``header``, CLI and window) and in the report (``report``), and how a value reads."""
+
+    key: str
+    header: str
+    fmt: Callable[[object], str]
+    report: str | None = None  # None: not in the report's table
+    table: bool = True  # in the CLI's and the window's tables
+
+    def text(self, value) -> str:
+        """The value as the tables show it ("" when there is none)."""
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return ""
+        return self.fmt(value)
+
+
+class Statistic(ABC):
+    """A model-level statistic: one value per class, a p-value per class against the other
+    classes, a share of the family-wise false-alarm budget."""
+
+    name: ClassVar[str]  # "margin"
+    title: ClassVar[str]  # "Largest margin (MM-BD)"
+    summary: ClassVar[str]
+    weight: ClassVar[float] = 1.0  # its share of the budget, before the shares are normalised
+    order: ClassVar[int] = 100
+    columns: ClassVar[tuple[Column, ...]] = ()
+
+    @abstractmethod
+    def values(self, result) -> dict[int, float]:
+        """What the scan measured of each class it can speak for (read from ``result``)."""
+
+    def candidates(self, values: dict[int, float], num_classes: int) -> list[int]:
+        """The classes it judges (default: every class it has a value for)."""
+        return list(values)
+
+    @abstractmethod
+    def p_value(self, label: int, values: dict[int, float], flagged: list[int]) -> tuple[float | None, float | None]:
+        """(p-value, an index to show or None) of class ``label`` against the others; p None when
+        the others give no null. ``flagged``: classes already flagged (step-down)."""
+
+    def tests(self, values: dict[int, float], num_classes: int) -> int:
+        """How many classes it tests: the Bonferroni factor of its p-values."""
+        return len(values)
+
+    def unusable(self, values: dict[int, float]) -> str:
+        """Why no class got a p-value, said in the verdict's reasons."""
+        return f"{self.title} gives no null (too few classes, or all alike)"
+
+    def row(self, result, label: int, evidence) -> dict:
+        """This statistic's fields of class ``label``'s row (keys of :attr:`columns` and more)."""
+        return {}
+
+    def measure(self, net, clean, scaling: str, result) -> Job[None]:
+        """A measurement of its own, after the scan's stages (none by default)."""
+        return
+        yield
+
+
+def p_text(p: float | None) -> str:
+    """The one way a p-value is written (the CLI, the window, the report): three decimals down to
+    0.001, then two significant digits in scientific notation; "n/a" when there is none."""
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    if p >= 0.001:
+        return f"{p:.3f}"
+    return f"{p:.1e}"
+
+
+def rounded(v, digits: int = 4) -> float | None:
+    """A value as a row keeps it: rounded, None when missing or not finite (JSON null)."""
+    return None if v is None or not np.isfinite(v) else round(float(v), digits)
+
+
+STATISTICS: dict[str, Statistic] = {}
+
+
+def register(cls: type[Statistic]) -> type[Statistic]:
+    """Class decorator: make a statistic count in every verdict (its name must be new)."""
+    if cls.name in STATISTICS:
+        raise ValueError(f"statistic {cls.name!r} registered twice")
+    STATISTICS[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Take a statistic out again (tests that register a toy one)."""
+    STATISTICS.pop(name, None)
+
+
+def active() -> list[Statistic]:
+    """The registered statistics, in their order."""
+    return sorted(STATISTICS.values(), key=lambda s: (s.order, s.name))
+
+
+def shares() -> dict[str, float]:
+    """Each statistic's share of the false-alarm budget (weights normalised to sum to 1)."""
+    stats = active()
+    total = sum(s.weight for s in stats) or 1.0
+    return {s.name: s.weight / total for s in stats}
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_discover()
