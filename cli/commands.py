@@ -8,7 +8,7 @@ import numpy as np
 
 from cli import options
 from cli.console import drive, note, warn
-from cli.parser import given_settings
+from cli.parser import given_scan_settings, given_settings
 from engine import workflow
 from engine.io.datasets import parse_poisoned
 from engine.demo import DEMO_CLEAN_TEST, DEMO_MODEL
@@ -306,7 +306,7 @@ def print_defenses(rows, sets: list[str]) -> None:
 def cmd_scan(args) -> int:
     from engine.scan import ScanSettings
 
-    settings = ScanSettings(margin_candidates=args.candidates, refine_steps=args.steps, alpha=args.false_alarm)
+    settings = ScanSettings.from_params(given_scan_settings(args))
     request = workflow.ScanRequest(args.sample, settings, optional_path(args.output))
     result = drive(workflow.run(request, sources(args), args.scale, warn if args.json else note), args.json)
     if args.output is not None:

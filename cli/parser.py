@@ -14,7 +14,8 @@ from engine.detectors import DETECTORS
 from engine.detectors.calibration import METHODS
 from engine.repairs import ALIASES, REPAIRS
 from engine.report import DETECTION_IMAGES
-from engine.scan import SCAN_IMAGES, ScanSettings
+from engine.scan import SCAN_IMAGES
+from engine.scan import SETTINGS as SCAN_SETTINGS
 from engine.workflow import DEFAULT_DETECTOR, DEFAULT_FRR, DEFAULT_METHOD
 
 
@@ -118,6 +119,18 @@ def add_detector_settings(p: argparse.ArgumentParser) -> None:
         who = ", ".join(c.title for c, _ in owners)
         p.add_argument(s.option, dest=f"setting_{name}", type=setting_type(s), metavar=s.option[2:].upper(),
                        help=escaped(f"{who}: {setting_help(s)}"))
+
+
+def add_scan_settings(p: argparse.ArgumentParser) -> None:
+    """One option per user-visible scan setting (engine.scan.SETTINGS), default None: the scan's own."""
+    for s in SCAN_SETTINGS:
+        p.add_argument(s.option, dest=f"scan_{s.name}", type=setting_type(s),
+                       metavar="RATE" if s.rate else s.option[2:].upper(), help=escaped(setting_help(s)))
+
+
+def given_scan_settings(args) -> dict:
+    """The scan settings given on the command line, by name."""
+    return {k[len("scan_"):]: v for k, v in vars(args).items() if k.startswith("scan_") and v is not None}
 
 
 def setting_type(s) -> type:
@@ -321,14 +334,7 @@ def build_parser(commands) -> argparse.ArgumentParser:
     clean_option(p, "clean data (labels not needed; 45-300 faces are enough)")
     sample(p, "--sample", "clean images to scan with", str(SCAN_IMAGES), SCAN_IMAGES)
     renamed(p, "--max-images", "--sample N|all")
-    p.add_argument("--candidates", type=positive_int, default=ScanSettings.margin_candidates,
-                   help="classes with the largest margins refined, besides those the clean faces lean to most "
-                        f"(default {ScanSettings.margin_candidates})")
-    p.add_argument("--steps", type=positive_int, default=ScanSettings.refine_steps,
-                   help=f"refinement steps at most (default {ScanSettings.refine_steps})")
-    p.add_argument("--false-alarm", type=rate_option("--false-alarm"), default=ScanSettings.alpha, metavar="RATE",
-                   help=escaped("family-wise false-alarm budget: the chance of flagging any class of a clean "
-                                f"network, as 0.05 or 5% (default {100 * ScanSettings.alpha:g}%)"))
+    add_scan_settings(p)
     renamed(p, "--alpha", "--false-alarm", "the family-wise false-alarm budget")
     p.add_argument("--fail-on-backdoor", action="store_true",
                    help="exit with code 3 when the verdict is backdoor (for pipelines)")

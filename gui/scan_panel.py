@@ -29,11 +29,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.scan import SCAN_IMAGES, stats
+from superqt import QCollapsible
+
+from engine.errors import InputError
+from engine.scan import SCAN_IMAGES, ScanSettings, stats
+from engine.scan import SETTINGS as SCAN_SETTINGS
 from engine.scan.evidence import p_text
+from gui.detector_settings import SettingsPages
 from gui.folders import default_folder
 from gui.image_check import to_pixmap
 from gui.session import Session
+
+class _ScanSettingsOwner:
+    """What the settings form needs of the scan: the settings it declares."""
+
+    settings = SCAN_SETTINGS
+
 
 def columns() -> list[str]:
     """The table's headers: rank and class, each registered statistic's table columns, the
@@ -120,15 +131,7 @@ class ScanPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
-        for col, tip in ((2, ("The largest logit margin over the other classes a random image reaches (MM-BD); a "
-                               "backdoor's target is an outlier among all classes")),
-                         (3, "The reversed trigger's mask: its L1 norm as a share of the image's pixels"),
-                         (4, ("Neural Cleanse's anomaly index among the refined candidates: "
-                              "(median - log mask) / (1.4826 MAD)")),
-                         (5, ("The class's combined p-value, family-wise over all classes and both statistics; "
-                              "at most the scan's alpha is flagged")),
-                         (6, "Share of held-out clean faces (not used to fit it) the trigger sends to the class")):
-            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self._set_header_tips()
         self.table.currentCellChanged.connect(lambda *_: self._class_chosen())
         self.table_note = QLabel("")
         self.table_note.setWordWrap(True)
@@ -190,8 +193,15 @@ class ScanPanel(QWidget):
         repair.addWidget(self.unlearn_button)
         repair.addStretch(1)
 
+        # The scan's settings, built from what it declares (engine.scan.SETTINGS), folded away.
+        self.settings_form = SettingsPages({"scan": _ScanSettingsOwner}, compact=True)
+        self.settings_box = QCollapsible("Scan settings")
+        self.settings_box.addWidget(self.settings_form)
+        self.settings_box.collapse(animate=False)
+
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.settings_box)
         layout.addWidget(self.verdict)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.table_note)
@@ -223,9 +233,20 @@ class ScanPanel(QWidget):
             if result is None:
                 self.verdict.setText(f"The last scan was {outcome}; run it again to ask which class is the target.")
 
+    def scan_settings(self) -> ScanSettings | None:
+        """The form's settings, checked; None (and a banner saying why) when one is wrong."""
+        try:
+            return ScanSettings.from_params(self.settings_form.params("scan"))
+        except InputError as err:
+            self.session.error.emit(str(err))
+            return None
+
     @Slot()
     def start_clicked(self) -> None:
-        self.session.scan.run(self.images_spin.value())
+        settings = self.scan_settings()
+        if settings is None:
+            return
+        self.session.scan.run(self.images_spin.value(), settings)
         self.verdict.setText("<i>Scanning: the largest margin of every class, then the candidates' reversed "
                              "triggers…</i>")
 
@@ -331,12 +352,23 @@ class ScanPanel(QWidget):
         self.table.setMinimumWidth(width + self.table.verticalScrollBar().sizeHint().width()
                                    + 2 * self.table.frameWidth() + 2)
 
+    def _set_header_tips(self) -> None:
+        """Each column's meaning: the statistics' own, then the combined p-value and the flips."""
+        tips = ([c.tip for s in stats.active() for c in s.columns if c.table]
+                + [("The class's combined p-value, family-wise over all classes and every statistic; at most "
+                    "the scan's false-alarm budget is flagged"),
+                   "Share of held-out clean faces (not used to fit it) the trigger sends to the class"])
+        for col, tip in enumerate(tips, start=2):
+            if tip:
+                self.table.horizontalHeaderItem(col).setToolTip(tip)
+
     def _fill_table(self, result, partial: bool) -> None:
         keep = self.chosen_class()
         rows = [r for r in result.rows() if r["refined"]]
         if self.table.columnCount() != len(columns()):  # a statistic registered since the tab was built
             self.table.setColumnCount(len(columns()))
             self.table.setHorizontalHeaderLabels(columns())
+            self._set_header_tips()
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             if r["flagged"]:

@@ -123,3 +123,39 @@ def test_a_statistic_that_measures_is_run_by_the_scan(toy, demo_net, demo_clean)
     assert toy.measured == [20] and result.extra == {"toy": {}}
     # No values: the toy judges no class, and the verdict is the two built-in statistics' alone.
     assert all(e.p("toy") is None for e in result.evidence.values())
+
+
+def test_the_scans_settings_are_declared_once_for_the_cli_and_the_window(qtbot, tmp_path, monkeypatch):
+    """engine.scan.SETTINGS gives the CLI its options and the window its form; both reach the scan."""
+    from cli.parser import given_scan_settings
+    from engine.errors import InputError
+    from engine.scan import SETTINGS, ScanSettings
+    from gui.main_window import MainWindow
+    from PySide6.QtCore import QSettings
+
+    import main
+
+    args = main.build_parser().parse_args(["scan", "--candidates", "8", "--false-alarm", "10%", "--margin-steps", "5"])
+    settings = ScanSettings.from_params(given_scan_settings(args))
+    assert (settings.margin_candidates, settings.alpha, settings.margin_steps) == (8, 0.1, 5)
+    assert settings.refine_steps == ScanSettings.refine_steps  # not given: the scan's own default
+    with pytest.raises(InputError, match="refinement steps 0 must be in"):
+        ScanSettings.from_params({"refine_steps": 0})
+    with pytest.raises(InputError, match="at least one candidate"):
+        ScanSettings.from_params({"margin_candidates": 0, "prior_candidates": 0})
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    fields = w.scan.settings_form.fields["scan"]
+    assert set(fields) == {s.name for s in SETTINGS if s.shown}
+    asked = []
+    monkeypatch.setattr(w.session.scan, "run", lambda images, settings=None: asked.append(settings))
+    fields["margin_candidates"].setValue(6)
+    w.scan.start_clicked()
+    assert asked and asked[0].margin_candidates == 6 and asked[0].refine_steps == ScanSettings.refine_steps
+    errors = []
+    w.session.error.connect(errors.append)
+    fields["margin_candidates"].setValue(0)
+    fields["prior_candidates"].setValue(0)
+    w.scan.start_clicked()
+    assert len(asked) == 1 and errors and "at least one candidate" in errors[0]  # a banner, no scan

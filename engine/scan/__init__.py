@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.scan import evidence as ev
+from engine.settings import Setting, apply_settings
 from engine.scan import stats
 from engine.io.datasets import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
@@ -80,6 +82,20 @@ class ScanSettings:
     alpha: float = ev.ALPHA  # family-wise false-alarm budget
     seed: int = 0
 
+    @classmethod
+    def from_params(cls, params: dict) -> ScanSettings:
+        """Settings from the user's values of :data:`SETTINGS` (names as keys; absent or None: the
+        default), each checked by its declaration, the rest at their defaults."""
+        given = types.SimpleNamespace()
+        apply_settings(given, SETTINGS, params, "Trigger scan")
+        settings = cls(**vars(given))
+        settings.check()
+        return settings
+
+    def params(self) -> dict:
+        """The user-visible settings' values (:data:`SETTINGS`), as a request or a file keeps them."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
+
     def check(self) -> None:
         for name in ("margin_steps", "margin_restarts", "shape_steps", "refine_steps", "refine_images", "patience"):
             if getattr(self, name) < 1:
@@ -90,6 +106,25 @@ class ScanSettings:
             raise InputError(None, f"scan setting alpha must be between 0 and 1, not {self.alpha:g}")
         if not 0 < self.holdout < 1:
             raise InputError(None, f"scan setting holdout must be between 0 and 1, not {self.holdout:g}")
+
+
+# The scan's user-visible settings: the CLI's options and the window's form are built from them.
+SETTINGS = (
+    Setting("margin_candidates", "candidates", int, ScanSettings.margin_candidates, 0, 1283,
+            "classes with the largest margins whose triggers are reversed, besides those the clean faces lean "
+            "to most", flag="candidates"),
+    Setting("prior_candidates", "leaning candidates", int, ScanSettings.prior_candidates, 0, 1283,
+            "classes the clean faces lean to most whose triggers are reversed too"),
+    Setting("refine_steps", "refinement steps", int, ScanSettings.refine_steps, 1, 10_000,
+            "steps of the trigger refinement at most", flag="steps"),
+    Setting("margin_steps", "margin steps", int, ScanSettings.margin_steps, 1, 1000,
+            "Adam steps of every class's margin ascent"),
+    Setting("margin_restarts", "margin starts", int, ScanSettings.margin_restarts, 1, 16,
+            "random starts per class, their margins averaged"),
+    Setting("alpha", "false-alarm budget", float, ScanSettings.alpha, 0.0, 1.0,
+            "family-wise: the chance of flagging any class of a clean network", low_open=True, high_open=True,
+            rate=True, flag="false-alarm"),
+)
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Column:
     fmt: Callable[[object], str]
     report: str | None = None  # None: not in the report's table
     table: bool = True  # in the CLI's and the window's tables
+    tip: str = ""  # what the column means, for the window's tooltip
 
     def text(self, value) -> str:
         """The value as the tables show it ("" when there is none)."""

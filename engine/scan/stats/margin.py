@@ -48,7 +48,9 @@ class LargestMargin(Statistic):
     summary = "how far clean faces of other classes can be pushed towards the class"
     weight = 0.5
     order = 10
-    columns = (Column("margin", "Margin", lambda v: f"{v:.1f}"),
+    columns = (Column("margin", "Margin", lambda v: f"{v:.1f}",
+                      tip="The largest logit margin over the other classes a random image reaches (MM-BD); a "
+                          "backdoor's target is an outlier among all classes"),
                Column("margin_p", "margin p", p_text, report="margin p", table=False))
 
     def values(self, result) -> dict[int, float]:

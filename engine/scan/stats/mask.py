@@ -49,8 +49,11 @@ class SmallestMask(Statistic):
     summary = "the share of the image a reversed trigger needs to send clean faces to the class"
     weight = 0.5
     order = 20
-    columns = (Column("mask_share", "Mask", lambda v: f"{100 * v:.2f}%", report="mask share"),
-               Column("anomaly_index", "Index", lambda v: f"{v:.2f}"),
+    columns = (Column("mask_share", "Mask", lambda v: f"{100 * v:.2f}%", report="mask share",
+                      tip="The reversed trigger's mask: its L1 norm as a share of the image's pixels"),
+               Column("anomaly_index", "Index", lambda v: f"{v:.2f}",
+                      tip="Neural Cleanse's anomaly index among the refined candidates: (median - log mask) / "
+                          "(1.4826 MAD)"),
                Column("mask_p", "mask p", p_text, report="mask p", table=False))
 
     def values(self, result) -> dict[int, float]:
