@@ -95,13 +95,6 @@ def sample_option(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
 def setting_options() -> dict[str, list]:
     """Every shown detector setting by name, with the detectors that have it."""
     out: dict[str, list] = {}

@@ -86,7 +86,6 @@ class ExpertDetector(Detector):
         """Fine-tune a copy on the clean faces, each labelled with a class the network does not give it."""
         import keras
 
-
         if net.num_classes < 2:
             raise InputError(None, "BaDExpert needs a network with at least two classes")
         rng = np.random.default_rng(self.seed)

@@ -5,6 +5,8 @@ workflow opens files with them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engine.errors import InputError

@@ -37,19 +37,20 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.scan import evidence as ev
-from engine.settings import Setting, apply_settings
-from engine.scan import stats
-from engine.io.datasets import ImageSet, npz_member_shape
 from engine.errors import InputError, first_line
+from engine.io.datasets import ImageSet, npz_member_shape
 from engine.io.files import check_readable_file, read_json_file, staged_folder, write_json_atomic
-from engine.scan.margin import MAX_BATCH as MARGIN_BATCH
-from engine.scan.margin import max_margins
 from engine.io.fitting import fit_to_model
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
-from engine.scoring import SCALINGS, choose_scaling, forward, probabilities, to_model_input
+from engine.scan import evidence as ev
+from engine.scan import stats
+from engine.scan.margin import MAX_BATCH as MARGIN_BATCH
+from engine.scan.margin import max_margins
+from engine.scan.stats import rounded
 from engine.scan.trigger_opt import ChunkOptimizer, new_chunk, stamp
+from engine.scoring import SCALINGS, choose_scaling, forward, probabilities, to_model_input
+from engine.settings import Setting, apply_settings
 
 FILE_KIND = "badnet-inspector/scan"
 FILE_VERSION = 2
@@ -91,10 +92,6 @@ class ScanSettings:
         settings = cls(**vars(given))
         settings.check()
         return settings
-
-    def params(self) -> dict:
-        """The user-visible settings' values (:data:`SETTINGS`), as a request or a file keeps them."""
-        return {s.name: getattr(self, s.name) for s in SETTINGS}
 
     def check(self) -> None:
         for name in ("margin_steps", "margin_restarts", "shape_steps", "refine_steps", "refine_images", "patience"):
@@ -228,15 +225,15 @@ class ScanResult:
         for rank, c in enumerate(self.ranking(), 1):
             t = self.triggers.get(c)
             e = self.evidence.get(c)
-            row = {"rank": rank, "class": c, "prior": _round(self.prior[c], 3), "refined": t is not None,
+            row = {"rank": rank, "class": c, "prior": rounded(self.prior[c], 3), "refined": t is not None,
                    "reached": None if t is None else t.reached}
             for s in stats.active():  # each statistic's own columns
                 row.update(s.row(self, c, e))
             out.append({
                 **row,
-                "p": None if e is None else _round(e.combined, 8),
+                "p": None if e is None else rounded(e.combined, 8),
                 "support": [] if e is None else list(e.support),
-                "attack_success": None if t is None else _round(t.attack_success),
+                "attack_success": None if t is None else rounded(t.attack_success),
                 "flagged": c in flagged,
             })
         return out
@@ -273,7 +270,7 @@ class ScanResult:
             "flagged": self.flagged,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
-            "extra": {name: {str(c): _round(v, 8) for c, v in values.items()} for name, values in self.extra.items()},
+            "extra": {name: {str(c): rounded(v, 8) for c, v in values.items()} for name, values in self.extra.items()},
             "classes": self.rows(),
         }
 
@@ -665,12 +662,6 @@ def _test_on_holdout(net, clean: ImageSet, predicted: np.ndarray, hold: np.ndarr
 def _stack(arrays: list, shape: tuple) -> np.ndarray:
     """float32 (n, *shape), also for none."""
     return np.stack(arrays).astype(np.float32) if arrays else np.zeros((0, *shape), np.float32)
-
-
-def _round(v, digits: int = 4):
-    if v is None or not np.isfinite(v):
-        return None
-    return round(float(v), digits)
 
 
 def _extra(raw, num_classes: int) -> dict[str, dict[int, float]]:

@@ -105,7 +105,6 @@ def judge_values(values: dict[str, dict[int, float]], num_classes: int, n_clean:
         judged |= set(s.candidates(values[s.name], num_classes))
     evidence = {c: ClassEvidence(c, float(margin.get(c, float("nan")))) for c in judged}
     flagged: list[int] = []
-    usable = {s.name: True for s in stats}
     for _ in range(MAX_FLAGS + 1):
         for c, e in evidence.items():
             if c in flagged:
