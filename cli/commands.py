@@ -11,14 +11,8 @@ from cli.console import drive, note, warn
 from cli.parser import given_scan_settings, given_settings
 from engine import workflow
 from engine.io.datasets import parse_poisoned
-from engine.demo import DEMO_CLEAN_TEST, DEMO_MODEL
-from engine.errors import InputError
 from engine.jsonsafe import dumps, schema
 from engine.scan.evidence import p_text
-
-
-def warn_about(images) -> None:
-    workflow.warn_about(images, warn)
 
 
 def emit(name: str, body: dict) -> None:
@@ -26,39 +20,30 @@ def emit(name: str, body: dict) -> None:
     print(dumps({"schema": schema(name), **body}))
 
 
-def load_model(path, trust: bool):
-    return workflow.Sources(Path(path), trust=trust).open_model(note)
-
-
-def choose_scaling(net, scaling: str, labelled, quiet: bool = False) -> str:
-    chosen, reason = drive(workflow.choose_scaling(net, scaling, labelled), quiet)
-    if scaling == "auto":
-        note(f"input scaling: {reason}")
-    return chosen
-
-
-def load_defense(args):
-    return workflow.load_defense(args.calibration, args.repaired, args.model, args.trust_model, args.scale,
-                                 on_model=lambda p: note(f"loading model {p}…"), nplus1=args.nplus1)
-
-
 def optional_path(value) -> Path | None:
     return None if value is None else Path(value)
 
 
-def sources(args, poisoned_needed: bool = False) -> workflow.Sources:
+def paths(values) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in values or ())
+
+
+def sources(args) -> workflow.Sources:
     """Where the network and its data are, from ``--model``, ``--clean`` and every ``--poisoned
-    PATH:TARGET``: the demo's when no model is named. A model of the user's own needs its data
-    named too; the demo's synthetic faces never stand in for it."""
-    poisoned = getattr(args, "poisoned", None)
-    if args.model is not None:
-        missing = [o for o, given in (("--clean PATH", args.clean),
-                                      ("--poisoned PATH:TARGET", poisoned or not poisoned_needed)) if not given]
-        if missing:
-            raise InputError(args.model, f"{' and '.join(missing)} missing: with a model of your own, name its "
-                             "data (the demo's faces stand in only for the demo's network)")
-    return workflow.Sources(optional_path(args.model), optional_path(getattr(args, "clean", None)),
-                            tuple(parse_poisoned(s) for s in poisoned or []), args.trust_model)
+    PATH:TARGET`` (the engine fills in the demo's when no model is named)."""
+    return workflow.Sources(optional_path(getattr(args, "model", None)), optional_path(getattr(args, "clean", None)),
+                            tuple(parse_poisoned(s) for s in getattr(args, "poisoned", None) or []),
+                            getattr(args, "trust_model", False))
+
+
+def defense(args) -> workflow.Defense:
+    return workflow.Defense(paths(args.calibration), optional_path(args.repaired), optional_path(args.nplus1))
+
+
+def run(request, args):
+    """The one engine call: ``request`` on the files the options name, with progress and notes."""
+    quiet = getattr(args, "json", False)
+    return drive(workflow.run(request, sources(args), getattr(args, "scale", None), warn if quiet else note), quiet)
 
 
 def fmt(x: float | None) -> str:
@@ -82,16 +67,12 @@ def cmd_app(args) -> int:
     )
 
 
-def is_demo(net) -> bool:
-    try:
-        return Path(net.path).resolve() == Path(DEMO_MODEL).resolve()
-    except (OSError, TypeError):
-        return False
+def info_request(args) -> workflow.InfoRequest:
+    return workflow.InfoRequest()
 
 
 def cmd_info(args) -> int:
-    net = load_model(Path(args.model), args.trust_model)
-    report = net.report()
+    report = run(info_request(args), args)
     if args.json:
         emit("info", report)
         return 0
@@ -105,31 +86,31 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from engine.scoring import predict
+def predict_request(args) -> workflow.PredictRequest:
+    return workflow.PredictRequest(paths(args.paths))
 
-    net = load_model(Path(args.model), args.trust_model)
-    images = workflow.read_images(args.paths, net)
-    warn_about(images)
-    scaling = choose_scaling(net, args.scale, images if args.scale == "auto" else None, args.json)
-    preds = drive(predict(net, images, scaling), args.json)
+
+def cmd_predict(args) -> int:
+    out = run(predict_request(args), args)
     rows = [{"path": name, "label": int(label), "confidence": float(conf)}
-            for name, label, conf in zip(images.names, preds.labels, preds.confidences)]
+            for name, label, conf in zip(out.images.names, out.results.labels, out.results.confidences)]
     if args.json:
-        emit("predict", {"model": net.path.name, "scaling": scaling, "images": rows})
+        emit("predict", {"model": out.net.path.name, "scaling": out.scaling, "images": rows})
         return 0
     for r in rows:
         print(f"{r['path']}\t{r['label']}\t{r['confidence']:.6f}")
     return 0
 
 
+def calibrate_request(args) -> workflow.CalibrateRequest:
+    return workflow.CalibrateRequest.from_options(args.detector, given_settings(args), method=args.method,
+                                                  frr=args.frr, min_samples=args.min_samples, sample=args.sample,
+                                                  output=Path(args.output))
+
+
 def cmd_calibrate(args) -> int:
-    request = workflow.CalibrateRequest.from_options(args.detector, given_settings(args), method=args.method,
-                                                     frr=args.frr, min_samples=args.min_samples,
-                                                     sample=args.sample, output=Path(args.output))
-    cal, reason = drive(workflow.run(request, sources(args), args.scale, note), args.json)
-    if args.scale == "auto":
-        note(f"input scaling: {reason}")
+    request = calibrate_request(args)
+    cal, _ = run(request, args)
     if args.json:
         emit("calibrate", {"output": str(request.output), "summary": cal.summary(),
                            "calibration": cal.to_dict(relative_to=Path(request.output).parent)})
@@ -150,46 +131,18 @@ SCORE_NAMES = {
 }
 
 
-def cmd_score(args) -> int:
-    from engine.evaluation import metrics
-    from engine.scoring import predict
+def score_request(args) -> workflow.ScoreRequest:
+    return workflow.ScoreRequest(defense(args))
 
-    defended = bool(args.calibration or args.repaired or args.nplus1)
-    if defended:
-        cal, net = load_defense(args)
-    else:
-        cal, net = None, load_model(Path(args.model or DEMO_MODEL), args.trust_model)
-    specs = [(Path(args.clean), None)] if args.clean else []
-    specs += [parse_poisoned(s) for s in args.poisoned or []]
-    if not specs:
-        if not is_demo(net):
-            raise InputError(net.path, "--clean PATH or --poisoned PATH:TARGET missing: name the data to score "
-                             "(the demo's faces stand in only for the demo's network)")
-        specs = [(DEMO_CLEAN_TEST, None)]
-    for path, target in specs:
-        if target is not None:
-            workflow.check_target(net, target, path)
-    sets = []
-    for path, target in specs:
-        data = workflow.read_set(path, net)
-        warn_about(data)
-        if target is None and data.labels is None and cal is None:
-            raise InputError(path, "has no labels: give it as --poisoned PATH:TARGET, or give labelled clean data")
-        sets.append((data, target))
-    scaling = cal.scaling if cal is not None else choose_scaling(net, args.scale or "1/255", sets[0][0], args.json)
-    out = []
-    for data, target in sets:
-        preds = drive(predict(net, data, scaling), args.json)
-        verdicts = drive(cal.judge(net, data), True) if cal else None
-        result = metrics.report(preds, data.labels if target is None else None, target, verdicts,
-                                badnet=not (args.nplus1 and not args.model))
-        out.append((data, target, result))
+
+def cmd_score(args) -> int:
+    out = run(score_request(args), args)
     if args.json:
-        emit("score", {"model": net.path.name, "model_sha256": net.sha256, "scaling": scaling,
-                       "defense": defense_name(args),
-                       "sets": [{"file": Path(d.source).name, "target": t, **r.to_dict()} for d, t, r in out]})
+        emit("score", {"model": out.net.path.name, "model_sha256": out.net.sha256, "scaling": out.scaling,
+                       "defense": out.defense,
+                       "sets": [{"file": Path(d.source).name, "target": t, **r.to_dict()} for d, t, r in out.sets]})
         return 0
-    for data, target, result in out:
+    for data, target, result in out.sets:
         kind = "clean" if target is None else f"poisoned, target {target}"
         print(f"{data.source}: {result.n} images ({kind})")
         for key, value in result.to_dict().items():
@@ -199,25 +152,17 @@ def cmd_score(args) -> int:
     return 0
 
 
-def defense_name(args) -> str | None:
-    """The defense a command judged with, as the user named it (file names only)."""
-    if args.calibration:
-        return ", ".join(Path(c).name for c in args.calibration)
-    for value in (args.repaired, args.nplus1):
-        if value:
-            return Path(value).name
-    return None
+def eval_request(args) -> workflow.EvalRequest:
+    return workflow.EvalRequest(defense(args), paths(args.paths))
 
 
 def cmd_eval(args) -> int:
-    cal, net = load_defense(args)
-    images = workflow.read_images(args.paths, net)
-    warn_about(images)
-    verdicts = drive(cal.judge(net, images), args.json)
+    out = run(eval_request(args), args)
+    verdicts, n = out.results, out.extra["poisoned_label"]
     if args.json:
-        emit("eval", {"model": net.path.name, "model_sha256": net.sha256, "defense": defense_name(args),
-                      "poisoned_label": int(cal.poisoned_label),
-                      "images": [{"path": name, "label": int(label), "poisoned": int(label) == cal.poisoned_label}
+        emit("eval", {"model": out.net.path.name, "model_sha256": out.net.sha256, "defense": out.extra["defense"],
+                      "poisoned_label": n,
+                      "images": [{"path": name, "label": int(label), "poisoned": int(label) == n}
                                  for name, label in zip(verdicts.names, verdicts.labels)]})
         return 0
     for name, label in zip(verdicts.names, verdicts.labels):
@@ -225,44 +170,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def compare_request(args) -> workflow.CompareRequest:
+    names = tuple(options.parse_detector_names(args.detectors))
+    return workflow.CompareRequest(names, workflow.detector_params(list(names), given_settings(args)),
+                                   tuple(args.frr), optional_path(args.roc_csv), paths(args.repaired),
+                                   paths(args.nplus1))
+
+
 def cmd_compare(args) -> int:
-    from engine.evaluation.compare import ROC_CSV_HEADER
-    from engine.io.files import write_csv
-
-    names = options.parse_detector_names(args.detectors)
-    detectors = workflow.make_detectors(names, workflow.detector_params(names, given_settings(args)))
-    frrs = tuple(args.frr)
-    src = sources(args, poisoned_needed=True)
-    if args.roc_csv:
-        from engine.io.files import check_output, csv_header
-
-        check_output(args.roc_csv, lambda p: csv_header(p) == ROC_CSV_HEADER, "ROC curve CSV")
-    from engine.evaluation.compare import detector_rows
-    from engine.repairs.bundle import RepairedNet
-
-    repaired = [RepairedNet.load(b) for b in args.repaired or []]  # damaged bundles fail before any work
-    net, clean, poisoned = src.open_all(warn if args.json else note)
-    repaired += [RepairedNet.hand_made_nplus1(m, repaired_scaling(args), net, args.trust_model)
-                 for m in args.nplus1 or []]
-    for g in repaired:  # before the long comparison: a bundle for another model fails now
-        g.check_model(net)
-        g.load_repaired(trust=args.trust_model)
-    results = drive(workflow.compare_job(net, clean, poisoned, detectors, args.scale, frrs), args.json)
-    defenses = detector_rows(results, frrs[-1])
-    if repaired:
-        defenses = drive(workflow.repairs_job(net, clean, poisoned, repaired, args.scale), args.json) + defenses
-    if args.roc_csv:
-        rows = [[r.detector, r.poisoned, f"{f:.6f}", f"{d:.6f}"]
-                for r in results for f, d in zip(r.roc.frr, r.roc.detection)]
-        write_csv(args.roc_csv, ROC_CSV_HEADER, rows)
-        note(f"wrote ROC curves to {args.roc_csv}")
+    out = run(compare_request(args), args)
+    results, clean = out.results, out.clean
     if args.json:
-        emit("compare", {"model": net.path.name, "model_sha256": net.sha256, "clean": Path(clean.source).name,
+        emit("compare", {"model": out.net.path.name, "model_sha256": out.net.sha256, "clean": Path(clean.source).name,
                          "n_clean": len(clean), "results": [r.to_dict() for r in results],
-                         "defenses": [r.to_dict() for r in defenses]})
+                         "defenses": [r.to_dict() for r in out.defenses]})
         return 0
     print(f"clean: {clean.source} ({len(clean)} images); thresholds pooled over classes, from the clean scores")
-    head = "".join(f"  detection at {100 * f:g}% FRR" for f in frrs)
+    head = "".join(f"  detection at {100 * f:g}% FRR" for f in out.frrs)
     width = max(len(r.title) for r in results) + 2
     for name in dict.fromkeys(r.poisoned for r in results):
         rows = [r for r in results if r.poisoned == name]
@@ -273,12 +197,8 @@ def cmd_compare(args) -> int:
                             for p in r.points)
             print(f"  {r.title:<{width}}{r.auc:6.3f}{cells}")
     print()
-    print_defenses(defenses, [p.name for p in poisoned])
+    print_defenses(out.defenses, [p.name for p in out.poisoned])
     return 0
-
-
-def repaired_scaling(args) -> str:
-    return "1/255" if args.scale in (None, "auto") else args.scale
 
 
 def print_defenses(rows, sets: list[str]) -> None:
@@ -303,12 +223,15 @@ def print_defenses(rows, sets: list[str]) -> None:
             print(f"  {'':<{width}}  ({r.note})")
 
 
-def cmd_scan(args) -> int:
+def scan_request(args) -> workflow.ScanRequest:
     from engine.scan import ScanSettings
 
-    settings = ScanSettings.from_params(given_scan_settings(args))
-    request = workflow.ScanRequest(args.sample, settings, optional_path(args.output))
-    result = drive(workflow.run(request, sources(args), args.scale, warn if args.json else note), args.json)
+    return workflow.ScanRequest(args.sample, ScanSettings.from_params(given_scan_settings(args)),
+                                optional_path(args.output))
+
+
+def cmd_scan(args) -> int:
+    result = run(scan_request(args), args)
     if args.output is not None:
         note(f"wrote {Path(args.output) / 'scan.json'}, triggers.npz and PNGs")
     code = 3 if args.fail_on_backdoor and result.outcome == "backdoor" else 0
@@ -347,15 +270,14 @@ def scan_table(result) -> str:
     return "\n".join(lines)
 
 
+def repair_request(args) -> workflow.RepairRequest:
+    return workflow.RepairRequest(args.method, given_settings(args), optional_path(args.output),
+                                  optional_path(getattr(args, "scan", None)))
+
+
 def cmd_repair(args) -> int:
     """Any registered repair: its settings from the options, one request, its lines printed."""
-    request = workflow.RepairRequest(args.method, given_settings(args), optional_path(args.output),
-                                     optional_path(getattr(args, "scan", None)))
-    from engine.repairs import repair_class
-
-    needs = repair_class(args.method).needs_poisoned
-    outcome = drive(workflow.run(request, sources(args, poisoned_needed=needs), args.scale,
-                                 warn if args.json else note), args.json)
+    outcome = run(repair_request(args), args)
     out = Path(outcome.outdir)
     if args.json:
         b = outcome.bundle
@@ -378,29 +300,24 @@ def cmd_repair(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
-    from engine.io.files import check_png_output
+def explain_request(args) -> workflow.ExplainRequest:
+    return workflow.ExplainRequest(paths(args.paths), optional_path(args.scan), optional_path(args.output))
 
-    check_png_output(args.output)
-    net = load_model(Path(args.model), args.trust_model)
-    scan = workflow.load_scan(args.scan, net) if args.scan else None
-    images = workflow.read_images(args.paths, net)
-    warn_about(images)
-    scaling = scan.scaling if scan is not None else args.scale
-    explanations = drive(workflow.explain_images(net, images, scaling), args.json)
-    workflow.write_explanations(args.output, explanations, scan)
-    if args.json:
-        rows = []
-        for name, e in zip(images.names, explanations):
-            y, x = np.unravel_index(int(e.heat.argmax()), e.heat.shape)
-            rows.append({"path": name, "predicted": int(e.predicted), "confidence": float(e.confidence),
-                         "hottest": {"row": int(y), "column": int(x), "gain": float(e.peak)},
-                         "scan_flagged": bool(scan is not None and e.predicted in scan.flagged)})
-        emit("explain", {"model": net.path.name, "output": str(args.output), "images": rows})
-        return 0
-    for name, e in zip(images.names, explanations):
+
+def cmd_explain(args) -> int:
+    out = run(explain_request(args), args)
+    scan = out.extra["scan"]
+    rows = []
+    for name, e in zip(out.images.names, out.results):
         y, x = np.unravel_index(int(e.heat.argmax()), e.heat.shape)
-        flagged = scan is not None and e.predicted in scan.flagged
+        rows.append((name, e, int(y), int(x), bool(scan is not None and e.predicted in scan.flagged)))
+    if args.json:
+        emit("explain", {"model": out.net.path.name, "output": str(args.output), "images": [
+            {"path": name, "predicted": int(e.predicted), "confidence": float(e.confidence),
+             "hottest": {"row": y, "column": x, "gain": float(e.peak)}, "scan_flagged": flagged}
+            for name, e, y, x, flagged in rows]})
+        return 0
+    for name, e, y, x, flagged in rows:
         mask = f", the scan flagged class {e.predicted}: mask drawn" if flagged else ""
         print(f"{name}\tclass {e.predicted} ({e.confidence:.4f}); hottest pixel row {y}, column {x} "
               f"(probability {e.peak:.2f} higher when kept){mask}")
@@ -408,34 +325,26 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def audit_request(args):
+    from engine.report.request import AuditRequest
+
+    return AuditRequest(Path(args.output), paths(args.calibration), optional_path(args.scan), paths(args.repaired),
+                        paths(args.images), args.scan_sample, args.detection_sample)
+
+
 def cmd_audit(args) -> int:
     from engine import report
-    from engine.detectors.calibration import Calibration
-    from engine.repairs.bundle import RepairedNet
 
-    out = report.check_report_output(args.output)  # before any long work
-    src = sources(args)
-    calibrations = [(Calibration.load(c), f"loaded from {Path(c).name}") for c in args.calibration or []]
-    repaired = [RepairedNet.load(b) for b in args.repaired or []]
-    net, clean, poisoned = src.open_all(warn if args.json else note)
-    scan = workflow.load_scan(args.scan, net) if args.scan else None
-    for g in repaired:
-        g.check_model(net)
-        g.load_repaired(trust=args.trust_model)
-    images = workflow.read_images(args.images, net) if args.images else None
-    commands = report.reproduce_lines(
-        str(net.path), clean.source, [(p.images.source, p.target) for p in poisoned], args.scale, str(args.output),
-        calibrations=args.calibration or [], scan=args.scan, repaired=args.repaired or [],
-        images=[str(i) for i in args.images or []], scan_sample=args.scan_sample,
-        detection_sample=args.detection_sample)
-    audit = drive(report.audit_job(net, clean, poisoned, args.scale, calibrations=calibrations, scan=scan,
-                                    scan_source=f"read from {Path(args.scan).name}" if args.scan else "",
-                                    repaired=repaired, images=images, scan_images=args.scan_sample,
-                                    detection_images=args.detection_sample, commands=commands), args.json)
-    report.write(audit, out)
+    audit = run(audit_request(args), args)
     if args.json:
-        emit("audit", {"report": str(out), **report.findings(audit)})
+        emit("audit", {"report": str(args.output), **report.findings(audit)})
         return 0
     verdict = audit.scan.summary() if audit.scan is not None else "no scan"
-    print(f"wrote audit report {out}: {verdict}")
+    print(f"wrote audit report {args.output}: {verdict}")
     return 0
+
+
+# Each command's request from its parsed options (what a reproduce line must parse back into).
+REQUESTS = {"info": info_request, "predict": predict_request, "calibrate": calibrate_request,
+            "score": score_request, "eval": eval_request, "compare": compare_request, "scan": scan_request,
+            "repair": repair_request, "explain": explain_request, "audit": audit_request}

@@ -12,6 +12,9 @@ FLAGS = {
     "target": "--target",
     "poisoned": "--poisoned",
     "scan": "--scan",
+    "clean_data": "--clean PATH",
+    "poisoned_data": "--poisoned PATH:TARGET",
+    "images": "IMAGE_OR_DIR",
 }
 
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from engine import rates
-from engine.demo import DEMO_IMAGES, DEMO_MODEL
 from engine.errors import InputError
 from engine.evaluation.compare import DEFAULT_FRRS
 from engine.detectors import DETECTORS
@@ -211,13 +210,14 @@ def build_parser(commands) -> argparse.ArgumentParser:
 
     p = command("info", commands.cmd_info, "show a model's format, input shape, classes, layers and fingerprint",
                 "print the facts as one JSON object")
-    p.add_argument("model", nargs="?", default=str(DEMO_MODEL), metavar="MODEL")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="the model (default: the bundled demo's)")
 
     p = command("predict", commands.cmd_predict, "top class and confidence for images, folders or HDF5 sets",
                 "one JSON object per image, one per line")
-    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--model", help="the model (default: the bundled demo's, with its images)")
     scale_option(p, "1/255")
-    p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
+    p.add_argument("paths", nargs="*", type=Path, metavar="IMAGE_OR_DIR",
+                   help="images, folders or HDF5 sets (default with the demo: its images)")
 
     p = command("calibrate", commands.cmd_calibrate, "learn per-class thresholds on clean data",
                 "print the calibration's summary as one JSON object")
@@ -264,7 +264,8 @@ def build_parser(commands) -> argparse.ArgumentParser:
                          help="a hand-made N+1 network whose last class means poisoned (e.g. the report's "
                          "*_processed_model.h5)")
     p.add_argument("--model", help="the model, if it moved since calibration (its fingerprint must match)")
-    p.add_argument("paths", nargs="*", type=Path, default=[DEMO_IMAGES], metavar="IMAGE_OR_DIR")
+    p.add_argument("paths", nargs="*", type=Path, metavar="IMAGE_OR_DIR",
+                   help="images, folders or HDF5 sets (default with the demo's network: its images)")
     scale_option(p, None)
 
     p = command("compare", commands.cmd_compare, "compare detectors on clean data against poisoned sets: "
@@ -361,7 +362,7 @@ def build_parser(commands) -> argparse.ArgumentParser:
                 "predicted class (random-mask sensitivity, RISE), and a scan's reversed-trigger mask for that class",
                 "print one JSON object per image, one per line")
     p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE", help="image files, folders or a small HDF5 set")
-    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--model", help="the model (default: the bundled demo's)")
     p.add_argument("--scan", metavar="SCANDIR", help="a scan's folder: also draw its mask for the predicted class")
     scale_option(p, "1/255")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png")

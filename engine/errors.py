@@ -44,6 +44,9 @@ SETTING_WORDS = {
     "target": "target",
     "poisoned": "poisoned set",
     "scan": "scan",
+    "clean_data": "clean data",
+    "poisoned_data": "a poisoned set with its target",
+    "images": "images",
 }
 
 

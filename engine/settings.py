@@ -56,14 +56,23 @@ class Setting:
         return self.kind in (tuple, list)
 
     def default_text(self) -> str:
+        return self.text(self.default)
+
+    def text(self, value) -> str:
+        """``value`` written as a user types it (``3,5,7``, ``5%``, a word): what the option takes."""
         if self.kind is str:
-            return self.default
+            return str(value)
         if self.kind is list:
-            return ",".join(self.default)
+            return ",".join(value)
         if self.rate:
-            values = self.default if self.kind is tuple else (self.default,)
+            values = value if self.kind is tuple else (value,)
             return ",".join(rates.percent(v) for v in values)
-        return ",".join(f"{v:g}" for v in self.default) if self.kind is tuple else f"{self.default:g}"
+        return ",".join(f"{v:g}" for v in value) if self.kind is tuple else f"{value:g}"
+
+    def words(self, value) -> list[str]:
+        """The command-line words that give this setting ``value`` (as given: text or its type):
+        its option and the value's text."""
+        return [self.option, self.text(self.check(value, self.option))]
 
     def check(self, value, title: str):
         """``value`` as this setting's type, or an InputError saying what is allowed."""

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.demo import DEMO_CLEAN_VALIDATION, DEMO_IMAGES, DEMO_MODEL, DEMO_SETS
+from engine.workflow import Sources
 from engine.io.datasets import parse_poisoned
 from engine.errors import InputError, first_line
 
@@ -95,25 +95,23 @@ def run_app(
     demo = load_startup(window.session, model, clean, sets, calibration, trust)
 
     if screenshot is not None:
-        images = [DEMO_IMAGES] if demo else []
+        images = Sources.demo_images() if demo else []
         ScreenshotRun(window, Path(screenshot), calibrate=calibration is None, images=images, errors=errors)
     return app.exec()
 
 
 def load_startup(session, model=None, clean=None, sets=(), calibration=None, trust=False) -> bool:
     """Queue what the window opens with; the bundled demo when no model is named. True for the demo."""
-    demo = model is None
-    if demo:  # the bundled demo, ready to calibrate
-        model, clean = DEMO_MODEL, clean or DEMO_CLEAN_VALIDATION
-        sets = list(sets) or list(DEMO_SETS)
-    session.data.open_model(model, trust=trust)
-    if clean is not None:
-        session.data.open_clean(clean)
-    for path, target in sets:
+    named = Sources(None if model is None else Path(model), None if clean is None else Path(clean),
+                    tuple((Path(p), int(t)) for p, t in sets), trust)  # the demo's files when no model is named
+    session.data.open_model(named.model_path(), trust=trust)
+    if named.clean_path() is not None:
+        session.data.open_clean(named.clean_path())
+    for path, target in named.poisoned_sets():
         session.data.add_poisoned(path, target)
     if calibration is not None:
         session.calib.load(calibration)
-    return demo
+    return named.demo
 
 
 class ScreenshotRun:

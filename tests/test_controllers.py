@@ -180,7 +180,7 @@ def test_a_scan_the_audit_computed_becomes_the_windows(session, small_demo, shor
         yield Progress(0, 1, "scanning")
         return short_scan
 
-    monkeypatch.setattr(workflow, "scan_job", scan_job)
+    monkeypatch.setattr(workflow.requests, "scan_job", scan_job)  # what the audit's ScanRequest runs
     changed = []
     session.scan.scanChanged.connect(changed.append)
     out = tmp_path / "audit.html"

@@ -217,16 +217,21 @@ def repair_rows(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], repai
     rows = [DefenseRow("no defense (the BadNet)", "none",
                        None if labels is None else float(np.mean(b_clean.labels == labels)), 0.0, undefended)]
     for g in repairs:
-        if g.scaling != scaling:
-            raise InputError(g.repaired_path, f"was made with input scaling {g.scaling}, not {scaling}")
+        # A repaired network is judged as it is used: at the input scaling it was made with. Its
+        # detection counts the faces the BadNet sends to the target at that scaling.
         title, note, trained = describe_repair(g)
+        if g.scaling != scaling:
+            note = "; ".join(n for n in (note, f"input scaling {g.scaling}") if n)
         yield Progress(0, 1, f"judging with {title}")
         v = yield from g.judge(net, clean)
         outcomes = {}
         for p in poisoned:
             pv = yield from g.judge(net, p.images)
             flagged = pv.labels == g.poisoned_label
-            found, n_sent = detection(flagged, b_labels[p.name], p.target)
+            sent_by = b_labels[p.name]
+            if g.scaling != scaling:
+                sent_by = (yield from predict(net, p.images, g.scaling)).labels
+            found, n_sent = detection(flagged, sent_by, p.target)
             outcomes[p.name] = SetOutcome(p.target, len(p.images), n_sent, found,
                                           float(np.mean(pv.labels == p.target)), float(np.mean(flagged)))
         rows.append(DefenseRow(title, "repaired", None if labels is None else float(np.mean(v.labels == labels)),

@@ -23,6 +23,7 @@ from engine.errors import InputError
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
+from engine.report.request import AuditRequest, reproduce_lines  # noqa: F401  (the report's API)
 
 GENERATOR = "badnet-inspector audit report"  # in every report's <meta name="generator">: how we know our own
 FRRS = (0.01, 0.05)
@@ -132,9 +133,6 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     (default :data:`DETECTION_IMAGES`; 0: all). ``calibrations``: (Calibration, where it came
     from) pairs."""
     from engine import workflow
-    from engine.detectors import DETECTORS, make_detector
-    from engine.evaluation.compare import compare, detector_rows
-    from engine.scan import SCAN_IMAGES
     from engine.scoring import predict
 
     clean = workflow.fit_to_model(clean, net)
@@ -164,8 +162,7 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
 
     # 1. The verdict: the trigger scan, read or computed.
     if scan is None:
-        limit = SCAN_IMAGES if scan_images is None else scan_images
-        scan = yield from workflow.scan_job(net, workflow.sample_images(clean, limit), scaling)
+        scan = yield from workflow.ScanRequest(scan_images).job(net, clean, scaling)
         scan_source = SCAN_COMPUTED
     else:
         scan.check_model(net)
@@ -181,11 +178,9 @@ def audit_job(net: BadNet, clean: ImageSet, poisoned: list[PoisonedSet], scaling
     for name, images_ in [("clean", clean)] + [(p.name, p.images) for p in poisoned]:
         out.confidences[name] = (yield from predict(net, images_, scaling)).confidences
     if poisoned:
-        detectors = [make_detector(n) for n in DETECTORS]
-        out.comparisons = yield from compare(net, clean, poisoned, detectors, scaling, FRRS)
-        out.defenses = detector_rows(out.comparisons, FRRS[-1])
-        if repaired:
-            out.defenses = (yield from workflow.repairs_job(net, clean, poisoned, repaired, scaling)) + out.defenses
+        compared = yield from workflow.CompareRequest(frrs=FRRS).job(net, clean, poisoned, scaling,
+                                                                      repaired=repaired or ())
+        out.comparisons, out.defenses = compared.results, compared.defenses
     given = list(calibrations or [])
     if not given:
         cal, _ = yield from workflow.CalibrateRequest().job(net, clean, scaling)
@@ -227,47 +222,9 @@ def _detection_sets(clean: ImageSet, poisoned: list[PoisonedSet], limit: int):
     return drawn, sets, line
 
 
-def command_line(words: list[str]) -> str:
+def shell_line(words: list[str]) -> str:
     """Words as one shell command line, each quoted as the shell needs."""
     return " ".join(shlex.quote(str(w)) for w in words)
-
-
-COMMAND = "badnet-inspector"  # the installed command (pyproject's [project.scripts]), not a checkout's main.py
-
-
-def reproduce_lines(model: str, clean: str, poisoned: list[tuple[str, int]], scaling: str, output: str, *,
-                    calibrations: list[str] = (), scan: str | None = None, repaired: list[str] = (),
-                    images: list[str] = (), scan_sample: int | None = None,
-                    detection_sample: int | None = None) -> list[str]:
-    """The lines that recompute a report's figures, with the installed command and the files by
-    name only (run them in the folder that holds the files): the scan, the comparison, the
-    calibration and the audit itself. The CLI and the window both write these."""
-    names = {"model": file_name(model), "clean": file_name(clean)}
-    base = [COMMAND]
-    given = ["--model", names["model"], "--clean", names["clean"]]
-    sets = [w for path, target in poisoned for w in ("--poisoned", f"{file_name(path)}:{target}")]
-    scale = ["--scale", scaling]
-
-    def sample(n):
-        return "all" if n == 0 else str(n)
-
-    from engine.scan import SCAN_IMAGES
-
-    scan_n = SCAN_IMAGES if scan_sample is None else scan_sample
-    lines = [command_line(base + ["scan"] + given + ["--sample", sample(scan_n)] + scale + ["-o", "scan-out"])]
-    if poisoned:
-        lines.append(command_line(base + ["compare"] + given + sets + ["--frr", ",".join(f"{100 * f:g}%" for f in FRRS)]
-                                  + scale + [w for r in repaired for w in ("--repaired", file_name(r))]))
-    lines.append(command_line(base + ["calibrate"] + given + scale + ["-o", "calibration.json"]))
-    again = base + ["audit"] + given + sets
-    again += [w for c in calibrations for w in ("--calibration", file_name(c))]
-    again += ["--scan", file_name(scan)] if scan else ["--scan-sample", sample(scan_n)]
-    again += [w for r in repaired for w in ("--repaired", file_name(r))]
-    again += [w for i in images for w in ("--images", file_name(i))]
-    if detection_sample is not None and detection_sample != DETECTION_IMAGES:
-        again += ["--detection-sample", sample(detection_sample)]
-    lines.append(command_line(again + scale + ["-o", file_name(output)]))
-    return lines
 
 
 def private_folders(paths) -> list[str]:

@@ -3,8 +3,10 @@
 - :mod:`engine.workflow.opening`: open a model, its clean and poisoned sets, a saved defense or scan;
 - :mod:`engine.workflow.verdicts`: check images and the rules that give each its verdict;
 - :mod:`engine.workflow.jobs`: calibrate, compare, scan, stamp, explain, as jobs with progress;
-- :mod:`engine.workflow.requests`: what a user asks for (calibrate, scan, repair) as one plain
-  request, checked once, that the CLI and the window both hand to the engine.
+- :mod:`engine.workflow.requests`: what a user asks for as one plain request, checked once, that
+  the CLI and the window both hand to the engine (calibrate, scan, repair; the protocol, the
+  files a request runs on and the demo's defaults); :mod:`engine.workflow.inference` (info,
+  predict, eval, score, explain) and :mod:`engine.workflow.comparing` (compare) are requests too.
 
 Repairs are :mod:`engine.repairs`' (``repair_job``). Plain values in, engine objects or generators
 out; the CLI prints what they return, the window's controllers run them in its worker. Option
@@ -40,7 +42,11 @@ from engine.workflow.opening import (
     read_set,
     sample_images,
 )
-from engine.workflow.requests import CalibrateRequest, RepairRequest, ScanRequest, Sources, run, warn_about
+from engine.workflow.requests import (CalibrateRequest, RepairRequest, Request, ScanRequest, Sources, command_line,
+                                     is_demo_model, run, warn_about)
+from engine.workflow.inference import (Defense, EvalRequest, ExplainRequest, InfoRequest, PredictRequest,
+                                      ScoreRequest)
+from engine.workflow.comparing import CompareOutcome, CompareRequest
 from engine.workflow.verdicts import (
     CLEAN,
     NO_VERDICT,
@@ -57,7 +63,8 @@ from engine.workflow.verdicts import (
 )
 
 __all__ = [
-    "CLEAN", "DEFAULT_DETECTOR", "DEFAULT_FRR", "DEFAULT_METHOD", "MAX_EXPLAINED", "NO_VERDICT", "POISONED",
+    "CLEAN", "CompareOutcome", "CompareRequest", "Defense", "EvalRequest", "ExplainRequest", "InfoRequest",
+    "PredictRequest", "Request", "ScoreRequest", "command_line", "is_demo_model", "DEFAULT_DETECTOR", "DEFAULT_FRR", "DEFAULT_METHOD", "MAX_EXPLAINED", "NO_VERDICT", "POISONED",
     "VERDICT_SOURCES", "CalibrateRequest", "CheckedImage", "RepairRequest", "RowVerdict", "ScanRequest", "SetScores",
     "Sources", "VerdictRules", "calibrate_job", "check_images", "check_paths", "check_target", "checked_csv",
     "choose_scaling", "compare_job", "detector_params", "explain_images", "fit_sets", "fit_to_model", "load_defense",

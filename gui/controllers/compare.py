@@ -21,20 +21,18 @@ class CompareController(QObject):
         """Queue a comparison of ``detectors`` (name -> settings) on the clean set against every
         poisoned set."""
         data = self.session.data
+        request = workflow.CompareRequest(tuple(detectors), {n: dict(p or {}) for n, p in detectors.items()},
+                                          tuple(frrs))
 
         def factory():
             self.session.require("comparing detectors", clean="clean data")
-            made = workflow.make_detectors(list(detectors), detectors)
-            known = list(self.session.repair.known.values())
-            repairs = [g for g in known if g.scaling == data.effective_scaling]
-            for g in known:
-                if g not in repairs:
-                    self.session.message.emit(f"left out of the comparison: {g.title} ({g.repaired_path}) was made "
-                                              f"with input scaling {g.scaling}, the window uses {data.effective_scaling}")
-            return _with_defenses(data, made, repairs, tuple(frrs))
+            checked = request.check()
+            # Every repaired network the window knows, each judged at the scaling it was made with.
+            repaired = list(self.session.repair.known.values())
+            return request.job(data.net, data.clean, list(data.poisoned), data.effective_scaling, checked, repaired)
 
         def done(out) -> None:
-            results, self.defenses = out
+            results, self.defenses = out.results, out.defenses
             self.results = results
             for r in results:
                 at = ", ".join(f"{100 * p.detection:.1f}% at {100 * p.target_frr:g}% FRR" for p in r.points)
@@ -49,12 +47,3 @@ class CompareController(QObject):
             self.defenses = None
             self.comparisonChanged.emit(None)
 
-
-def _with_defenses(data, detectors, repairs, frrs):
-    from engine.evaluation.compare import detector_rows
-
-    results = yield from workflow.compare_job(data.net, data.clean, list(data.poisoned), detectors,
-                                              data.effective_scaling, frrs)
-    rows = yield from workflow.repairs_job(data.net, data.clean, list(data.poisoned), repairs,
-                                           data.effective_scaling)
-    return results, rows + detector_rows(results, frrs[-1])

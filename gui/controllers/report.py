@@ -22,11 +22,12 @@ class ReportController(QObject):
         repaired network and its checked images; a scan and a calibration are computed when
         there are none. The file is written at the end of the job, atomically: a cancelled or
         failed audit leaves nothing. False when the path is refused at once."""
-        from engine import report
+        from engine.report import AuditRequest
+        from engine.workflow import Sources
 
         path = Path(path)
         try:
-            report.check_report_output(path)
+            checked = AuditRequest(path).check()
         except InputError as err:
             self.session.error.emit(str(err))
             return False
@@ -39,7 +40,8 @@ class ReportController(QObject):
                      else f"from {Path(cal.source).name if cal.source else 'the window'}")
                     for name, cal in s.calib.calibrations.items()]
             scan = s.scan.result if s.scan.result is not None and s.scan.result.model_sha256 == net.sha256 else None
-            where = f"read from {Path(s.scan.folder).name}" if scan is not None and getattr(s.scan, "folder", None) else "run in the window"
+            folder = getattr(s.scan, "folder", None) if scan is not None else None
+            where = f"read from {Path(folder).name}" if folder else "run in the window"
             repaired = [s.repair.repaired] if s.repair.repaired is not None else []
             rows = list(s.check.rows)
             images = None
@@ -48,16 +50,15 @@ class ReportController(QObject):
 
                 images = ImageSet(np.stack([r.image for r in rows]), None, [r.name for r in rows],
                                   "images checked in the window")
-            scaling = data.effective_scaling
+            # What the reproduce lines can name: saved calibrations and the scan's folder (a
+            # repaired network made in the window has no bundle file to name).
+            request = AuditRequest(path, tuple(Path(c.source) for c, _ in cals if c.source),
+                                   None if folder is None else Path(folder))
 
             def job():
-                audit = yield from report.audit_job(net, clean, sets, scaling, calibrations=cals, scan=scan,
-                                                    scan_source=where, repaired=repaired, images=images,
-                                                    commands=_commands(
-                                                        net, clean, sets, scaling, path,
-                                                        getattr(s.scan, "folder", None) if scan is not None else None,
-                                                        [c.source for c, _ in cals if c.source]))
-                report.write(audit, path)
+                audit = yield from request.job(net, clean, sets, data.effective_scaling, checked, calibrations=cals,
+                                               scan=scan, scan_source=where, repaired=repaired, images=images,
+                                               sources=Sources.of(net, clean, sets))
                 return str(path), net, audit
 
             return job()
@@ -89,11 +90,3 @@ class ReportController(QObject):
                     if audit.sampled:  # the audit scored a draw of each set; the window shows every face
                         s.calib.score_sets([cal.detector])
 
-
-def _commands(net, clean, sets, scaling, path, scan_folder=None, calibrations=()) -> list[str]:
-    """The report's reproduce lines; a repaired network made in the window has no bundle file the
-    lines could name, so none is given."""
-    from engine.report import reproduce_lines
-
-    return reproduce_lines(str(net.path), clean.source, [(p.images.source, p.target) for p in sets], scaling,
-                           str(path), scan=scan_folder, calibrations=list(calibrations))
