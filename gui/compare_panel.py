@@ -269,5 +269,5 @@ class ComparePanel(QWidget):
 
     def _export_clicked(self) -> None:
         window = self.window()
-        if hasattr(window, "export_roc_dialog"):
-            window.export_roc_dialog()
+        if hasattr(window, "files"):
+            window.files.export_roc()

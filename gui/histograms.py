@@ -4,7 +4,8 @@ Clean scores are drawn with each loaded poisoned set overlaid in its own colour.
 an ``InfiniteLine`` kept in two-way sync with a ``QLabeledDoubleSlider``; as it moves, the
 false-rejection rate on clean data and the detection rate on each poisoned set update live.
 Confidences of real BadNets pile up just below 1.0, so the x axis can also show
--log10(1 - confidence), which spreads 0.99, 0.9999 and 0.999999 apart.
+-log10(1 - confidence), which spreads 0.99, 0.9999 and 0.999999 apart (the axes' maths, with no
+Qt in it, is :mod:`gui.score_axes`).
 """
 
 from __future__ import annotations
@@ -29,104 +30,13 @@ from superqt import QLabeledDoubleSlider, QSearchableComboBox
 
 from engine.evaluation.metrics import detection
 from engine.workflow import CLEAN, POISONED, SetScores
-from engine.detectors import DETECTORS
 from gui.plots import export_plot_png
+from gui.score_axes import AXES, ScoreAxis, axes_for  # noqa: F401  (the axes the panel offers)
 from gui.session import Session
 
 CLEAN_COLOUR = (52, 101, 164)
 POISON_COLOURS = [(204, 0, 0), (245, 121, 0), (117, 80, 123), (78, 154, 6), (193, 125, 17)]
 BINS = 50
-
-
-@dataclass(frozen=True)
-class ScoreAxis:
-    """How raw scores map to the x axis ([lo, hi] in display units)."""
-
-    label: str
-    lo: float
-    hi: float
-
-    def to_display(self, raw):
-        return raw
-
-    def to_raw(self, shown):
-        return shown
-
-    def tick_text(self, shown: float) -> str:
-        return f"{shown:g}"
-
-    def raw_range(self) -> tuple[float, float]:
-        """The slider's range, in raw scores."""
-        return float(self.to_raw(self.lo)), float(self.to_raw(self.hi))
-
-
-class LogConfidenceAxis(ScoreAxis):
-    """x = -log10(1 - confidence): 1 is 0.9, 2 is 0.99, 4 is 0.9999; ticks say the confidence."""
-
-    FLOOR = 1e-7
-
-    def to_display(self, raw):
-        return -np.log10(np.clip(1.0 - np.asarray(raw, dtype=np.float64), self.FLOOR, 1.0))
-
-    def to_raw(self, shown):
-        return 1.0 - 10.0 ** (-np.asarray(shown, dtype=np.float64))
-
-    def tick_text(self, shown: float) -> str:
-        if shown <= 0:
-            return "0"
-        if abs(shown - round(shown)) < 1e-9:
-            return "0." + "9" * int(round(shown))
-        return f"{float(self.to_raw(shown)):.{max(1, int(np.ceil(shown)))}f}"
-
-    def raw_range(self) -> tuple[float, float]:
-        return 0.0, 1.0
-
-
-class LogLowAxis(ScoreAxis):
-    """x = log10(score) for scores in (0, 1] that pile up near 0 (p-values): -3 is 0.001."""
-
-    FLOOR = 1e-5
-
-    def to_display(self, raw):
-        return np.log10(np.clip(np.asarray(raw, dtype=np.float64), self.FLOOR, 1.0))
-
-    def to_raw(self, shown):
-        return 10.0 ** np.asarray(shown, dtype=np.float64)
-
-    def tick_text(self, shown: float) -> str:
-        return f"{float(self.to_raw(shown)):.{max(0, int(np.ceil(-shown)))}f}"
-
-    def raw_range(self) -> tuple[float, float]:
-        return 0.0, 1.0
-
-
-AXES = {
-    "confidence (near 1, log)": LogConfidenceAxis("top-1 confidence (stretched near 1)", 0.0, 7.0),
-    "confidence (linear)": ScoreAxis("top-1 confidence", 0.0, 1.0),
-}
-ENTROPY_AXIS = "entropy (bits)"
-
-
-def axes_for(detector: str, scores: list[np.ndarray] = ()) -> dict[str, ScoreAxis]:
-    """The x axes a detector's scores can be shown on, from what the detector declares: scores
-    that pile up near 1 get the stretched axis too; an open-ended scale (STRIP's entropy) ends
-    a little above the largest score seen."""
-    cls = DETECTORS.get(detector)
-    if cls is None or cls.scale.stretched:
-        return AXES
-    scale = cls.scale
-    finite = [v[np.isfinite(v)] for v in scores]
-    top = max([float(np.max(v)) for v in finite if len(v)] + [scale.lo + 1.0])
-    hi = scale.hi if scale.hi is not None else float(np.ceil(top * 1.1 * 4) / 4)
-    name = f"{scale.unit or scale.short} (linear)" if scale.unit != "bits" else ENTROPY_AXIS
-    linear = {name: ScoreAxis(f"{scale.label}; low = suspicious", scale.lo, hi)}
-    if scale.near_one:  # e.g. Transplant on 1283 classes: clean faces at 0.999..1, triggers far below
-        linear[f"{scale.short} (near 1, log)"] = LogConfidenceAxis(
-            f"{scale.label} (stretched near 1); low = suspicious", 0.0, 7.0)
-    if not scale.stretched_low:
-        return linear
-    low = LogLowAxis(f"{scale.label} (stretched near 0); low = suspicious", np.log10(LogLowAxis.FLOOR), 0.0)
-    return {f"{scale.short} (near 0, log)": low, **linear}
 
 
 class ScoreTicks(pg.AxisItem):
@@ -480,8 +390,8 @@ class HistogramPanel(QWidget):
 
     def _export_clicked(self) -> None:
         window = self.window()
-        if hasattr(window, "export_plot_dialog"):
-            window.export_plot_dialog()
+        if hasattr(window, "files"):
+            window.files.export_plot()
 
     # --- drawing --------------------------------------------------------------------------
 

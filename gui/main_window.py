@@ -7,7 +7,6 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -32,15 +31,12 @@ from gui.image_check import ImageCheckPanel
 from gui.jobs import import_tensorflow
 from gui.panels import LeftColumn
 from gui.compare_panel import ComparePanel
+from gui.file_actions import FileActions
 from gui.repair_panel import RepairPanel
 from gui.scan_panel import ScanPanel
 from gui.session import Session
 
 APP_NAME = "BadNet Inspector"
-MODEL_FILTER = "Keras models (*.h5 *.hdf5 *.keras);;All files (*)"
-DATA_FILTER = "Image sets (*.h5 *.hdf5 *.npz);;All files (*)"
-IMAGE_FILTER = "Images and sets (*.png *.jpg *.jpeg *.bmp *.h5 *.npz);;All files (*)"
-CALIBRATION_FILTER = "Calibrations (*.json);;All files (*)"
 
 
 def default_size(available: QSize | None) -> QSize:
@@ -135,6 +131,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.status_progress)
 
+        self.files = FileActions(self)  # the File menu's dialogs
         self._build_menus()
         self._connect()
         self._restore_settings()
@@ -149,6 +146,7 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
+        f = self.files
 
         def action(text, slot, shortcut=None):
             act = QAction(text, self)
@@ -158,19 +156,19 @@ class MainWindow(QMainWindow):
             menu.addAction(act)
             return act
 
-        action("Open &model…", self.open_model_dialog, "Ctrl+M")
-        action("Open &clean data…", self.open_clean_dialog)
-        action("Add &poisoned set…", self.add_poisoned_dialog)
-        action("Open &images…", self.open_images_dialog, QKeySequence.StandardKey.Open)
+        action("Open &model…", f.open_model, "Ctrl+M")
+        action("Open &clean data…", f.open_clean)
+        action("Add &poisoned set…", f.add_poisoned)
+        action("Open &images…", f.open_images, QKeySequence.StandardKey.Open)
         menu.addSeparator()
-        action("&Load calibration…", self.load_calibration_dialog)
-        action("&Save calibration…", self.save_calibration_dialog, QKeySequence.StandardKey.Save)
+        action("&Load calibration…", f.load_calibration)
+        action("&Save calibration…", f.save_calibration, QKeySequence.StandardKey.Save)
         menu.addSeparator()
-        action("Export image results (CSV)…", self.export_csv_dialog)
-        action("Export histogram (PNG)…", self.export_plot_dialog)
-        action("Export ROC curves (PNG)…", self.export_roc_dialog)
+        action("Export image results (CSV)…", f.export_csv)
+        action("Export histogram (PNG)…", f.export_plot)
+        action("Export ROC curves (PNG)…", f.export_roc)
         menu.addSeparator()
-        action("Save &audit report…", self.save_report_dialog)
+        action("Save &audit report…", f.save_report)
         menu.addSeparator()
         action("&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -198,15 +196,16 @@ class MainWindow(QMainWindow):
         s.runner.progress.connect(self._on_job_progress)
         s.runner.finished.connect(self._on_job_finished)
 
+        f = self.files
         model_panel = self.left.model_data
-        model_panel.open_model_button.clicked.connect(self.open_model_dialog)
-        model_panel.open_clean_button.clicked.connect(self.open_clean_dialog)
-        model_panel.add_poisoned_button.clicked.connect(self.add_poisoned_dialog)
+        model_panel.open_model_button.clicked.connect(f.open_model)
+        model_panel.open_clean_button.clicked.connect(f.open_clean)
+        model_panel.add_poisoned_button.clicked.connect(f.add_poisoned)
         cal_panel = self.left.calibration
-        cal_panel.load_button.clicked.connect(self.load_calibration_dialog)
-        cal_panel.save_button.clicked.connect(self.save_calibration_dialog)
-        self.image_check.open_button.clicked.connect(self.open_images_dialog)
-        self.image_check.export_button.clicked.connect(self.export_csv_dialog)
+        cal_panel.load_button.clicked.connect(f.load_calibration)
+        cal_panel.save_button.clicked.connect(f.save_calibration)
+        self.image_check.open_button.clicked.connect(f.open_images)
+        self.image_check.export_button.clicked.connect(f.export_csv)
 
     # --- slots ----------------------------------------------------------------------------
 
@@ -244,90 +243,6 @@ class MainWindow(QMainWindow):
             self.append_log(f"{title}: cancelled; nothing changed")
         if not self.session.runner.busy:
             self.status_progress.setVisible(False)
-
-    # --- dialogs --------------------------------------------------------------------------
-
-    def _ask_open(self, kind: str, title: str, filters: str, many: bool = False):
-        folder = str(self.settings.value(f"folders/{kind}", str(Path.home())))
-        if many:
-            names, _ = QFileDialog.getOpenFileNames(self, title, folder, filters)
-        else:
-            name, _ = QFileDialog.getOpenFileName(self, title, folder, filters)
-            names = [name] if name else []
-        if names:
-            self.settings.setValue(f"folders/{kind}", str(Path(names[0]).parent))
-        return [Path(n) for n in names]
-
-    def _ask_save(self, kind: str, title: str, filters: str, default_name: str) -> Path | None:
-        folder = Path(str(self.settings.value(f"folders/{kind}", str(Path.home()))))
-        name, _ = QFileDialog.getSaveFileName(self, title, str(folder / default_name), filters)
-        if not name:
-            return None
-        self.settings.setValue(f"folders/{kind}", str(Path(name).parent))
-        return Path(name)
-
-    def save_report_dialog(self) -> None:
-        """One HTML report of everything loaded and found (the rest computed, with progress and Cancel)."""
-        path = self._ask_save("reports", "Save an audit report", "HTML report (*.html)", "audit.html")
-        if path is not None:
-            if path.suffix.lower() not in (".html", ".htm"):
-                path = path.with_suffix(".html")
-            self.session.report.save(path)
-
-    def open_model_dialog(self) -> None:
-        for path in self._ask_open("models", "Open a BadNet", MODEL_FILTER):
-            self.session.data.open_model(path, trust=self.left.model_data.trust_box.isChecked())
-
-    def open_clean_dialog(self) -> None:
-        for path in self._ask_open("data", "Open clean data", DATA_FILTER):
-            self.session.data.open_clean(path)
-
-    def add_poisoned_dialog(self) -> None:
-        target = self.left.model_data.target_spin.value()
-        for path in self._ask_open("data", f"Add a poisoned set (target {target})", DATA_FILTER):
-            self.session.data.add_poisoned(path, target)
-
-    def open_images_dialog(self) -> None:
-        paths = self._ask_open("images", "Open images to check", IMAGE_FILTER, many=True)
-        if paths:
-            self.tabs.setCurrentWidget(self.image_check)
-            self.session.check.check_paths(paths)
-
-    def load_calibration_dialog(self) -> None:
-        for path in self._ask_open("calibrations", "Load a calibration", CALIBRATION_FILTER):
-            self.session.calib.load(path)
-
-    def save_calibration_dialog(self) -> None:
-        if self.session.calib.active is None:
-            self.show_error("nothing to save: calibrate first")
-            return
-        name = (self.session.data.net.path.stem if self.session.data.net else "model") + "_calibration.json"
-        path = self._ask_save("calibrations", "Save calibration", CALIBRATION_FILTER, name)
-        if path is not None:
-            self.session.calib.save(path)
-
-    def export_csv_dialog(self) -> None:
-        path = self._ask_save("exports", "Export image results", "CSV (*.csv)", "image_check.csv")
-        if path is not None:
-            self.session.check.export_csv(path)
-
-    def export_plot_dialog(self) -> None:
-        name = f"histogram_class{self.histograms.current_class}.png"
-        path = self._ask_save("exports", "Export histogram", "PNG image (*.png)", name)
-        if path is not None:
-            self._export(lambda: self.histograms.export_png(path), path)
-
-    def export_roc_dialog(self) -> None:
-        if not self.session.compare.results:
-            self.show_error("nothing to export: compare detectors first")
-            return
-        path = self._ask_save("exports", "Export ROC curves", "PNG image (*.png)", "roc.png")
-        if path is not None:
-            self._export(lambda: self.compare.export_png(path), path)
-
-    def _export(self, write, path: Path) -> None:
-        """Run an export; a refused or failed one becomes the banner's one line."""
-        self.session.write_output(path, write)
 
     # --- drag and drop --------------------------------------------------------------------
 
@@ -374,7 +289,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
             if answer == QMessageBox.StandardButton.Save:
-                self.save_calibration_dialog()
+                self.files.save_calibration()
                 if self.session.calib.dirty:
                     event.ignore()
                     return

@@ -189,3 +189,79 @@ def csaw() -> Path:
     if not (CSAW / "models" / "sunglasses_bd_net.h5").exists():
         pytest.skip(f"real CSAW sample not found at {CSAW}")
     return CSAW
+
+
+# --- the window (tests/windows.py has what its tests share) ---------------------------------------
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window, offscreen, with its settings in a file of its own; on closing, no job
+    thread outlives it and garbage collection is on."""
+    import gc
+
+    from PySide6.QtCore import QSettings
+
+    from gui.main_window import MainWindow
+    from tests.windows import job_threads
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings)
+    w.ask_before_discarding = False
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+    assert not w.session.runner.thread_alive
+    assert not job_threads(), "a job thread outlived its window"
+    assert gc.isenabled(), "automatic garbage collection was left off"
+
+
+@pytest.fixture
+def demo_window(window, qtbot):
+    """The demo loaded, with the founding confidence detector picked (its tests are about it and
+    the window's mechanics); the default detector has tests of its own."""
+    from gui.app import load_startup
+    from tests.windows import wait_idle
+
+    load_startup(window.session)
+    wait_idle(qtbot, window)
+    assert window.session.data.net is not None and window.session.data.clean is not None
+    window.left.calibration.set_detector("confidence")
+    window.left.calibration.frr_spin.setValue(1.0)
+    return window
+
+
+@pytest.fixture
+def calibrated(demo_window, qtbot):
+    """The demo window calibrated (the confidence detector at 1%)."""
+    from PySide6.QtCore import Qt
+
+    from tests.windows import JOB_TIMEOUT, wait_idle
+
+    with qtbot.waitSignal(demo_window.session.calib.calibrationChanged, timeout=JOB_TIMEOUT):
+        qtbot.mouseClick(demo_window.left.calibration.calibrate_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, demo_window)
+    return demo_window
+
+
+# --- STRIP, several detectors, comparison -------------------------------------------------------
+
+
+@pytest.fixture
+def strip_calibrated(calibrated, qtbot):
+    """The demo window with a confidence calibration and then a STRIP one (8 blends, for speed)."""
+    from PySide6.QtCore import Qt
+
+    from tests.windows import JOB_TIMEOUT, wait_idle
+
+    w = calibrated
+    panel = w.left.calibration
+    panel.set_detector("strip")
+    blends = panel.settings.fields["strip"]["blends"]
+    blends.setValue(8)
+    assert panel.settings.currentIndex() == panel.settings.pages["strip"] and blends.isVisibleTo(panel)
+    with qtbot.waitSignal(w.session.calib.calibrationChanged, timeout=JOB_TIMEOUT):
+        qtbot.mouseClick(panel.calibrate_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, w)
+    return w

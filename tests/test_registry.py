@@ -58,7 +58,7 @@ def test_the_cli_offers_it_and_calibrates_it(margin, capsys, tmp_path):
 
 def test_the_window_builds_its_form_and_axis(margin, qtbot):
     from gui.detector_settings import DetectorSettings
-    from gui.histograms import axes_for
+    from gui.score_axes import axes_for
 
     form = DetectorSettings()
     qtbot.addWidget(form)

@@ -22,7 +22,8 @@ import hashlib
 import numpy as np
 
 from engine.io.datasets import ImageSet
-from engine.detectors import Detector, Scores, ScoreScale, Setting, decode_arrays, encode_arrays, register
+from engine.detectors import Detector, Scores, ScoreScale, Setting, register
+from engine.io.codec import decode_arrays, encode_arrays
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.io.datasets import ImageSet
-from engine.detectors import (Detector, Prepared, Scores, ScoreScale, Setting, Variants, decode_images,
-                              encode_images, make_detector, register, score_by_variants)
+from engine.detectors import (Detector, Prepared, Scores, ScoreScale, Setting, Variants, make_detector, register,
+                              score_by_variants)
+from engine.io.codec import decode_images, encode_images
 from engine.errors import InputError
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
