@@ -34,6 +34,19 @@ def field_for(setting: Setting) -> QSpinBox | QDoubleSpinBox | QLineEdit | QComb
         what = "names" if setting.kind is list else f"numbers, each in {setting.range_text()},"
         line.setToolTip(f"{setting.help}; {what} separated by commas (default {setting.default_text()})")
         return line
+    if setting.rate:  # typed and shown as a percent, as the CLI takes it (5%), handed on as a fraction
+        box = QDoubleSpinBox()
+        step = 100 * (setting.step or 0.01)
+        box.setDecimals(2)
+        box.setSuffix(" %")
+        box.setSingleStep(step)
+        nudge = 0.01
+        box.setRange(100 * setting.low + (nudge if setting.low_open else 0.0),
+                     100 * setting.high - (nudge if setting.high_open else 0.0))
+        box.setValue(100 * setting.default)
+        box.setProperty("rate", True)
+        box.setToolTip(f"{setting.help}, in {setting.range_text()} (default {setting.default_text()})")
+        return box
     if setting.kind is int:
         box = QSpinBox()
         box.setRange(int(setting.low) + int(setting.low_open), int(setting.high) - int(setting.high_open))
@@ -103,6 +116,9 @@ class SettingsPages(QStackedWidget):
                 out[key] = box.text()  # checked by the detector, like a file's or the CLI's
                 continue
             value = box.value()
+            if box.property("rate"):
+                out[key] = round(value / 100, 8)  # a percent in the field, a fraction for the engine
+                continue
             out[key] = round(value, 6) if isinstance(value, float) else int(value)
         return out
 

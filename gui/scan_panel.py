@@ -51,6 +51,8 @@ def columns() -> list[str]:
     combined p-value, the held-out flips and the flag (all but the last right-aligned)."""
     return (["Rank", "Class"] + [c.header for s in stats.active() for c in s.columns if c.table]
             + ["p", "Flips", "Flagged"])
+
+
 ZOOM = 2
 SHAPE_ZOOM = 1.4
 FACE_ZOOM = 1.5

@@ -151,8 +151,11 @@ def test_the_scans_settings_are_declared_once_for_the_cli_and_the_window(qtbot, 
     asked = []
     monkeypatch.setattr(w.session.scan, "run", lambda images, settings=None: asked.append(settings))
     fields["margin_candidates"].setValue(6)
+    assert fields["alpha"].text() == "5.00 %"  # a rate reads as the CLI takes it, not 0.05
+    fields["alpha"].setValue(1.0)
     w.scan.start_clicked()
     assert asked and asked[0].margin_candidates == 6 and asked[0].refine_steps == ScanSettings.refine_steps
+    assert asked[0].alpha == pytest.approx(0.01)
     errors = []
     w.session.error.connect(errors.append)
     fields["margin_candidates"].setValue(0)
