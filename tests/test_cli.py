@@ -118,6 +118,7 @@ def test_calibration_for_another_model_is_refused(capsys, confidence_file, tmp_p
     assert code == 2 and "made for another model" in err and str(other) in err
 
 
+@pytest.mark.slow  # two whole commands in subprocesses (each starts TensorFlow)
 def test_a_command_prints_no_tensorflow_chatter_and_an_error_is_one_line(tmp_path):
     """TensorFlow's start-up notices and its Grappler messages about DeepID's fused layers are
     filtered from a real command's terminal; its own progress and error lines are not."""

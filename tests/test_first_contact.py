@@ -155,6 +155,7 @@ def run_in_pty(args: list[str], timeout: float = 240) -> tuple[int, bytes]:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="pseudo-terminals are a POSIX thing")
+@pytest.mark.slow  # a whole command under a pseudo-terminal (starts TensorFlow)
 def test_a_terminal_sees_the_progress_bar_move(tmp_path):
     out_file = tmp_path / "c.json"
     code, raw = run_in_pty(["calibrate", "--detector", "strip", "--first-blends", "0", "--sample", "all",
@@ -168,6 +169,7 @@ def test_a_terminal_sees_the_progress_bar_move(tmp_path):
     assert "oneDNN" not in text and "absl::InitializeLog" not in text  # the filter still works
 
 
+@pytest.mark.slow  # two whole commands in subprocesses (each starts TensorFlow)
 def test_not_a_terminal_gets_plain_lines_and_quiet_gets_none(tmp_path):
     args = [sys.executable, str(ROOT / "main.py"), "predict", str(DEMO_IMAGES)]
     plain = subprocess.run(args, capture_output=True, text=True, timeout=300)

@@ -87,6 +87,7 @@ def test_screenshot_writes_a_png_of_the_window(tmp_path, small_demo):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100
 
 
+@pytest.mark.slow  # the whole app in a subprocess (starts TensorFlow)
 def test_screenshot_reports_bad_input(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "gui", "--model", str(tmp_path / "missing.h5"),

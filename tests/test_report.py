@@ -94,6 +94,7 @@ def test_a_calibrations_detection_counts_the_faces_sent_to_the_target(small_audi
             assert row["flagged_sent"] == f"{100 * flagged[sent].mean():.1f}%"
 
 
+@pytest.mark.slow  # detection figures: the audit compares every detector
 def test_detection_is_measured_on_a_stated_draw_of_each_large_set(demo_net, small_sets, short_scan):
     """CSAW's full sets would keep every detector busy for many minutes: a set larger than the
     limit is drawn down at random (the same draw each run), the report says so, and the model and
@@ -176,6 +177,7 @@ def test_a_flagged_class_shows_its_reversed_trigger_and_stamped_faces(demo_net, 
     assert "Backdoored" in text
 
 
+@pytest.mark.slow  # detection figures: the audit compares every detector
 def test_no_flagged_class_shows_the_nearest_candidate_marked_as_not_flagged(demo_net, small_sets, short_scan):
     """An inconclusive or clean verdict still shows the best-ranked refined trigger, so the reader
     can judge it, and says plainly that it is not evidence; a backdoor verdict shows only its

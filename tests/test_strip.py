@@ -233,6 +233,7 @@ def test_any_of_refuses_calibrations_of_different_models(strip_calibration):
 # --- CLI: the same detector gives the same verdicts ------------------------------------------
 
 
+@pytest.mark.slow  # detection figures: compare runs every chosen detector
 def test_cli_strip_calibrate_eval_score_compare(capsys, tmp_path, demo_net, strip_calibration):
     out = tmp_path / "strip.json"
     assert main.main(["calibrate", "--detector", "strip", "--frr", "0.05", "-o", str(out)]) == 0
