@@ -174,9 +174,6 @@ class ScoreRequest(Request):
 
     defense: Defense = Defense()
 
-    def check(self):
-        return None
-
     def job(self, net: BadNet, sets: list[tuple[ImageSet, int | None]], scaling: str, defense=None,
             judge_only_second: bool = False) -> Job[ScoreOutcome]:
         """Each set's figures; ``defense`` (loaded) gives the detection figures and the scaling."""

@@ -20,7 +20,7 @@ in :mod:`engine.report.request`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -376,7 +376,3 @@ def run(request: Request, sources: Sources, scaling: str, note: Note = _quiet) -
     checked = request.check()  # before any file is read
     return (yield from request.from_sources(sources, scaling, note, checked))
 
-
-def with_output(request: Request, output: Path | None) -> Request:
-    """The same request writing to ``output`` (a reproduce line names its own output)."""
-    return replace(request, output=output)
