@@ -1,0 +1,176 @@
+"""The trigger scan's verdict on every zoo network and its clean twin, over draws of clean faces:
+true targets flagged, innocent classes flagged, the verdict, the time; summarised as the field
+does (true- and false-positive rates over networks). Not a timing benchmark: a table of answers.
+
+    python bench/scan_zoo.py                          # the 400-identity attack zoo, 45 faces, draw 0
+    python bench/scan_zoo.py --faces 45 100 --draws 0 1 2
+    python bench/scan_zoo.py --networks csaw-badnet sample
+    python bench/scan_zoo.py --rejudge --head 0.25    # the saved scans again, with a candidate statistic
+
+Each scan is saved under ``.cache/scan-zoo/<network>-<faces>-<draw>`` and reused (``--again`` scans
+anew), so rules can be compared on the same scans: ``--rejudge`` re-reads them and judges again,
+``--head W`` first registers the output-layer statistic of ``bench/head_weights.py`` with budget
+weight W (the margin and the mask keep 0.5 each before normalising). Networks: every member of
+``.cache/attacks-large`` (``python -m engine.demo.attack_zoo --large``), ``csaw-badnet`` (the
+CSAW-scale multi-trigger zoo, ``python -m engine.demo.zoo``) and ``sample`` (the real CSAW
+sunglasses BadNet with ../shared/csaw's 10 faces); a network not built is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import CSAW, ROOT
+
+from engine.io import datasets
+from engine.io.models import load_badnet
+from engine.progress import run
+from engine.scan import ScanResult, ScanSettings, scan, stats
+
+CACHE = ROOT / ".cache" / "scan-zoo"
+LARGE = ROOT / ".cache" / "attacks-large"
+
+
+def networks(names: list[str] | None) -> list[tuple[str, Path, Path, list[int]]]:
+    """(name, model, clean pool file, true targets) of each network built on this machine."""
+    out = []
+    if LARGE.is_dir():
+        for member in sorted(LARGE.iterdir()):
+            facts = json.loads((member / "facts.json").read_text())
+            target = facts.get("target")
+            out.append((f"large/{member.name}", member / "model.h5", member / "clean_validation.h5",
+                        [] if target is None else [int(target)]))
+    zoo = ROOT / ".cache" / "zoo" / "csaw-badnet"
+    if zoo.is_dir():
+        facts = json.loads((zoo / "facts.json").read_text())
+        out.append(("csaw-badnet", zoo / "model.h5", zoo / "clean.h5",
+                    sorted(int(t["target"]) for t in facts["triggers"].values())))
+    if (CSAW / "models" / "sunglasses_bd_net.h5").is_file():
+        out.append(("sample", CSAW / "models" / "sunglasses_bd_net.h5", CSAW / "clean_sample.h5", [0]))
+    if names:
+        out = [n for n in out if n[0] in names or n[0].split("/")[-1] in names]
+    return out
+
+
+def head_values(net, k: int = 10) -> dict[int, float]:
+    """bench/head_weights.py's statistic: a class's k largest per-neuron z, summed, on a robust z scale."""
+    dense = [layer for layer in net.model.layers if type(layer).__name__ == "Dense"][-1]
+    kernel = np.asarray(dense.get_weights()[0], np.float64)
+
+    def robust_z(x, axis=None):
+        med = np.median(x, axis=axis, keepdims=axis is not None)
+        mad = 1.4826 * np.median(np.abs(x - med), axis=axis, keepdims=axis is not None)
+        return (x - med) / np.where(mad > 0, mad, 1.0)
+
+    s = robust_z(np.sort(robust_z(kernel, axis=1), axis=0)[-k:].sum(axis=0))
+    return {c: float(v) for c, v in enumerate(s)}
+
+
+def register_head(weight: float) -> None:
+    """The output-layer statistic as a registered statistic with budget ``weight``: a Laplace
+    upper tail on its robust z (like the mask's lower one), every class tested."""
+
+    @stats.register
+    class Head(stats.Statistic):
+        name = "head"
+        title = "Output-layer outlier (candidate)"
+        summary = "how strongly a few penultimate features feed the class alone"
+        order = 30
+
+        def values(self, result):
+            return result.extra.get("head")
+
+        def candidates(self, values, num_classes):
+            return sorted(values, key=lambda c: -values[c])[:16]
+
+        def p_value(self, label, values, flagged):
+            others = np.array([v for c, v in values.items() if c != label])
+            med = float(np.median(others))
+            mad = float(np.median(np.abs(others - med)))
+            if not mad > 0:
+                return None, None
+            above = (values[label] - med) * math.log(2.0) / mad
+            p = 0.5 * math.exp(-above) if above >= 0 else 1.0 - 0.5 * math.exp(above)
+            return p, (values[label] - med) / (1.4826 * mad)
+
+        def tests(self, values, num_classes):
+            return num_classes
+
+    Head.weight = weight
+
+
+def scanned(name: str, model: Path, pool_file: Path, faces: int, draw: int, again: bool):
+    """(net, ScanResult, seconds or None when read back) for one draw of ``faces`` clean faces."""
+    net = load_badnet(model)
+    folder = CACHE / f"{name.replace('/', '-')}-{faces}-{draw}"
+    if folder.is_dir() and not again:
+        return net, ScanResult.load(folder), None
+    pool = datasets.read(pool_file, size=net.input_shape[:2])
+    n = min(faces, len(pool))
+    clean = pool if n == len(pool) else pool.subset(np.random.default_rng(100 + draw).choice(len(pool), n,
+                                                                                              replace=False))
+    start = time.perf_counter()
+    result = run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
+    seconds = time.perf_counter() - start
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    result.save(folder)
+    return net, result, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", nargs="*", help="names (default: every network built)")
+    parser.add_argument("--faces", type=int, nargs="+", default=[45])
+    parser.add_argument("--draws", type=int, nargs="+", default=[0])
+    parser.add_argument("--again", action="store_true", help="scan anew even when a saved scan is there")
+    parser.add_argument("--rejudge", action="store_true", help="only the saved scans, judged again")
+    parser.add_argument("--head", type=float, default=None, metavar="W",
+                        help="register the output-layer candidate with budget weight W")
+    args = parser.parse_args(argv)
+    if args.head is not None:
+        register_head(args.head)
+
+    print("| network | faces | draw | verdict | true targets' ranks | flagged targets | innocent flagged | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    totals = {"targets": 0, "found": 0, "backdoored": 0, "caught": 0, "clean": 0, "false": 0, "innocent": 0}
+    for name, model, pool_file, targets in networks(args.networks):
+        for faces in args.faces:
+            for draw in args.draws:
+                folder = CACHE / f"{name.replace('/', '-')}-{faces}-{draw}"
+                if args.rejudge and not folder.is_dir():
+                    continue
+                net, result, seconds = scanned(name, model, pool_file, faces, draw, args.again and not args.rejudge)
+                if args.head is not None:
+                    result.extra["head"] = head_values(net)
+                result.judge()
+                ranking = result.ranking()
+                ranks = ", ".join(f"{t}: {ranking.index(t) + 1}" for t in targets) or "—"
+                found = [t for t in targets if t in result.flagged]
+                others = [c for c in result.flagged if c not in targets]
+                took = "read" if seconds is None else f"{seconds:.0f}"
+                print(f"| {name} | {result.n_clean} | {draw} | {result.outcome} | {ranks} | "
+                      f"{', '.join(map(str, found)) or 'none'} | {', '.join(map(str, others)) or 'none'} | {took} |",
+                      flush=True)
+                totals["innocent"] += len(others)
+                if targets:
+                    totals["targets"] += len(targets)
+                    totals["found"] += len(found)
+                    totals["backdoored"] += 1
+                    totals["caught"] += result.outcome == "backdoor"
+                else:
+                    totals["clean"] += 1
+                    totals["false"] += result.outcome == "backdoor"
+    t = totals
+    print(f"\nbackdoored networks called backdoor: {t['caught']} of {t['backdoored']}; targets flagged: "
+          f"{t['found']} of {t['targets']}; clean networks called backdoor: {t['false']} of {t['clean']}; "
+          f"innocent classes flagged: {t['innocent']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
