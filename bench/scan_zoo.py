@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import CSAW, ROOT
+from head_weights import output_layer, top_k_z
 
 from engine.io import datasets
 from engine.io.models import load_badnet
@@ -58,17 +59,9 @@ def networks(names: list[str] | None) -> list[tuple[str, Path, Path, list[int]]]
 
 
 def head_values(net, k: int = 10) -> dict[int, float]:
-    """bench/head_weights.py's statistic: a class's k largest per-neuron z, summed, on a robust z scale."""
-    dense = [layer for layer in net.model.layers if type(layer).__name__ == "Dense"][-1]
-    kernel = np.asarray(dense.get_weights()[0], np.float64)
-
-    def robust_z(x, axis=None):
-        med = np.median(x, axis=axis, keepdims=axis is not None)
-        mad = 1.4826 * np.median(np.abs(x - med), axis=axis, keepdims=axis is not None)
-        return (x - med) / np.where(mad > 0, mad, 1.0)
-
-    s = robust_z(np.sort(robust_z(kernel, axis=1), axis=0)[-k:].sum(axis=0))
-    return {c: float(v) for c, v in enumerate(s)}
+    """bench/head_weights.py's statistic of every class."""
+    kernel, _ = output_layer(net)
+    return {c: float(v) for c, v in enumerate(top_k_z(kernel, k))}
 
 
 def register_head(weight: float) -> None:

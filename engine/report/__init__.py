@@ -24,6 +24,7 @@ from engine.io.datasets import ImageSet, PoisonedSet
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
 from engine.report.request import AuditRequest, reproduce_lines  # noqa: F401  (the report's API)
+from engine.workflow.requests import by_name
 
 GENERATOR = "badnet-inspector audit report"  # in every report's <meta name="generator">: how we know our own
 FRRS = (0.01, 0.05)
@@ -96,8 +97,7 @@ def version() -> str:
 
 def file_name(path) -> str:
     """What a report shows of a path: its last part (a file's or a folder's name)."""
-    text = str(path)
-    return Path(text).name or text
+    return str(by_name(path))
 
 
 def _file_sha256(path: str | None) -> str | None:

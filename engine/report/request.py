@@ -14,8 +14,8 @@ from engine.io.models import BadNet
 from engine.progress import Job
 from engine.workflow.comparing import CompareRequest
 from engine.workflow.opening import load_scan, read_images
-from engine.workflow.requests import (CalibrateRequest, Request, ScanRequest, Sources, command_line, sample_text,
-                                      warn_about)
+from engine.workflow.requests import (CalibrateRequest, Request, ScanRequest, Sources, by_name, command_line,
+                                      sample_text, warn_about)
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,11 @@ class AuditRequest(Request):
     def from_sources(self, sources, scaling, note, checked):
         sources.require()
         calibrations = [(Calibration.load(c), f"loaded from {Path(c).name}") for c in self.calibrations]
-        bundles = CompareRequest(repaired=self.repaired).read_bundles()
+        beside = CompareRequest(repaired=self.repaired)  # the repaired networks, read and checked as compare does
+        bundles = beside.read_bundles()
         net, clean, sets = sources.open_all(note)
         scan = load_scan(self.scan, net) if self.scan else None
-        repaired = CompareRequest(repaired=self.repaired).open_repaired(net, scaling, sources.trust, bundles)
+        repaired = beside.open_repaired(net, scaling, sources.trust, bundles)
         images = None
         if self.images:
             images = read_images(list(self.images), net)
@@ -85,28 +86,21 @@ class AuditRequest(Request):
         return out + ["-o", str(self.output)]
 
 
-def named(path: Path | None) -> Path | None:
-    """A path by its last part only (a report's lines name files, not the folders they sit in)."""
-    return None if path is None else Path(Path(str(path)).name or str(path))
-
-
 def reproduce_lines(audit: AuditRequest, sources: Sources, scaling: str) -> list[str]:
     """The lines that recompute a report's figures, with the installed command and the files by
     name only (run them in the folder that holds the files): the scan, the comparison, the
     calibration and the audit itself, each said by its request."""
-    from engine.report import FRRS
+    from engine.report import FRRS, shell_line
     from engine.scan import SCAN_IMAGES
 
     files = sources.named()
     scan_n = SCAN_IMAGES if audit.scan_sample is None else audit.scan_sample
-    repaired = tuple(named(r) for r in audit.repaired)
+    repaired = tuple(by_name(r) for r in audit.repaired)
     lines = [ScanRequest(scan_n, output=Path("scan-out"))]
     if files.poisoned or sources.demo:
         lines.append(CompareRequest(frrs=FRRS, repaired=repaired))
     lines.append(CalibrateRequest(output=Path("calibration.json")))
-    lines.append(AuditRequest(named(audit.output), tuple(named(c) for c in audit.calibrations), named(audit.scan),
-                              repaired, tuple(named(i) for i in audit.images),
+    lines.append(AuditRequest(by_name(audit.output), tuple(by_name(c) for c in audit.calibrations),
+                              by_name(audit.scan), repaired, tuple(by_name(i) for i in audit.images),
                               scan_n, audit.detection_sample))
-    from engine.report import shell_line
-
     return [shell_line(command_line(r, files, scaling)) for r in lines]

@@ -39,12 +39,10 @@ from engine.io.datasets import ImageSet
 from engine.io.fitting import fit_to_model
 from engine.io.models import BadNet
 from engine.progress import Job, Progress
-from engine.scan import evidence as ev  # noqa: F401  (the scan's API: engine.scan.ev)
-from engine.scan import stats  # noqa: F401  (the registry of model-level statistics)
+from engine.scan import stats
 from engine.scan.margin import MAX_BATCH as MARGIN_BATCH
 from engine.scan.margin import max_margins
-from engine.scan.result import (FILE_KIND, FILE_VERSION, MAX_CLASSES, STAGES, ReversedTrigger,  # noqa: F401
-                                ScanResult, is_scan_output, save_trigger_pngs)
+from engine.scan.result import ReversedTrigger, ScanResult, is_scan_output  # noqa: F401  (is_scan_output: its API)
 from engine.scan.settings import SETTINGS, ScanSettings  # noqa: F401
 from engine.scan.trigger_opt import ChunkOptimizer, new_chunk
 from engine.scoring import choose_scaling, forward, probabilities, to_model_input

@@ -63,12 +63,12 @@ from engine.workflow.verdicts import (
 )
 
 __all__ = [
-    "CLEAN", "CompareOutcome", "CompareRequest", "Defense", "EvalRequest", "ExplainRequest", "InfoRequest",
-    "PredictRequest", "Request", "ScoreRequest", "command_line", "is_demo_model", "DEFAULT_DETECTOR", "DEFAULT_FRR", "DEFAULT_METHOD", "MAX_EXPLAINED", "NO_VERDICT", "POISONED",
-    "VERDICT_SOURCES", "CalibrateRequest", "CheckedImage", "RepairRequest", "RowVerdict", "ScanRequest", "SetScores",
-    "Sources", "VerdictRules", "calibrate_job", "check_images", "check_paths", "check_target", "checked_csv",
-    "choose_scaling", "compare_job", "detector_params", "explain_images", "fit_sets", "fit_to_model", "load_defense",
-    "load_scan", "make_detectors", "open_model", "open_poisoned", "open_sets", "read_images", "read_set",
-    "repairs_job", "run", "sample_images", "scan_job", "score_sets", "stamp_and_count", "warn_about",
-    "write_explanations",
+    "CLEAN", "CalibrateRequest", "CheckedImage", "CompareOutcome", "CompareRequest", "DEFAULT_DETECTOR",
+    "DEFAULT_FRR", "DEFAULT_METHOD", "Defense", "EvalRequest", "ExplainRequest", "InfoRequest", "MAX_EXPLAINED",
+    "NO_VERDICT", "POISONED", "PredictRequest", "RepairRequest", "Request", "RowVerdict", "ScanRequest",
+    "ScoreRequest", "SetScores", "Sources", "VERDICT_SOURCES", "VerdictRules", "calibrate_job", "check_images",
+    "check_paths", "check_target", "checked_csv", "choose_scaling", "command_line", "compare_job",
+    "detector_params", "explain_images", "fit_sets", "fit_to_model", "is_demo_model", "load_defense", "load_scan",
+    "make_detectors", "open_model", "open_poisoned", "open_sets", "read_images", "read_set", "repairs_job", "run",
+    "sample_images", "scan_job", "score_sets", "stamp_and_count", "warn_about", "write_explanations",
 ]

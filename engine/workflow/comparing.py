@@ -11,12 +11,13 @@ from typing import ClassVar
 
 from engine.detectors import DETECTORS
 from engine.detectors.calibration import check_frr
+from engine.evaluation.compare import DEFAULT_FRRS
 from engine.io.datasets import ImageSet, PoisonedSet
 from engine.io.models import BadNet
 from engine.progress import Job
 from engine.rates import percent
 from engine.workflow.jobs import compare_job, make_detectors, repairs_job
-from engine.workflow.requests import Request, detector_words
+from engine.workflow.requests import Request, detector_words, once
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,6 @@ class CompareOutcome:
     roc_csv: Path | None = None
 
 
-def default_frrs() -> tuple[float, ...]:
-    """The rates a comparison reports detection at unless told (engine.evaluation.compare)."""
-    from engine.evaluation.compare import DEFAULT_FRRS
-
-    return tuple(DEFAULT_FRRS)
-
-
 @dataclass(frozen=True)
 class CompareRequest(Request):
     """Compare ``detectors`` (names; ``params``: each one's settings) at the rates ``frrs`` on the
@@ -52,7 +46,7 @@ class CompareRequest(Request):
 
     detectors: tuple[str, ...] = tuple(DETECTORS)
     params: dict = field(default_factory=dict)
-    frrs: tuple[float, ...] = field(default_factory=default_frrs)
+    frrs: tuple[float, ...] = tuple(DEFAULT_FRRS)
     roc_csv: Path | None = None
     repaired: tuple[Path, ...] = ()
     nplus1: tuple[Path, ...] = ()
@@ -120,12 +114,7 @@ class CompareRequest(Request):
 
     def words(self) -> list[str]:
         out = [] if tuple(self.detectors) == tuple(DETECTORS) else ["--detectors", ",".join(self.detectors)]
-        seen = []
-        for name in self.detectors:
-            for w in zip(*[iter(detector_words(name, self.params.get(name) or {}))] * 2):
-                if w not in seen:
-                    seen.append(w)
-        out += [x for w in seen for x in w]
+        out += once([w for name in self.detectors for w in detector_words(name, self.params.get(name) or {})])
         out += ["--frr", ",".join(percent(f) for f in self.frrs)]
         out += [w for r in self.repaired for w in ("--repaired", str(r))]
         out += [w for m in self.nplus1 for w in ("--nplus1", str(m))]

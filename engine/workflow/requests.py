@@ -101,10 +101,8 @@ class Sources:
 
     def named(self) -> Sources:
         """The same files by name only (what a report's reproduce lines show: run them where the files are)."""
-        def name(p):
-            return None if p is None else Path(Path(str(p)).name or str(p))
-
-        return Sources(name(self.model), name(self.clean), tuple((name(p), t) for p, t in self.poisoned), self.trust)
+        return Sources(by_name(self.model), by_name(self.clean), tuple((by_name(p), t) for p, t in self.poisoned),
+                       self.trust)
 
     def words(self, clean: bool = True, poisoned: bool = True) -> list[str]:
         """The options naming these files, as a command line gives them."""
@@ -141,6 +139,11 @@ class Sources:
         """The files a model and sets already open came from (the window's), to say them as a command line."""
         return cls(Path(net.path), None if clean is None else Path(clean.source),
                    tuple((Path(p.images.source), p.target) for p in sets), trust)
+
+
+def by_name(path: str | Path | None) -> Path | None:
+    """A path by its last part only (a file's or a folder's name; the text itself when it has none)."""
+    return None if path is None else Path(Path(str(path)).name or str(path))
 
 
 def warn_about(images: ImageSet, note: Note) -> None:
@@ -195,10 +198,14 @@ def detector_words(name: str, params: dict) -> list[str]:
     """A detector's settings (and its members', for a combining detector) as command-line words."""
     out = settings_words(DETECTORS[name].settings, params)
     for member, member_params in (params.get("member_params") or {}).items():
-        for w in settings_words(DETECTORS[member].settings, member_params):
-            out.append(w)
-    pairs = list(zip(out[::2], out[1::2]))
-    return [w for pair in dict.fromkeys(pairs) for w in pair]  # a setting two members share, once
+        out += settings_words(DETECTORS[member].settings, member_params)
+    return once(out)
+
+
+def once(words: list[str]) -> list[str]:
+    """Option-value pairs with a repeated pair kept once (a setting two detectors share)."""
+    pairs = dict.fromkeys(zip(words[::2], words[1::2]))
+    return [w for pair in pairs for w in pair]
 
 
 def sample_text(n: int) -> str:
