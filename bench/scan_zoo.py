@@ -5,12 +5,11 @@ does (true- and false-positive rates over networks). Not a timing benchmark: a t
     python bench/scan_zoo.py                          # the 400-identity attack zoo, 45 faces, draw 0
     python bench/scan_zoo.py --faces 45 100 --draws 0 1 2
     python bench/scan_zoo.py --networks csaw-badnet sample
-    python bench/scan_zoo.py --rejudge --head 0.25    # the saved scans again, with a candidate statistic
+    python bench/scan_zoo.py --rejudge                # the saved scans judged again by today's rules
 
 Each scan is saved under ``.cache/scan-zoo/<network>-<faces>-<draw>`` and reused (``--again`` scans
-anew), so rules can be compared on the same scans: ``--rejudge`` re-reads them and judges again,
-``--head W`` first registers the output-layer statistic of ``bench/head_weights.py`` with budget
-weight W (the margin and the mask keep 0.5 each before normalising). Networks: every member of
+anew), so rules can be compared on the same scans: ``--rejudge`` re-reads them and judges again
+(a statistic registered since a scan was saved measures its own values first). Networks: every member of
 ``.cache/attacks-large`` (``python -m engine.demo.attack_zoo --large``), ``csaw-badnet`` (the
 CSAW-scale multi-trigger zoo, ``python -m engine.demo.zoo``) and ``sample`` (the real CSAW
 sunglasses BadNet with ../shared/csaw's 10 faces); a network not built is skipped.
@@ -20,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 from _common import CSAW, ROOT
-from head_weights import output_layer, top_k_z
 
 from engine.io import datasets
 from engine.io.models import load_badnet
@@ -58,43 +55,12 @@ def networks(names: list[str] | None) -> list[tuple[str, Path, Path, list[int]]]
     return out
 
 
-def head_values(net, k: int = 10) -> dict[int, float]:
-    """bench/head_weights.py's statistic of every class."""
-    kernel, _ = output_layer(net)
-    return {c: float(v) for c, v in enumerate(top_k_z(kernel, k))}
-
-
-def register_head(weight: float) -> None:
-    """The output-layer statistic as a registered statistic with budget ``weight``: a Laplace
-    upper tail on its robust z (like the mask's lower one), every class tested."""
-
-    @stats.register
-    class Head(stats.Statistic):
-        name = "head"
-        title = "Output-layer outlier (candidate)"
-        summary = "how strongly a few penultimate features feed the class alone"
-        order = 30
-
-        def values(self, result):
-            return result.extra.get("head")
-
-        def candidates(self, values, num_classes):
-            return sorted(values, key=lambda c: -values[c])[:16]
-
-        def p_value(self, label, values, flagged):
-            others = np.array([v for c, v in values.items() if c != label])
-            med = float(np.median(others))
-            mad = float(np.median(np.abs(others - med)))
-            if not mad > 0:
-                return None, None
-            above = (values[label] - med) * math.log(2.0) / mad
-            p = 0.5 * math.exp(-above) if above >= 0 else 1.0 - 0.5 * math.exp(above)
-            return p, (values[label] - med) / (1.4826 * mad)
-
-        def tests(self, values, num_classes):
-            return num_classes
-
-    Head.weight = weight
+def measured(net, result: ScanResult) -> None:
+    """What a statistic registered since the scan was saved measures of its own (its values were
+    not in the saved scan): measured now, as the scan would have."""
+    for statistic in stats.active():
+        if statistic.values(result) is None:
+            run(statistic.measure(net, None, result.scaling, result))
 
 
 def scanned(name: str, model: Path, pool_file: Path, faces: int, draw: int, again: bool):
@@ -122,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, nargs="+", default=[0])
     parser.add_argument("--again", action="store_true", help="scan anew even when a saved scan is there")
     parser.add_argument("--rejudge", action="store_true", help="only the saved scans, judged again")
-    parser.add_argument("--head", type=float, default=None, metavar="W",
-                        help="register the output-layer candidate with budget weight W")
+    parser.add_argument("--weights", default=None, metavar="NAME=W,...",
+                        help="budget weights of the verdict's members (e.g. margin=1,mask=1,head=1,together=0); "
+                             "default: the engine's")
     args = parser.parse_args(argv)
-    if args.head is not None:
-        register_head(args.head)
+    weights = None if args.weights is None else {k: float(v) for k, v in
+                                                  (part.split("=") for part in args.weights.split(","))}
 
     print("| network | faces | draw | verdict | true targets' ranks | flagged targets | innocent flagged | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -138,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.rejudge and not folder.is_dir():
                     continue
                 net, result, seconds = scanned(name, model, pool_file, faces, draw, args.again and not args.rejudge)
-                if args.head is not None:
-                    result.extra["head"] = head_values(net)
-                result.judge()
+                measured(net, result)
+                result.judge(weights)
                 ranking = result.ranking()
                 ranks = ", ".join(f"{t}: {ranking.index(t) + 1}" for t in targets) or "—"
                 found = [t for t in targets if t in result.flagged]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from engine.scan import evidence as ev
-from engine.scan import stats
 
 
 def null_network(rng, classes=1283, candidates=36):
@@ -15,6 +14,13 @@ def null_network(rng, classes=1283, candidates=36):
     chosen = rng.choice(classes, candidates, replace=False)
     log_masks = {int(c): float(rng.normal(np.log(0.04), 0.35)) for c in chosen}
     return margins, log_masks
+
+
+def head_values(rng, classes=1283) -> dict[int, float]:
+    """An innocent network's output-layer indices: robust z of a skewed, heavy-ish sum."""
+    raw = rng.gumbel(0.0, 1.0, classes)
+    med = np.median(raw)
+    return {c: float(v) for c, v in enumerate((raw - med) / (1.4826 * np.median(np.abs(raw - med))))}
 
 
 def test_margin_pvalue_of_an_outlier_is_small_and_of_the_bulk_is_not():
@@ -39,14 +45,19 @@ def test_mask_index_is_neural_cleanses_and_its_tail_heavier_than_a_normal():
     assert 1e-4 < p < 0.01  # a normal tail would give 3e-5
 
 
-def test_clean_network_statistics_raise_no_flag_at_about_the_budget():
-    """The verdict's promise: on innocent networks, a false flag in at most about alpha of them."""
+@pytest.mark.parametrize("with_head", [False, True], ids=["margin and mask", "with the output layer"])
+def test_clean_network_statistics_raise_no_flag_at_about_the_budget(with_head):
+    """The verdict's promise: on innocent networks, a false flag in at most about alpha of them,
+    with two statistics and their combination, or three and theirs."""
     rng = np.random.default_rng(1)
     false_alarms = 0
     runs = 200
     for _ in range(runs):
         margins, log_masks = null_network(rng)
-        _, verdict = ev.judge(margins, log_masks, n_clean=45)
+        values = {"margin": {c: float(m) for c, m in enumerate(margins)}, "mask": log_masks}
+        if with_head:
+            values["head"] = head_values(rng)
+        _, verdict = ev.judge_values(values, len(margins), n_clean=45)
         false_alarms += verdict.outcome == "backdoor"
     assert false_alarms / runs <= ev.ALPHA
 
@@ -92,8 +103,35 @@ def test_too_few_clean_faces_or_a_near_miss_is_inconclusive():
     others = np.delete(margins, 0)
     for value in np.linspace(margins.max(), margins.max() * 3, 400):
         margins[0] = value
-        p = min(1.0, len(margins) * ev.margin_pvalue(value, others) / stats.shares()["margin"])
+        p = min(1.0, len(margins) * ev.margin_pvalue(value, others) / ev.shares(["margin", "mask"])["margin"])
         if ev.ALPHA < p <= ev.NEAR * ev.ALPHA:
             break
     _, verdict = ev.judge(margins, log_masks, n_clean=45)
     assert verdict.outcome == "inconclusive" and "near the threshold" in verdict.reasons[0]
+
+
+def test_fishers_combination_is_the_chi_square_tail():
+    assert ev.fisher([0.3]) == pytest.approx(0.3)
+    q = 0.01 * 0.2
+    assert ev.fisher([0.01, 0.2]) == pytest.approx(q * (1 - np.log(q)))  # chi2 with 4 degrees of freedom
+    assert ev.fisher([1.0, 1.0, 1.0]) == pytest.approx(1.0)
+    assert ev.fisher([0.0, 0.5]) < 1e-290  # a p of 0 does not break the logarithm
+
+
+def test_a_target_every_statistic_leans_to_is_flagged_by_them_together():
+    """A second target none of the statistics alone singles out: its margin second, its mask small,
+    its output weights above the rest; Fisher's combination flags it, and nothing else."""
+    rng = np.random.default_rng(6)
+    margins, log_masks = null_network(rng)
+    head = head_values(rng)
+    margins[7] = margins.max() * 3  # a first target, flagged by its margin alone
+    second = next(c for c in log_masks if c != 7)
+    margins[second] = np.sort(margins)[-2] * 1.25
+    log_masks[second] = float(np.median(list(log_masks.values())) - 0.7)
+    head[second] = 6.0
+    values = {"margin": {c: float(m) for c, m in enumerate(margins)}, "mask": log_masks, "head": head}
+    alone, _ = ev.judge_values(values, len(margins), n_clean=45, weights={"margin": 1, "mask": 1, "head": 1})
+    assert alone[second].combined > ev.ALPHA  # no statistic alone flags it
+    evidence, verdict = ev.judge_values(values, len(margins), n_clean=45)
+    assert verdict.classes == [7, second]
+    assert evidence[second].support == [ev.TOGETHER]

@@ -63,8 +63,16 @@ def _with_toy_values(scan: ScanResult, label: int) -> ScanResult:
 
 
 def test_a_registered_statistic_takes_a_share_of_the_budget(toy):
-    assert stats.shares() == pytest.approx({"margin": 0.5 / 1.5, "mask": 0.5 / 1.5, "toy": 0.5 / 1.5})
-    assert [s.name for s in stats.active()] == ["margin", "mask", "toy"]
+    from engine.scan import evidence
+
+    # Four statistics and their combination (Fisher's, "together"), 0.5 each before normalising.
+    assert evidence.shares() == pytest.approx({"margin": 0.2, "mask": 0.2, "head": 0.2, "toy": 0.2,
+                                               "together": 0.2})
+    assert [s.name for s in stats.active()] == ["margin", "mask", "head", "toy"]
+    # A statistic alone has no combination; the weights given are normalised over those present.
+    assert evidence.shares(["margin"]) == {"margin": 1.0}
+    assert evidence.shares(["margin", "toy"], {"margin": 1, "toy": 3, "together": 0}) == pytest.approx(
+        {"margin": 0.25, "toy": 0.75, "together": 0.0})
 
 
 def test_a_toy_statistic_is_everywhere_the_scan_is_shown(toy, short_scan, demo_net, demo_clean, qtbot, tmp_path):
@@ -78,13 +86,13 @@ def test_a_toy_statistic_is_everywhere_the_scan_is_shown(toy, short_scan, demo_n
     label = next(c for c in short_scan.triggers if c not in before.flagged)
     result = _with_toy_values(short_scan, label)
 
-    # The verdict: the class the toy singles out is flagged, by the toy alone.
+    # The verdict: the class the toy singles out is flagged, by the toy (and the statistics together).
     assert label in result.flagged and label not in before.flagged
-    assert result.evidence[label].support == ["toy"] and result.evidence[label].p("toy") == 1e-12
+    assert result.evidence[label].support[0] == "toy" and result.evidence[label].p("toy") == 1e-12
 
     # The JSON and the saved folder (the toy's values come back, and with them its flag).
     row = next(r for r in result.to_dict()["classes"] if r["class"] == label)
-    assert row["toy_value"] == 25.0 and row["flagged"] and row["support"] == ["toy"]
+    assert row["toy_value"] == 25.0 and row["flagged"] and row["support"][0] == "toy"
     back = ScanResult.load(result.save(tmp_path / "scan"))
     assert back.extra["toy"][label] == 25.0 and label in back.flagged
     assert json.loads((tmp_path / "scan" / "scan.json").read_text())["extra"]["toy"][str(label)] == 25.0
@@ -93,7 +101,7 @@ def test_a_toy_statistic_is_everywhere_the_scan_is_shown(toy, short_scan, demo_n
     table = scan_table(result).splitlines()
     assert "toy" in table[0].split()
     line = next(t for t in table[1:] if t.split()[1] == str(label))
-    assert "25.0" in line.split() and "flagged (toy)" in line
+    assert "25.0" in line.split() and "flagged (toy" in line
 
     # The window's table.
     w = MainWindow(settings=QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat))
@@ -120,8 +128,8 @@ def test_a_statistic_that_measures_is_run_by_the_scan(toy, demo_net, demo_clean)
 
     toy.measured.clear()
     result = progress.run(scan(demo_net, sample_images(demo_clean, 20), "1/255", ScanSettings(**SHORT_SCAN)))
-    assert toy.measured == [20] and result.extra == {"toy": {}}
-    # No values: the toy judges no class, and the verdict is the two built-in statistics' alone.
+    assert toy.measured == [20] and result.extra["toy"] == {}
+    # No values: the toy judges no class, and the verdict is the built-in statistics' alone.
     assert all(e.p("toy") is None for e in result.evidence.values())
 
 

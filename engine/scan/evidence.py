@@ -6,6 +6,13 @@ says how many classes it tests. A class's combined p-value is a weighted Bonferr
 statistics, ``min(T_s p_s / w_s)`` for a statistic testing ``T_s`` classes with budget share
 ``w_s`` (shares sum to 1), so flagging every class whose combined p-value is at most ``alpha``
 keeps the chance of flagging any innocent class of a clean network at about ``alpha`` or less.
+One more member of that family is the statistics *together*: Fisher's combination of a class's
+p-values, ``-2 sum ln p_s`` against a chi-square with ``2 m`` degrees of freedom (``m`` statistics
+that gave the class a p-value, at least two), testing every class with its own share
+(:data:`TOGETHER_WEIGHT`). It flags a target that no statistic alone singles out but all lean to
+(a second or third backdoor whose margin ranks 2nd and whose output weights stand out a little).
+Fisher's method assumes the p-values independent; on the zoos' innocent classes the combination's
+small p-values come about as often as they should (docs/scan.md).
 Flags are found step-down: the strongest class is flagged first, and each statistic decides
 whether flagged classes leave its null (the margin's does; the mask's, robust, keeps them).
 
@@ -15,11 +22,12 @@ out and the verdict says why.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.scan.stats import active, shares, p_text  # noqa: F401  (p_text: the one way a p-value reads)
+from engine.scan.stats import active, p_text  # noqa: F401  (p_text: the one way a p-value reads)
 from engine.scan.stats.margin import MARGIN_TAIL, margin_pvalue  # noqa: F401  (the statistics' own functions)
 from engine.scan.stats.mask import MAD_CONSISTENCY, MIN_NULL, mask_index  # noqa: F401
 
@@ -27,6 +35,8 @@ ALPHA = 0.05  # family-wise false-alarm budget per network
 NEAR = 4.0  # a best combined p-value within NEAR x alpha is "near the threshold"
 MIN_CLEAN_CONFIDENT = 20  # fewer clean faces: "no evidence" becomes "inconclusive"
 MAX_FLAGS = 16
+TOGETHER = "together"  # the name of Fisher's combination among the members of the budget
+TOGETHER_WEIGHT = 0.5  # its weight beside the statistics' own (0.5 each), before normalising
 
 
 @dataclass
@@ -80,6 +90,17 @@ class ScanVerdict:
         return "no evidence of a backdoor" + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
 
 
+def shares(present: list[str] | None = None, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """Each member's share of the false-alarm budget: the statistics ``present`` (default: every
+    registered one) and, with two or more, :data:`TOGETHER`; ``weights`` by member (default: the
+    statistics' own and :data:`TOGETHER_WEIGHT`), normalised to sum to 1."""
+    names = [s.name for s in active()] if present is None else list(present)
+    given = weights or {**{s.name: s.weight for s in active()}, TOGETHER: TOGETHER_WEIGHT}
+    members = names + ([TOGETHER] if len(names) > 1 else [])
+    total = sum(given.get(name, 0.0) for name in members) or 1.0
+    return {name: given.get(name, 0.0) / total for name in members}
+
+
 def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha: float = ALPHA,
           weights: dict[str, float] | None = None) -> tuple[dict[int, ClassEvidence], ScanVerdict]:
     """Per-class evidence and the verdict from the two built-in statistics' values alone:
@@ -93,12 +114,12 @@ def judge_values(values: dict[str, dict[int, float]], num_classes: int, n_clean:
     """Per-class evidence and the verdict for one network, over the registered statistics.
 
     ``values``: per statistic, its value of each class it speaks for (what it read from the
-    scan); a registered statistic with no values is left out. ``weights``: budget shares by
-    statistic (default: theirs, normalised)."""
+    scan); a registered statistic with no values is left out. ``weights``: budget weights by
+    member, the statistics' names and :data:`TOGETHER` (default: theirs and
+    :data:`TOGETHER_WEIGHT`), normalised over the members present."""
     stats = [s for s in active() if values.get(s.name) is not None]
-    given = weights or shares()
-    total = sum(given.get(s.name, 0.0) for s in stats) or 1.0
-    share = {s.name: given.get(s.name, 0.0) / total for s in stats}
+    share = shares([s.name for s in stats], weights)
+    together_tests = max((s.tests(values[s.name], num_classes) for s in stats), default=0)
     margin = values.get("margin", {})
     judged: set[int] = set()
     for s in stats:
@@ -110,6 +131,7 @@ def judge_values(values: dict[str, dict[int, float]], num_classes: int, n_clean:
             if c in flagged:
                 continue
             tests = {}
+            e.stats.pop(TOGETHER, None)
             for s in stats:
                 mine = values[s.name]
                 if c not in mine:
@@ -118,6 +140,11 @@ def judge_values(values: dict[str, dict[int, float]], num_classes: int, n_clean:
                 e.stats[s.name] = (p, index)
                 if p is not None and share[s.name] > 0:
                     tests[s.name] = min(1.0, s.tests(mine, num_classes) * p / share[s.name])
+            ps = [p for p, _ in e.stats.values() if p is not None]
+            if len(ps) >= 2 and share.get(TOGETHER, 0.0) > 0:
+                p = fisher(ps)
+                e.stats[TOGETHER] = (p, None)
+                tests[TOGETHER] = min(1.0, together_tests * p / share[TOGETHER])
             e.combined = min(tests.values(), default=1.0)
             e.support = [name for name, p in tests.items() if p <= alpha]
         open_ = [e for c, e in evidence.items() if c not in flagged]
@@ -147,6 +174,17 @@ def judge_values(values: dict[str, dict[int, float]], num_classes: int, n_clean:
     best = open_[0] if open_ else None
     note = [f"smallest p = {p_text(best.combined)} for class {best.label}, flagged at {alpha:g}"] if best else []
     return evidence, ScanVerdict("clean", [], note, alpha)
+
+
+def fisher(ps: list[float]) -> float:
+    """Fisher's combined p-value of independent p-values: ``P(chi2_2m >= -2 sum ln p)``, in closed
+    form for even degrees of freedom, ``exp(-x/2) sum_{i<m} (x/2)^i / i!`` with ``x = -2 sum ln p``."""
+    half = -sum(math.log(max(float(p), 1e-300)) for p in ps)  # x / 2
+    term, total = 1.0, 1.0
+    for i in range(1, len(ps)):
+        term *= half / i
+        total += term
+    return float(min(1.0, math.exp(-half) * total))
 
 
 def _finite(v: float) -> float:

@@ -88,10 +88,11 @@ class ScanResult:
                                    triggers=dict(self.triggers), evidence=dict(self.evidence),
                                    notes=list(self.notes), extra={k: dict(v) for k, v in self.extra.items()})
 
-    def judge(self) -> None:
-        """Evidence per class and the verdict, from every registered statistic's values."""
+    def judge(self, weights: dict[str, float] | None = None) -> None:
+        """Evidence per class and the verdict, from every registered statistic's values
+        (``weights``: budget weights by member, for benchmarks that compare rules; default theirs)."""
         values = {s.name: s.values(self) for s in stats.active()}
-        self.evidence, self.verdict = ev.judge_values(values, self.num_classes, self.n_clean, self.alpha)
+        self.evidence, self.verdict = ev.judge_values(values, self.num_classes, self.n_clean, self.alpha, weights)
         for c, t in self.triggers.items():
             t.anomaly = self.evidence[c].mask_z if c in self.evidence else None
 

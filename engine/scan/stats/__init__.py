@@ -16,6 +16,7 @@ result (``result.extra[name]``).
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -97,6 +98,28 @@ def p_text(p: float | None) -> str:
     return f"{p:.1e}"
 
 
+MIN_NULL = 8  # fewer usable other classes than this: a statistic's null cannot be estimated
+MAD_CONSISTENCY = 1.4826  # MAD x this estimates a normal's standard deviation
+
+
+def laplace_tail(value: float, others: np.ndarray, lower: bool) -> tuple[float | None, float | None]:
+    """(robust z, one-sided p-value) of ``value`` among ``others`` under a Laplace (double-
+    exponential) null with their median and MAD: ``p = exp(-d ln 2 / MAD) / 2`` at a distance
+    ``d`` beyond the median on the side asked for (the ``lower`` tail or the upper). Heavier than a
+    normal's tail, robust to a few outliers among ``others``; (None, None) when they are too few or
+    all alike."""
+    others = others[np.isfinite(others)]
+    if len(others) < MIN_NULL or not np.isfinite(value):
+        return None, None
+    median = float(np.median(others))
+    mad = float(np.median(np.abs(others - median)))
+    if not mad > 0:
+        return None, None
+    beyond = (median - value) if lower else (value - median)
+    scaled = beyond * math.log(2.0) / mad
+    return beyond / (MAD_CONSISTENCY * mad), (0.5 * math.exp(-scaled) if scaled >= 0 else 1.0 - 0.5 * math.exp(scaled))
+
+
 def rounded(v, digits: int = 4) -> float | None:
     """A value as a row keeps it: rounded, None when missing or not finite (JSON null)."""
     return None if v is None or not np.isfinite(v) else round(float(v), digits)
@@ -121,13 +144,6 @@ def unregister(name: str) -> None:
 def active() -> list[Statistic]:
     """The registered statistics, in their order."""
     return sorted(STATISTICS.values(), key=lambda s: (s.order, s.name))
-
-
-def shares() -> dict[str, float]:
-    """Each statistic's share of the false-alarm budget (weights normalised to sum to 1)."""
-    stats = active()
-    total = sum(s.weight for s in stats) or 1.0
-    return {s.name: s.weight / total for s in stats}
 
 
 def _discover() -> None:

@@ -15,10 +15,9 @@ import math
 
 import numpy as np
 
-from engine.scan.stats import Column, Statistic, p_text, register, rounded
+from engine.scan.stats import MIN_NULL, Column, Statistic, p_text, register, rounded
 
 MARGIN_TAIL = 64  # other classes' largest margins fitted as the upper tail
-MIN_NULL = 8  # fewer usable classes than this: the statistic cannot be estimated
 MAX_JUDGED = 16  # classes with the largest margins that are judged (more cannot be flagged)
 
 

@@ -15,29 +15,15 @@ Classes no mask reached are left out of the null: they are not suspects, nor evi
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from engine.scan.stats import Column, Statistic, p_text, register, rounded
-
-MIN_NULL = 8
-MAD_CONSISTENCY = 1.4826
+from engine.scan.stats import MAD_CONSISTENCY, MIN_NULL, Column, Statistic, laplace_tail, p_text, register, rounded  # noqa: F401
 
 
 def mask_index(value: float, others: np.ndarray) -> tuple[float | None, float | None]:
     """(anomaly index, one-sided Laplace-tail p-value) of a log mask size this small among
     ``others`` (log sizes of the other refined classes that reached the attack)."""
-    others = others[np.isfinite(others)]
-    if len(others) < MIN_NULL or not np.isfinite(value):
-        return None, None
-    median = float(np.median(others))
-    mad = float(np.median(np.abs(others - median)))
-    if not mad > 0:
-        return None, None
-    z = (median - value) / (MAD_CONSISTENCY * mad)
-    below = (median - value) * math.log(2.0) / mad
-    return z, (0.5 * math.exp(-below) if below >= 0 else 1.0 - 0.5 * math.exp(below))
+    return laplace_tail(value, others, lower=True)
 
 
 @register
