@@ -321,9 +321,9 @@ def build_parser(commands) -> argparse.ArgumentParser:
     repair_options(p, REPAIRS["fine-pruning"])
 
     p = command("scan", commands.cmd_scan, "trigger scan: is this network backdoored, and which classes are "
-                "targets? The largest logit margin of every class (MM-BD) and the smallest reversed trigger of "
-                "the candidates (Neural Cleanse), combined under one false-alarm budget; saves masks, patterns "
-                "and PNGs", "print the verdict and the ranked table as one JSON object")
+                "targets? The largest logit margin of every class (MM-BD), the smallest reversed trigger of "
+                "the candidates (Neural Cleanse) and the output layer's outlier (data-free), alone and together "
+                "under one false-alarm budget, with the probability of a backdoor; saves masks, patterns and PNGs", "print the verdict and the ranked table as one JSON object")
     model_option(p)
     clean_option(p, "clean data (labels not needed; 45-300 faces are enough)")
     sample(p, "--sample", "clean images to scan with", str(SCAN_IMAGES), SCAN_IMAGES)

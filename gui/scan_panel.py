@@ -402,7 +402,8 @@ class ScanPanel(QWidget):
         note = (f"{len(rows)} of {result.num_classes} classes refined: the largest margins and the classes the "
                 f"clean faces lean to most")
         if not partial:
-            note += (f". p: both statistics, family-wise over every class; flagged at p <= {result.alpha:g}. Index: "
+            note += (f". p: the statistics and their combination, family-wise over every class; flagged at p <= "
+                     f"{result.alpha:g}. Index: "
                      f"Neural Cleanse's, among the refined classes. Flips: the trigger on {result.n_holdout} clean "
                      f"faces it was not fitted on.")
         self.table_note.setText(note)

@@ -135,3 +135,23 @@ def test_a_target_every_statistic_leans_to_is_flagged_by_them_together():
     evidence, verdict = ev.judge_values(values, len(margins), n_clean=45)
     assert verdict.classes == [7, second]
     assert evidence[second].support == [ev.TOGETHER]
+
+
+def test_the_probability_of_a_backdoor_falls_with_the_evidence_and_is_said_with_the_verdict():
+    ps = [1e-12, 1e-6, 1e-3, 0.01, 0.05, 0.2, 1.0]
+    probabilities = [ev.backdoor_probability(p) for p in ps]
+    assert all(a > b for a, b in zip(probabilities, probabilities[1:]))
+    # No evidence at all: the odds are the alternative's density at 1 (its shape) times the prior's.
+    assert probabilities[-1] == pytest.approx(ev.BACKDOOR_SHAPE / (1 + ev.BACKDOOR_SHAPE))
+    assert ev.backdoor_probability(0.05, prior=0.1) < ev.backdoor_probability(0.05) < 1.0
+    assert [ev.probability_text(v) for v in (0.999, 0.004, 0.5, None)] == ["> 0.99", "< 0.01", "0.50", "n/a"]
+
+    rng = np.random.default_rng(7)
+    margins, log_masks = null_network(rng)
+    margins[3] = margins.max() * 4
+    evidence, verdict = ev.judge(margins, log_masks, n_clean=45)
+    assert verdict.classes == [3]
+    assert verdict.probability == pytest.approx(ev.backdoor_probability(evidence[3].combined))
+    margins = np.full(200, 7.0)  # no statistic can judge: no probability either
+    _, verdict = ev.judge(margins, {c: np.inf for c in range(20)}, n_clean=45)
+    assert verdict.outcome == "inconclusive" and verdict.probability is None

@@ -81,6 +81,9 @@ def test_finds_both_demo_targets_first(demo_scan):
         assert result.triggers[t].attack_success >= 0.5
     assert result.outcome == "backdoor"
     assert np.all(np.isfinite(result.margins)) and set(result.triggers) >= targets
+    # The probability of a backdoor is said with the verdict, in the line and the JSON.
+    assert result.verdict.probability > 0.9 and "probability of a backdoor" in result.summary()
+    assert result.to_dict()["verdict"]["probability"] == pytest.approx(result.verdict.probability, abs=1e-4)
 
 
 @pytest.mark.slow
@@ -213,6 +216,9 @@ def test_cli_scan_prints_the_ranked_table(tmp_path, capsys):
     assert printed["schema"] == "badnet-inspector/scan/1" and printed["exit_code"] == 0  # no --fail-on-backdoor
     assert printed["num_classes"] == 50 and printed["n_clean"] == 20
     assert [r["rank"] for r in printed["classes"]] == list(range(1, 51))
+    probability = printed["verdict"]["probability"]
+    assert probability is None or 0 <= probability <= 1
+    assert len(printed["extra"]["head"]) == 50  # the output layer's index of every class, data-free
     assert (out / "scan.json").exists()
 
 

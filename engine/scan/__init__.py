@@ -1,7 +1,7 @@
 """The trigger scan: is this network backdoored, which classes are targets, what is the trigger?
 
-Two statistics per class, independent in what they rest on, combined under one false-alarm
-budget (:mod:`engine.scan.evidence`):
+Three statistics per class, independent in what they rest on, alone and together (Fisher's
+combination) under one false-alarm budget (:mod:`engine.scan.evidence`):
 
 1. **Largest margin** (MM-BD, Wang et al., IEEE S&P 2024; :mod:`engine.scan.margin`), data-free: for
    every class, the largest ``z_c - max_{j != c} z_j`` a gradient ascent from a random image
@@ -16,9 +16,12 @@ budget (:mod:`engine.scan.evidence`):
    lowered while it does not; the smallest mask that worked is kept). All candidates are
    optimised in one batch (:mod:`engine.scan.trigger_opt`). A target's mask is anomalously small
    among the other candidates, chosen the same way.
+3. **The output layer's outlier** (:mod:`engine.scan.stats.head`), data-free: whether a few
+   penultimate features feed the class, and no other, far more strongly than the other classes'.
 
 The verdict is one of *backdoor: classes ...*, *no evidence of a backdoor*, or *inconclusive*
-(why: a null that cannot be estimated, evidence near the threshold, too few clean faces). The
+(why: a null that cannot be estimated, evidence near the threshold, too few clean faces), with
+the probability that the network is backdoored (:func:`engine.scan.evidence.backdoor_probability`). The
 reversed triggers are tested on held-out clean faces the optimisation never saw. Results are
 written atomically into a folder: ``scan.json`` (verdict and ranked table), ``triggers.npz``
 (masks, patterns and the statistics, what unlearning and the window use) and PNGs of each

@@ -37,6 +37,8 @@ MIN_CLEAN_CONFIDENT = 20  # fewer clean faces: "no evidence" becomes "inconclusi
 MAX_FLAGS = 16
 TOGETHER = "together"  # the name of Fisher's combination among the members of the budget
 TOGETHER_WEIGHT = 0.5  # its weight beside the statistics' own (0.5 each), before normalising
+BACKDOOR_SHAPE = 0.03  # Beta(shape, 1) of a backdoored network's smallest p (fitted: bench/scan_zoo.py)
+PRIOR = 0.5  # the share of backdoored networks a probability assumes
 
 
 @dataclass
@@ -77,6 +79,7 @@ class ScanVerdict:
     classes: list[int]
     reasons: list[str]
     alpha: float = ALPHA
+    probability: float | None = None  # that the network is backdoored (backdoor_probability); None: no evidence to say
 
     def line(self, evidence: dict[int, ClassEvidence]) -> str:
         if self.outcome == "backdoor":
@@ -103,7 +106,7 @@ def shares(present: list[str] | None = None, weights: dict[str, float] | None = 
 
 def judge(margins: np.ndarray, log_masks: dict[int, float], n_clean: int, alpha: float = ALPHA,
           weights: dict[str, float] | None = None) -> tuple[dict[int, ClassEvidence], ScanVerdict]:
-    """Per-class evidence and the verdict from the two built-in statistics' values alone:
+    """Per-class evidence and the verdict from the margin's and the mask's values alone:
     ``margins`` (C,) and the refined candidates' log mask sizes (``inf``: never reached)."""
     values = {"margin": {c: float(m) for c, m in enumerate(margins)}, "mask": dict(log_masks)}
     return judge_values(values, len(margins), n_clean, alpha, weights)
@@ -157,23 +160,56 @@ def judge_values(values: dict[str, dict[int, float]], num_classes: int, n_clean:
         flagged.append(best.label)
 
     reasons = [s.unusable(values[s.name]) for s in stats if values[s.name] and not usable[s.name]]
+    verdict = _decide(evidence, flagged, reasons, any(usable.values()), n_clean, alpha)
+    if flagged or any(usable.values()):
+        verdict.probability = backdoor_probability(min(e.combined for e in evidence.values()))
+    return evidence, verdict
+
+
+def _decide(evidence: dict[int, ClassEvidence], flagged: list[int], reasons: list[str], usable: bool,
+            n_clean: int, alpha: float) -> ScanVerdict:
     if flagged:
-        return evidence, ScanVerdict("backdoor", flagged, reasons, alpha)
+        return ScanVerdict("backdoor", flagged, reasons, alpha)
     open_ = sorted(evidence.values(), key=lambda e: e.combined)
-    if not any(usable.values()):
-        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
+    if not usable:
+        return ScanVerdict("inconclusive", [], reasons, alpha)
     if open_ and open_[0].combined <= NEAR * alpha:
         reasons.insert(0, f"class {open_[0].label} is near the threshold (p = {p_text(open_[0].combined)}, "
                           f"flagged at {alpha:g})")
-        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
+        return ScanVerdict("inconclusive", [], reasons, alpha)
     if n_clean < MIN_CLEAN_CONFIDENT:
         reasons.insert(0, f"only {n_clean} clean images (at least {MIN_CLEAN_CONFIDENT} to rule a backdoor out)")
-        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
+        return ScanVerdict("inconclusive", [], reasons, alpha)
     if reasons:
-        return evidence, ScanVerdict("inconclusive", [], reasons, alpha)
+        return ScanVerdict("inconclusive", [], reasons, alpha)
     best = open_[0] if open_ else None
     note = [f"smallest p = {p_text(best.combined)} for class {best.label}, flagged at {alpha:g}"] if best else []
-    return evidence, ScanVerdict("clean", [], note, alpha)
+    return ScanVerdict("clean", [], note, alpha)
+
+
+def backdoor_probability(p: float, shape: float | None = None, prior: float = PRIOR) -> float:
+    """The probability that the network is backdoored, given the smallest combined p-value ``p``
+    of its classes: a two-part mixture, p uniform on a clean network (the budget's promise; the
+    clean twins' p-values are larger still) and ``Beta(shape, 1)``, density ``shape p^(shape-1)``,
+    on a backdoored one (``shape`` fitted on the zoos' backdoored networks, :data:`BACKDOOR_SHAPE`),
+    with ``prior`` the share of backdoored networks (TrojAI's rounds: half)."""
+    shape = BACKDOOR_SHAPE if shape is None else shape
+    p = min(1.0, max(float(p), 1e-300))
+    ratio = shape * math.exp((shape - 1.0) * math.log(p))  # the alternative's density over the null's (1)
+    odds = ratio * prior / (1.0 - prior)
+    return float(odds / (1.0 + odds))
+
+
+def probability_text(probability: float | None) -> str:
+    """The one way the probability of a backdoor reads: two decimals, "< 0.01" and "> 0.99" at
+    the ends (it is a calibrated guess, never a certainty)."""
+    if probability is None or not np.isfinite(probability):
+        return "n/a"
+    if probability > 0.99:
+        return "> 0.99"
+    if probability < 0.01:
+        return "< 0.01"
+    return f"{probability:.2f}"
 
 
 def fisher(ps: list[float]) -> float:

@@ -148,6 +148,8 @@ class ScanResult:
         if self.verdict is None:
             return f"scan not finished ({self.stage})"
         line = self.verdict.line(self.evidence)
+        if self.verdict.probability is not None:
+            line += f"; probability of a backdoor {ev.probability_text(self.verdict.probability)}"
         if self.verdict.outcome == "backdoor":
             parts = []
             for c in self.flagged:
@@ -172,7 +174,7 @@ class ScanResult:
             "alpha": self.alpha,
             "verdict": None if self.verdict is None else {
                 "outcome": self.verdict.outcome, "classes": self.flagged, "reasons": self.verdict.reasons,
-                "line": self.summary()},
+                "probability": rounded(self.verdict.probability), "line": self.summary()},
             "flagged": self.flagged,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
