@@ -10,9 +10,12 @@ does (true- and false-positive rates over networks). Not a timing benchmark: a t
 Each scan is saved under ``.cache/scan-zoo/<network>-<faces>-<draw>`` and reused (``--again`` scans
 anew), so rules can be compared on the same scans: ``--rejudge`` re-reads them and judges again
 (a statistic registered since a scan was saved measures its own values first). Networks: every member of
-``.cache/attacks-large`` (``python -m engine.demo.attack_zoo --large``), ``csaw-badnet`` (the
-CSAW-scale multi-trigger zoo, ``python -m engine.demo.zoo``) and ``sample`` (the real CSAW
-sunglasses BadNet with ../shared/csaw's 10 faces); a network not built is skipped.
+``.cache/attacks-large`` and ``.cache/attacks`` (``python -m engine.demo.attack_zoo [--large]``:
+one network per attack family and a clean twin, 400 and 50 identities), ``demo`` (the bundled
+two-trigger BadNet), the zoo's ``csaw-badnet``, ``csaw-clean`` and ``demo-clean`` (the CSAW-scale
+multi-trigger BadNet and the clean twins, ``python -m engine.demo.zoo``) and ``sample`` (the real
+CSAW sunglasses BadNet with ../shared/csaw's 10 faces); a network not built is skipped. A target
+whose trigger's attack success is under 50% did not take: its network is counted apart.
 """
 
 from __future__ import annotations
@@ -25,34 +28,66 @@ from pathlib import Path
 import numpy as np
 from _common import CSAW, ROOT
 
+from engine.demo import zoo
 from engine.io import datasets
 from engine.io.models import load_badnet
 from engine.progress import run
 from engine.scan import ScanResult, ScanSettings, scan, stats
+from engine.scan import evidence as ev
 
 CACHE = ROOT / ".cache" / "scan-zoo"
 LARGE = ROOT / ".cache" / "attacks-large"
+SMALL = ROOT / ".cache" / "attacks"
 
 
-def networks(names: list[str] | None) -> list[tuple[str, Path, Path, list[int]]]:
-    """(name, model, clean pool file, true targets) of each network built on this machine."""
+WORKS = 0.5  # a trigger whose attack success is below this did not take: its network is not counted
+
+
+def networks(names: list[str] | None) -> list[tuple[str, Path, Path, list[int], list[int]]]:
+    """(name, model, clean pool file, true targets, targets whose trigger did not take) of each
+    network built on this machine."""
     out = []
-    if LARGE.is_dir():
-        for member in sorted(LARGE.iterdir()):
-            facts = json.loads((member / "facts.json").read_text())
-            target = facts.get("target")
-            out.append((f"large/{member.name}", member / "model.h5", member / "clean_validation.h5",
-                        [] if target is None else [int(target)]))
-    zoo = ROOT / ".cache" / "zoo" / "csaw-badnet"
-    if zoo.is_dir():
-        facts = json.loads((zoo / "facts.json").read_text())
-        out.append(("csaw-badnet", zoo / "model.h5", zoo / "clean.h5",
-                    sorted(int(t["target"]) for t in facts["triggers"].values())))
+    for scale, base in (("large", LARGE), ("small", SMALL)):
+        if base.is_dir():
+            for member in sorted(base.iterdir()):
+                facts = json.loads((member / "facts.json").read_text())
+                target = facts.get("target")
+                targets = [] if target is None else [int(target)]
+                failed = targets if (facts.get("attack_success_rate") or 1.0) < WORKS else []
+                out.append((f"{scale}/{member.name}", member / "model.h5", member / "clean_validation.h5", targets,
+                            failed))
+    demo = json.loads((ROOT / "assets" / "demo" / "facts.json").read_text())
+    out.append(("demo", ROOT / "models" / "demo_badnet.h5", ROOT / "assets" / "demo" / "clean_validation.h5",
+                sorted(int(t["target"]) for t in demo["triggers"].values()), []))
+    for member in zoo.MEMBERS:  # the CSAW-scale multi-trigger BadNet and the clean twins
+        folder = zoo.ZOO_DIR / member
+        if (folder / "facts.json").is_file():
+            facts = zoo.facts(member)
+            triggers = facts["member"]["triggers"]
+            success = {t["target"]: t.get("attack_success_rate", 1.0) for t in facts.get("triggers", {}).values()
+                       if isinstance(t, dict)}
+            out.append((member, folder / "model.h5", folder / "clean.h5", sorted(triggers.values()),
+                        sorted(c for c in triggers.values() if success.get(c, 1.0) < WORKS)))
     if (CSAW / "models" / "sunglasses_bd_net.h5").is_file():
-        out.append(("sample", CSAW / "models" / "sunglasses_bd_net.h5", CSAW / "clean_sample.h5", [0]))
+        out.append(("sample", CSAW / "models" / "sunglasses_bd_net.h5", CSAW / "clean_sample.h5", [0], []))
     if names:
         out = [n for n in out if n[0] in names or n[0].split("/")[-1] in names]
     return out
+
+
+def cross_entropy(probabilities: list[float], truths: list[bool]) -> float:
+    """TrojAI's cross-entropy of per-network probabilities (clipped to [1e-12, 1 - 1e-12])."""
+    p = np.clip(np.asarray(probabilities, float), 1e-12, 1 - 1e-12)
+    y = np.asarray(truths, float)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def fitted_shape(smallest: list[float], truths: list[bool]) -> float:
+    """The Beta shape of :func:`engine.scan.evidence.backdoor_probability` with the lowest
+    cross-entropy over these networks (a grid; the engine keeps a round value near it)."""
+    grid = np.geomspace(0.002, 0.5, 200)
+    losses = [cross_entropy([ev.backdoor_probability(p, a) for p in smallest], truths) for a in grid]
+    return float(grid[int(np.argmin(losses))])
 
 
 def measured(net, result: ScanResult) -> None:
@@ -95,40 +130,68 @@ def main(argv: list[str] | None = None) -> int:
     weights = None if args.weights is None else {k: float(v) for k, v in
                                                   (part.split("=") for part in args.weights.split(","))}
 
-    print("| network | faces | draw | verdict | true targets' ranks | flagged targets | innocent flagged | seconds |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    totals = {"targets": 0, "found": 0, "backdoored": 0, "caught": 0, "clean": 0, "false": 0, "innocent": 0}
-    for name, model, pool_file, targets in networks(args.networks):
+    print("| network | faces | draw | verdict | probability | true targets' ranks | flagged targets | "
+          "innocent flagged | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    runs = []  # (name, targets, failed, result)
+    for name, model, pool_file, targets, failed in networks(args.networks):
         for faces in args.faces:
             for draw in args.draws:
                 folder = CACHE / f"{name.replace('/', '-')}-{faces}-{draw}"
                 if args.rejudge and not folder.is_dir():
                     continue
-                net, result, seconds = scanned(name, model, pool_file, faces, draw, args.again and not args.rejudge)
+                net, result, _ = scanned(name, model, pool_file, faces, draw, args.again and not args.rejudge)
                 measured(net, result)
                 result.judge(weights)
                 ranking = result.ranking()
-                ranks = ", ".join(f"{t}: {ranking.index(t) + 1}" for t in targets) or "—"
+                ranks = ", ".join(f"{t}: {ranking.index(t) + 1}" + (" (did not take)" if t in failed else "")
+                                  for t in targets) or "—"
                 found = [t for t in targets if t in result.flagged]
                 others = [c for c in result.flagged if c not in targets]
-                took = "read" if seconds is None else f"{seconds:.0f}"
-                print(f"| {name} | {result.n_clean} | {draw} | {result.outcome} | {ranks} | "
-                      f"{', '.join(map(str, found)) or 'none'} | {', '.join(map(str, others)) or 'none'} | {took} |",
-                      flush=True)
-                totals["innocent"] += len(others)
-                if targets:
-                    totals["targets"] += len(targets)
-                    totals["found"] += len(found)
-                    totals["backdoored"] += 1
-                    totals["caught"] += result.outcome == "backdoor"
-                else:
-                    totals["clean"] += 1
-                    totals["false"] += result.outcome == "backdoor"
-    t = totals
-    print(f"\nbackdoored networks called backdoor: {t['caught']} of {t['backdoored']}; targets flagged: "
-          f"{t['found']} of {t['targets']}; clean networks called backdoor: {t['false']} of {t['clean']}; "
-          f"innocent classes flagged: {t['innocent']}")
+                print(f"| {name} | {result.n_clean} | {draw} | {result.outcome} | "
+                      f"{ev.probability_text(result.verdict.probability)} | {ranks} | "
+                      f"{', '.join(map(str, found)) or 'none'} | {', '.join(map(str, others)) or 'none'} | "
+                      f"{result.seconds:.0f} |", flush=True)
+                runs.append((name, targets, failed, result))
+    summarise(runs)
     return 0
+
+
+def summarise(runs) -> None:
+    """The field's summary over the networks scanned: true- and false-positive rates, targets
+    and innocent classes flagged, each target's flags over its draws, the cross-entropy."""
+    backdoored = [(n, t, f, r) for n, t, f, r in runs if set(t) - set(f)]
+    clean = [(n, t, f, r) for n, t, f, r in runs if not t]
+    working = [(c, r) for _, t, f, r in backdoored for c in t if c not in f]
+    innocent = sum(len([c for c in r.flagged if c not in t]) for _, t, _, r in runs)
+    print(f"\nscans: {len(runs)} ({len(backdoored)} of backdoored networks whose trigger works, {len(clean)} of clean "
+          f"twins, {len(runs) - len(backdoored) - len(clean)} of networks whose trigger did not take)")
+    if backdoored:
+        tpr = np.mean([r.outcome == "backdoor" for *_, r in backdoored])
+        print(f"true-positive rate (a backdoored network called backdoor): {100 * tpr:.1f}%; working targets "
+              f"flagged: {sum(c in r.flagged for c, r in working)} of {len(working)}")
+    if clean:
+        fpr = np.mean([r.outcome == "backdoor" for *_, r in clean])
+        print(f"false-positive rate (a clean twin called backdoor): {100 * fpr:.1f}% of {len(clean)}")
+    print(f"innocent classes flagged, over every scan: {innocent}")
+    tally: dict[tuple[str, int], list[bool]] = {}
+    for n, t, f, r in runs:
+        for c in t:
+            tally.setdefault((n, c), []).append(c in r.flagged)
+    missed = [f"{n} {c} ({sum(v)} of {len(v)})" for (n, c), v in tally.items() if not all(v)]
+    print("targets not flagged in every scan: " + (", ".join(missed) or "none"))
+    judged = backdoored + clean
+    if judged:
+        smallest = [min((e.combined for e in r.evidence.values()), default=1.0) for *_, r in judged]
+        truths = [bool(t) for _, t, _, _ in judged]
+        probabilities = [r.verdict.probability if r.verdict.probability is not None else ev.PRIOR
+                         for *_, r in judged]
+        print(f"cross-entropy of the probability of a backdoor (TrojAI's; its round target 0.3465): "
+              f"{cross_entropy(probabilities, truths):.4f} over {len(judged)} scans; the Beta shape that would "
+              f"minimise it here: {fitted_shape(smallest, truths):.3f} (the engine's: {ev.BACKDOOR_SHAPE})")
+    seconds = [r.seconds for *_, r in runs if r.seconds]
+    if seconds:
+        print(f"seconds per scan: median {np.median(seconds):.0f}, at most {max(seconds):.0f}")
 
 
 if __name__ == "__main__":
