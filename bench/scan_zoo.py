@@ -157,6 +157,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def calibration(runs) -> None:
+    """Whether Fisher's combination is calibrated where it matters, on innocent classes: over the
+    first scan of each network, every innocent class's p-value of the statistics together, and how
+    many fall under 1% and 0.1% against how many should; and how the margin's and the output
+    layer's p-values correlate over those classes (Fisher assumes them independent)."""
+    seen, together, pairs = set(), [], []
+    for name, targets, _, result in runs:
+        if name in seen:
+            continue
+        seen.add(name)
+        values = {s.name: s.values(result) for s in stats.active()}
+        values = {k: v for k, v in values.items() if v}
+        for c in range(result.num_classes):
+            if c in targets:
+                continue
+            ps = {k: stats.STATISTICS[k].p_value(c, v, [])[0] for k, v in values.items() if c in v}
+            ps = {k: p for k, p in ps.items() if p is not None}
+            if len(ps) >= 2:
+                together.append(ev.fisher(list(ps.values())))
+            if "margin" in ps and "head" in ps:
+                pairs.append((ps["margin"], ps["head"]))
+    if not together:
+        return
+    t = np.asarray(together)
+    print(f"innocent classes of {len(seen)} networks: {len(t)}; their p-values together under 1%: "
+          f"{int(np.sum(t < 0.01))} (expected {0.01 * len(t):.0f}), under 0.1%: {int(np.sum(t < 0.001))} "
+          f"(expected {0.001 * len(t):.1f})")
+    if len(pairs) > 2:
+        ranks = np.argsort(np.argsort(np.asarray(pairs), axis=0), axis=0)
+        print(f"rank correlation of the margin's and the output layer's p-values over them: "
+              f"{np.corrcoef(ranks.T)[0, 1]:+.2f}")
+
+
 def summarise(runs) -> None:
     """The field's summary over the networks scanned: true- and false-positive rates, targets
     and innocent classes flagged, each target's flags over its draws, the cross-entropy."""
@@ -189,6 +222,7 @@ def summarise(runs) -> None:
         print(f"cross-entropy of the probability of a backdoor (TrojAI's; its round target 0.3465): "
               f"{cross_entropy(probabilities, truths):.4f} over {len(judged)} scans; the Beta shape that would "
               f"minimise it here: {fitted_shape(smallest, truths):.3f} (the engine's: {ev.BACKDOOR_SHAPE})")
+    calibration(runs)
     seconds = [r.seconds for *_, r in runs if r.seconds]
     if seconds:
         print(f"seconds per scan: median {np.median(seconds):.0f}, at most {max(seconds):.0f}")

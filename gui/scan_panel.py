@@ -366,7 +366,7 @@ class ScanPanel(QWidget):
 
     def _fill_table(self, result, partial: bool) -> None:
         keep = self.chosen_class()
-        rows = [r for r in result.rows() if r["refined"]]
+        rows = [r for r in result.rows() if r["refined"] or r["p"] is not None]  # refined or judged
         if self.table.columnCount() != len(columns()):  # a statistic registered since the tab was built
             self.table.setColumnCount(len(columns()))
             self.table.setHorizontalHeaderLabels(columns())
@@ -376,7 +376,7 @@ class ScanPanel(QWidget):
             if r["flagged"]:
                 mark = "yes"
             else:
-                mark = "" if r["reached"] else "unreached"
+                mark = "unreached" if r["refined"] and not r["reached"] else ""
             cells = ([str(r["rank"]), str(r["class"])]
                      + [c.text(r.get(c.key)) for s in stats.active() for c in s.columns if c.table]
                      + [p_text(r["p"]) if r["p"] is not None else "", _num(r["attack_success"], "{:.0%}"), mark])
@@ -389,8 +389,10 @@ class ScanPanel(QWidget):
                 if r["flagged"]:
                     item.setBackground(_flag_brush())
                     item.setToolTip(f"flagged by {' and '.join(r['support'])}")
-                elif not r["reached"]:
+                elif r["refined"] and not r["reached"]:
                     item.setToolTip("its reversed trigger never sent 99% of a batch to the class")
+                elif not r["refined"]:
+                    item.setToolTip("judged by the statistics that need no reversed trigger; not refined")
                 self.table.setItem(i, col, item)
         held_out = getattr(result, "n_holdout", None)
         if held_out:
@@ -399,8 +401,9 @@ class ScanPanel(QWidget):
             flips.setToolTip(f"Share of the {held_out} held-out clean faces (not used to fit the trigger) "
                              "it sends to the class")
         self._fit_columns()
-        note = (f"{len(rows)} of {result.num_classes} classes refined: the largest margins and the classes the "
-                f"clean faces lean to most")
+        refined = sum(r["refined"] for r in rows)
+        note = (f"{len(rows)} of {result.num_classes} classes judged; {refined} refined: the largest margins and the "
+                f"classes the clean faces lean to most")
         if not partial:
             note += (f". p: the statistics and their combination, family-wise over every class; flagged at p <= "
                      f"{result.alpha:g}. Index: "

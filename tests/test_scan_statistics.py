@@ -170,3 +170,43 @@ def test_the_scans_settings_are_declared_once_for_the_cli_and_the_window(qtbot, 
     fields["prior_candidates"].setValue(0)
     w.scan.start_clicked()
     assert len(asked) == 1 and errors and "at least one candidate" in errors[0]  # a banner, no scan
+
+
+class Pointing(ToyStatistic):
+    """Singles out the first class the scan did not refine (so no candidate)."""
+
+    name = "pointing"
+    order = 91
+
+    def measure(self, net, clean, scaling, result):
+        chosen = next(c for c in range(result.num_classes) if c not in result.triggers)
+        result.extra[self.name] = {c: (25.0 if c == chosen else 1.0) for c in range(result.num_classes)}
+        return
+        yield
+
+
+def test_a_class_flagged_without_being_a_candidate_gets_its_trigger_too(demo_net, demo_clean, qtbot, tmp_path):
+    """Unlearning and the window take every flagged class: one flagged by a statistic that needs no
+    reversed trigger is refined after the verdict, tested on the held-out faces, and listed."""
+    from engine.scan import ScanSettings, scan
+    from engine.workflow import sample_images
+    from gui.main_window import MainWindow
+    from PySide6.QtCore import QSettings
+
+    from tests.conftest import SHORT_SCAN
+
+    stats.register(Pointing)
+    try:
+        result = progress.run(scan(demo_net, sample_images(demo_clean, 20), "1/255", ScanSettings(**SHORT_SCAN)))
+        chosen = next(c for c, v in result.extra["pointing"].items() if v > 10)
+        assert chosen in result.flagged and chosen in result.triggers
+        assert result.triggers[chosen].mask.shape == (55, 47) and result.triggers[chosen].attack_success is not None
+        assert any("not a candidate" in n and str(chosen) in n for n in result.notes)
+        # The window lists it (and every judged class, refined or not).
+        w = MainWindow(settings=QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat))
+        qtbot.addWidget(w)
+        w.scan._fill_table(result, partial=False)
+        listed = {int(w.scan.table.item(r, 1).text()) for r in range(w.scan.table.rowCount())}
+        assert chosen in listed and listed >= set(result.triggers) and listed == set(result.evidence) | set(result.triggers)
+    finally:
+        stats.unregister("pointing")

@@ -121,6 +121,18 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     for statistic in stats.active():  # statistics that measure something of their own
         yield from statistic.measure(net, clean, scaling, result)
     result.judge()
+    missing = np.array([c for c in result.flagged if c not in result.triggers], dtype=np.int64)
+    if len(missing):  # flagged without being a candidate (by the output layer, say): its trigger too
+        result.notes.append(f"refined {len(missing)} flagged {'class' if len(missing) == 1 else 'classes'} that "
+                            f"{'was' if len(missing) == 1 else 'were'} not a candidate: "
+                            f"{', '.join(map(str, missing.tolist()))}")
+        label = f"refining the trigger of flagged class{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
+        more = yield from _refine(net, scaling, x_fit, y_fit, missing, settings, rng,
+                                  lambda k, _, fresh: Progress(margin_total + settings.refine_steps, total, label),
+                                  result)
+        _test_on_holdout(net, clean, predicted, hold, scaling, more)
+        result.triggers = {**triggers, **more}
+        result.judge()
     yield from _draw_shapes(net, scaling, clean, predicted, result, settings,
                             lambda k, label: Progress(margin_total + settings.refine_steps + 1 + k, total, label))
     result.stage = "done"
@@ -192,7 +204,8 @@ def _draw(rng, n: int, slots: int, per: int) -> np.ndarray:
 def _refine(net, scaling, x_fit, y_fit, classes: np.ndarray, settings: ScanSettings, rng, progress,
             result: ScanResult) -> Job[dict[int, ReversedTrigger]]:
     """Neural Cleanse's schedule for ``classes``, all in one chunk: the smallest mask that reached
-    ``settings.success`` on its batch, per class."""
+    ``settings.success`` on its batch, per class (the result's triggers so far kept beside them)."""
+    kept = dict(result.triggers)
     h, w = x_fit.shape[1:3]
     k = len(classes)
     opt = ChunkOptimizer(net.model, scaling, k, settings.refine_images, net.input_shape,
@@ -232,7 +245,7 @@ def _refine(net, scaling, x_fit, y_fit, classes: np.ndarray, settings: ScanSetti
         if fresh and settings.prune_below > 0 and np.any(lam > 0):
             _prune(opt, state, lam > 0, settings.prune_below)
         if fresh:
-            result.triggers = _triggers(classes, best, best_mask, best_pattern, state)
+            result.triggers = {**kept, **_triggers(classes, best, best_mask, best_pattern, state)}
         yield progress(s + 1, f"refining {k} candidate classes", fresh)
         if s + 1 >= settings.refine_min_steps and np.all(s - last_gain >= settings.patience):
             result.notes.append(f"refinement converged after {s + 1} steps")
