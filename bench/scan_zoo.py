@@ -153,8 +153,39 @@ def main(argv: list[str] | None = None) -> int:
                       f"{', '.join(map(str, found)) or 'none'} | {', '.join(map(str, others)) or 'none'} | "
                       f"{result.seconds:.0f} |", flush=True)
                 runs.append((name, targets, failed, result))
+    aggregate(runs)
     summarise(runs)
     return 0
+
+
+def aggregate(runs) -> None:
+    """One row per network and number of faces, over its draws (the table in docs/scan.md)."""
+    groups: dict[tuple[str, int], list] = {}
+    for name, targets, failed, result in runs:
+        groups.setdefault((name, result.n_clean), []).append((targets, failed, result))
+    print("\n| network | faces | draws | verdicts | probability | true targets' ranks | targets flagged | "
+          "innocent classes flagged | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (name, faces), group in groups.items():
+        targets, failed = group[0][0], group[0][1]
+        results = [r for *_, r in group]
+        outcomes = {}
+        for r in results:
+            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+        verdicts = ", ".join(f"{o} {k}" for o, k in outcomes.items())
+        probabilities = [r.verdict.probability for r in results if r.verdict.probability is not None]
+        ends = dict.fromkeys(ev.probability_text(v) for v in (min(probabilities), max(probabilities))) \
+            if probabilities else {"n/a": None}
+        prob = " to ".join(ends)
+        ranks = []
+        for t in targets:
+            seen = sorted({r.ranking().index(t) + 1 for r in results})
+            ranks.append(f"{t}: {'/'.join(map(str, seen))}" + (" (did not take)" if t in failed else ""))
+        flagged = [f"{t} in {sum(t in r.flagged for r in results)}" for t in targets]
+        innocent = sum(len([c for c in r.flagged if c not in targets]) for r in results)
+        seconds = [r.seconds for r in results]
+        print(f"| {name} | {faces} | {len(results)} | {verdicts} | {prob} | {', '.join(ranks) or '—'} | "
+              f"{', '.join(flagged) or '—'} | {innocent or 'none'} | {min(seconds):.0f}-{max(seconds):.0f} |")
 
 
 def calibration(runs) -> None:
