@@ -1,5 +1,5 @@
-"""A data-free candidate for a third model-level statistic (issue 32): does a target class's row of
-the output layer stand out?
+"""The scan's output-layer statistic (engine/scan/stats/head.py) for several ``k``, on every
+network: does a target class's row of the output layer stand out?
 
 For each penultimate neuron, its weights to the classes are put on a robust z scale (median and
 1.4826 MAD over the classes); a class's statistic is the sum of its ``k`` largest z over the
@@ -29,25 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402,F401  (quiet TensorFlow first)
 from engine.io.models import load_badnet  # noqa: E402
-
-
-def output_layer(net) -> tuple[np.ndarray, np.ndarray]:
-    """The last Dense layer's kernel (features x classes) and bias."""
-    dense = [layer for layer in net.model.layers if type(layer).__name__ == "Dense"][-1]
-    kernel, bias = (np.asarray(w, np.float64) for w in dense.get_weights())
-    return kernel, bias
-
-
-def robust_z(x: np.ndarray, axis: int | None = None) -> np.ndarray:
-    med = np.median(x, axis=axis, keepdims=axis is not None)
-    mad = 1.4826 * np.median(np.abs(x - med), axis=axis, keepdims=axis is not None)
-    return (x - med) / np.where(mad > 0, mad, 1.0)
-
-
-def top_k_z(kernel: np.ndarray, k: int) -> np.ndarray:
-    """Per class: the sum of its k largest per-neuron z, on a robust z scale over the classes."""
-    z = robust_z(kernel, axis=1)  # each neuron's weights over the classes
-    return robust_z(np.sort(z, axis=0)[-k:].sum(axis=0))
+from engine.scan.stats.head import head_index, output_kernel  # noqa: E402
 
 
 def networks() -> list[tuple[str, Path, list[int]]]:
@@ -77,11 +59,11 @@ def main() -> int:
     print("network; per k: each target's rank (value) / the largest innocent value")
     for name, path, targets in networks():
         net = load_badnet(path)
-        kernel, _ = output_layer(net)
+        kernel = output_kernel(net.model, net.num_classes)
         started = time.perf_counter()
         cells = []
         for k in ks:
-            s = top_k_z(kernel, k)
+            s = head_index(kernel, k)
             order = np.argsort(-s)
             rank = {c: int(np.flatnonzero(order == c)[0]) + 1 for c in targets}
             innocent = max(float(s[c]) for c in range(len(s)) if c not in targets)
