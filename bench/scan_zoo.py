@@ -76,10 +76,14 @@ def networks(names: list[str] | None) -> list[tuple[str, Path, Path, list[int], 
 
 
 def cross_entropy(probabilities: list[float], truths: list[bool]) -> float:
-    """TrojAI's cross-entropy of per-network probabilities (clipped to [1e-12, 1 - 1e-12])."""
+    """TrojAI's cross-entropy of per-network probabilities (clipped to [1e-12, 1 - 1e-12]), with
+    the backdoored and the clean networks weighted half and half, as in a round's test set (the
+    zoo holds many more backdoored networks than clean twins)."""
     p = np.clip(np.asarray(probabilities, float), 1e-12, 1 - 1e-12)
-    y = np.asarray(truths, float)
-    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    y = np.asarray(truths, bool)
+    losses = np.where(y, -np.log(p), -np.log(1 - p))
+    halves = [losses[part].mean() for part in (y, ~y) if part.any()]
+    return float(np.mean(halves))
 
 
 def fitted_shape(smallest: list[float], truths: list[bool]) -> float:
@@ -250,7 +254,8 @@ def summarise(runs) -> None:
         truths = [bool(t) for _, t, _, _ in judged]
         probabilities = [r.verdict.probability if r.verdict.probability is not None else ev.PRIOR
                          for *_, r in judged]
-        print(f"cross-entropy of the probability of a backdoor (TrojAI's; its round target 0.3465): "
+        print(f"cross-entropy of the probability of a backdoor (TrojAI's, backdoored and clean networks weighing "
+              f"half each; its round target 0.3465): "
               f"{cross_entropy(probabilities, truths):.4f} over {len(judged)} scans; the Beta shape that would "
               f"minimise it here: {fitted_shape(smallest, truths):.3f} (the engine's: {ev.BACKDOOR_SHAPE})")
     calibration(runs)

@@ -38,7 +38,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
     assert any(n > 0 for s, n in partial if s == "refining")
     panel = w.scan
     shown = [int(panel.table.item(r, 1).text()) for r in range(panel.table.rowCount())]
-    assert shown == [c for c in quick.ranking() if c in quick.triggers]
+    assert shown == [c for c in quick.ranking() if c in quick.triggers or c in quick.evidence]  # refined or judged
 
     full, _ = demo_scan
     folder = full.save(tmp_path / "scan")
@@ -46,7 +46,7 @@ def test_trigger_scan_tab_runs_shows_partial_results_and_stamps(demo_window, dem
     result = w.session.scan.result
     assert result is not quick and result.n_clean == full.n_clean
     shown = [int(panel.table.item(r, 1).text()) for r in range(panel.table.rowCount())]
-    assert shown == [c for c in result.ranking() if c in result.triggers]
+    assert shown == [c for c in result.ranking() if c in result.triggers or c in result.evidence]
     assert set(shown[:2]) == set(DEMO_TRIGGERS.values())
     assert "backdoor: class" in panel.verdict.text()
 
