@@ -37,7 +37,7 @@ MIN_CLEAN_CONFIDENT = 20  # fewer clean faces: "no evidence" becomes "inconclusi
 MAX_FLAGS = 16
 TOGETHER = "together"  # the name of Fisher's combination among the members of the budget
 TOGETHER_WEIGHT = 0.5  # its weight beside the statistics' own (0.5 each), before normalising
-BACKDOOR_SHAPE = 0.03  # Beta(shape, 1) of a backdoored network's smallest p (fitted: bench/scan_zoo.py)
+BACKDOOR_SHAPE = 0.1  # Beta(shape, 1) of a backdoored network's smallest p (bench/scan_zoo.py: 0.115 fits the zoos best)
 PRIOR = 0.5  # the share of backdoored networks a probability assumes
 
 
