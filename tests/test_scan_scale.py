@@ -29,23 +29,20 @@ def _scan(member: str, draw: int, faces: int = FACES):
 
 
 def test_the_csaw_scale_badnets_targets_are_found_and_no_innocent_class_is_flagged():
-    """Three draws of 100 faces: the large (sunglasses) and small (lipstick) triggers' targets
-    flagged every time; the small eyebrows trigger's target in the top 5 every time and flagged
-    at least once (its reversed mask does not always shrink far enough within the refinement:
-    the gap docs/scan.md reports); never an innocent class."""
+    """Three draws of 100 faces: every target flagged every time, the small eyebrows trigger's
+    included (by the output layer and the statistics together; its margin is ordinary), and never
+    an innocent class; the network is backdoored with a probability above 0.99."""
     from engine.demo import zoo
 
     triggers = zoo.facts("csaw-badnet")["member"]["triggers"]
     targets = set(triggers.values())
-    eyebrows_flagged = 0
     for draw in DRAWS:
         result = _scan("csaw-badnet", draw, faces=100)
         assert result.outcome == "backdoor"
-        assert set(result.flagged) <= targets, result.summary()
-        assert {triggers["sunglasses"], triggers["lipstick"]} <= set(result.flagged), result.summary()
-        assert triggers["eyebrows"] in result.ranking()[:5]
-        eyebrows_flagged += triggers["eyebrows"] in result.flagged
-    assert eyebrows_flagged >= 1
+        assert set(result.flagged) == targets, result.summary()
+        assert set(result.ranking()[:3]) == targets
+        assert result.verdict.probability > 0.99
+        assert all(c in result.triggers for c in result.flagged)  # unlearning can take every one
 
 
 @pytest.mark.parametrize("draw", DRAWS)
