@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -102,22 +101,20 @@ def measured(net, result: ScanResult) -> None:
             run(statistic.measure(net, None, result.scaling, result))
 
 
-def scanned(name: str, model: Path, pool_file: Path, faces: int, draw: int, again: bool):
-    """(net, ScanResult, seconds or None when read back) for one draw of ``faces`` clean faces."""
+def scanned(folder: Path, model: Path, pool_file: Path, faces: int, draw: int, again: bool):
+    """(net, ScanResult) for one draw of ``faces`` clean faces: the scan saved in ``folder``, or
+    made and saved there (it keeps its own seconds)."""
     net = load_badnet(model)
-    folder = CACHE / f"{name.replace('/', '-')}-{faces}-{draw}"
     if folder.is_dir() and not again:
-        return net, ScanResult.load(folder), None
+        return net, ScanResult.load(folder)
     pool = datasets.read(pool_file, size=net.input_shape[:2])
     n = min(faces, len(pool))
     clean = pool if n == len(pool) else pool.subset(np.random.default_rng(100 + draw).choice(len(pool), n,
                                                                                               replace=False))
-    start = time.perf_counter()
     result = run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
-    seconds = time.perf_counter() - start
     folder.parent.mkdir(parents=True, exist_ok=True)
     result.save(folder)
-    return net, result, seconds
+    return net, result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = CACHE / f"{name.replace('/', '-')}-{faces}-{draw}"
                 if args.rejudge and not folder.is_dir():
                     continue
-                net, result, _ = scanned(name, model, pool_file, faces, draw, args.again and not args.rejudge)
+                net, result = scanned(folder, model, pool_file, faces, draw, args.again and not args.rejudge)
                 measured(net, result)
                 result.judge(weights)
                 ranking = result.ranking()

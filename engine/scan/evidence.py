@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.scan.stats import active, p_text  # noqa: F401  (p_text: the one way a p-value reads)
-from engine.scan.stats.margin import MARGIN_TAIL, margin_pvalue  # noqa: F401  (the statistics' own functions)
-from engine.scan.stats.mask import MAD_CONSISTENCY, MIN_NULL, mask_index  # noqa: F401
+from engine.scan.stats.margin import margin_pvalue  # noqa: F401  (the statistics' own functions)
+from engine.scan.stats.mask import mask_index  # noqa: F401
 
 ALPHA = 0.05  # family-wise false-alarm budget per network
 NEAR = 4.0  # a best combined p-value within NEAR x alpha is "near the threshold"

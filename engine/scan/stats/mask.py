@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.scan.stats import MAD_CONSISTENCY, MIN_NULL, Column, Statistic, laplace_tail, p_text, register, rounded  # noqa: F401
+from engine.scan.stats import Column, Statistic, laplace_tail, p_text, register, rounded
 
 
 def mask_index(value: float, others: np.ndarray) -> tuple[float | None, float | None]:
