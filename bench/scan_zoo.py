@@ -9,7 +9,8 @@ does (true- and false-positive rates over networks). Not a timing benchmark: a t
 
 Each scan is saved under ``.cache/scan-zoo/<network>-<faces>-<draw>`` and reused (``--again`` scans
 anew), so rules can be compared on the same scans: ``--rejudge`` re-reads them and judges again
-(a statistic registered since a scan was saved measures its own values first). Networks: every member of
+(a statistic registered since a scan was saved measures its own values first, on the same faces,
+and the scan is saved again with them; ``--remeasure NAME`` measures one anew). Networks: every member of
 ``.cache/attacks-large`` and ``.cache/attacks`` (``python -m engine.demo.attack_zoo [--large]``:
 one network per attack family and a clean twin, 400 and 50 identities), ``demo`` (the bundled
 two-trigger BadNet), the zoo's ``csaw-badnet``, ``csaw-clean`` and ``demo-clean`` (the CSAW-scale
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,10 @@ from _common import CSAW, ROOT
 
 from engine.demo import zoo
 from engine.io import datasets
+from engine.io.fitting import fit_to_model
 from engine.io.models import load_badnet
 from engine.progress import run
-from engine.scan import ScanResult, ScanSettings, scan, stats
+from engine.scan import ScanResult, ScanSettings, _candidates, scan, stats
 from engine.scan import evidence as ev
 
 CACHE = ROOT / ".cache" / "scan-zoo"
@@ -93,28 +96,41 @@ def fitted_shape(smallest: list[float], truths: list[bool]) -> float:
     return float(grid[int(np.argmin(losses))])
 
 
-def measured(net, result: ScanResult) -> None:
-    """What a statistic registered since the scan was saved measures of its own (its values were
-    not in the saved scan): measured now, as the scan would have."""
-    for statistic in stats.active():
-        if statistic.values(result) is None:
-            run(statistic.measure(net, None, result.scaling, result))
+def measured(net, clean, result: ScanResult, folder: Path, again: list[str]) -> None:
+    """What a statistic registered since the scan was saved (or named in ``again``) measures of its
+    own, as the scan would have: on the same clean faces and the scan's original candidates (a
+    saved scan's triggers also hold the flagged classes it refined afterwards). The scan is saved
+    again with the values and the measurement's time added to its seconds."""
+    todo = [s for s in stats.active() if s.name in again or s.values(result) is None]
+    if not todo:
+        return
+    started = time.perf_counter()
+    saved = result.triggers
+    chosen = set(_candidates(result.margins, result.prior, ScanSettings()))
+    result.triggers = {c: t for c, t in saved.items() if c in chosen}
+    fitted = fit_to_model(clean, net)
+    for statistic in todo:
+        result.extra.pop(statistic.name, None)
+        run(statistic.measure(net, fitted, result.scaling, result))
+    result.triggers = saved
+    result.seconds = (result.seconds or 0.0) + time.perf_counter() - started
+    result.save(folder)
 
 
 def scanned(folder: Path, model: Path, pool_file: Path, faces: int, draw: int, again: bool):
-    """(net, ScanResult) for one draw of ``faces`` clean faces: the scan saved in ``folder``, or
-    made and saved there (it keeps its own seconds)."""
+    """(net, clean faces, ScanResult) for one draw of ``faces`` clean faces: the scan saved in
+    ``folder``, or made and saved there (it keeps its own seconds)."""
     net = load_badnet(model)
-    if folder.is_dir() and not again:
-        return net, ScanResult.load(folder)
     pool = datasets.read(pool_file, size=net.input_shape[:2])
     n = min(faces, len(pool))
     clean = pool if n == len(pool) else pool.subset(np.random.default_rng(100 + draw).choice(len(pool), n,
                                                                                               replace=False))
+    if folder.is_dir() and not again:
+        return net, clean, ScanResult.load(folder)
     result = run(scan(net, clean, "1/255", ScanSettings(seed=draw)))
     folder.parent.mkdir(parents=True, exist_ok=True)
     result.save(folder)
-    return net, result
+    return net, clean, result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, nargs="+", default=[0])
     parser.add_argument("--again", action="store_true", help="scan anew even when a saved scan is there")
     parser.add_argument("--rejudge", action="store_true", help="only the saved scans, judged again")
+    parser.add_argument("--remeasure", nargs="*", default=[], metavar="NAME",
+                        help="statistics measured anew on the saved scans (their saved values dropped)")
     parser.add_argument("--weights", default=None, metavar="NAME=W,...",
                         help="budget weights of the verdict's members (e.g. margin=1,mask=1,head=1,together=0); "
                              "default: the engine's")
@@ -141,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 folder = CACHE / f"{name.replace('/', '-')}-{faces}-{draw}"
                 if args.rejudge and not folder.is_dir():
                     continue
-                net, result = scanned(folder, model, pool_file, faces, draw, args.again and not args.rejudge)
-                measured(net, result)
+                net, clean, result = scanned(folder, model, pool_file, faces, draw, args.again and not args.rejudge)
+                measured(net, clean, result, folder, args.remeasure)
                 result.judge(weights)
                 ranking = result.ranking()
                 ranks = ", ".join(f"{t}: {ranking.index(t) + 1}" + (" (did not take)" if t in failed else "")

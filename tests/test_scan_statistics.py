@@ -65,10 +65,10 @@ def _with_toy_values(scan: ScanResult, label: int) -> ScanResult:
 def test_a_registered_statistic_takes_a_share_of_the_budget(toy):
     from engine.scan import evidence
 
-    # Four statistics and their combination (Fisher's, "together"), 0.5 each before normalising.
-    assert evidence.shares() == pytest.approx({"margin": 0.2, "mask": 0.2, "head": 0.2, "toy": 0.2,
-                                               "together": 0.2})
-    assert [s.name for s in stats.active()] == ["margin", "mask", "head", "toy"]
+    # Five statistics and their combination (Fisher's, "together"), 0.5 each before normalising.
+    assert evidence.shares() == pytest.approx({"margin": 1 / 6, "mask": 1 / 6, "smooth": 1 / 6, "head": 1 / 6,
+                                               "toy": 1 / 6, "together": 1 / 6})
+    assert [s.name for s in stats.active()] == ["margin", "mask", "smooth", "head", "toy"]
     # A statistic alone has no combination; the weights given are normalised over those present.
     assert evidence.shares(["margin"]) == {"margin": 1.0}
     assert evidence.shares(["margin", "toy"], {"margin": 1, "toy": 3, "together": 0}) == pytest.approx(

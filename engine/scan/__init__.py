@@ -47,7 +47,7 @@ from engine.scan.margin import MAX_BATCH as MARGIN_BATCH
 from engine.scan.margin import max_margins
 from engine.scan.result import ReversedTrigger, ScanResult, is_scan_output  # noqa: F401  (is_scan_output: its API)
 from engine.scan.settings import SETTINGS, ScanSettings  # noqa: F401
-from engine.scan.trigger_opt import ChunkOptimizer, new_chunk
+from engine.scan.trigger_opt import ChunkOptimizer, new_chunk, penalty_schedule
 from engine.scoring import choose_scaling, forward, probabilities, to_model_input
 
 MIN_CLEAN = 4
@@ -74,9 +74,19 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     rng = np.random.default_rng(settings.seed)
     num_classes = net.num_classes
     h, w, _ = net.input_shape
+    margin_total = settings.margin_steps * max(1, -(-num_classes * settings.margin_restarts // MARGIN_BATCH))
+    measured = margin_total + settings.refine_steps + 1  # then the statistics' own measurements
+    total = measured + sum(s.steps for s in stats.active()) + settings.shape_steps + 1
     # An image the network already puts in class c says nothing about reaching c: its own
     # prediction (not its label, which unlabelled data lacks) takes it out of c's loss.
-    probs = yield from probabilities(net, clean.images, scaling)
+    predicting = probabilities(net, clean.images, scaling)
+    while True:  # (counted as none of the scan's steps: the bar stays at 0 while the faces are predicted)
+        try:
+            next(predicting)
+        except StopIteration as stop:
+            probs = stop.value
+            break
+        yield Progress(0, total, "predicting the clean faces")
     predicted = probs.argmax(axis=1)
     order = rng.permutation(len(clean))
     n_hold = min(len(clean) - 2, max(1, round(settings.holdout * len(clean))))
@@ -87,8 +97,6 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     result = ScanResult(str(net.path), net.sha256, scaling, num_classes, (h, w), len(clean), int(n_hold),
                         np.full(num_classes, np.nan), _prior(probs, predicted), {}, settings.alpha,
                         stage="margins")
-    margin_total = settings.margin_steps * max(1, -(-num_classes * settings.margin_restarts // MARGIN_BATCH))
-    total = margin_total + settings.refine_steps + settings.shape_steps + 2
 
     def margin_step(step: Progress) -> Progress:
         return Progress(step.done, total, "largest margins (every class)")
@@ -119,7 +127,10 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
     _test_on_holdout(net, clean, predicted, hold, scaling, triggers)
     result.triggers = triggers
     for statistic in stats.active():  # statistics that measure something of their own
-        yield from statistic.measure(net, clean, scaling, result)
+        for step in statistic.measure(net, clean, scaling, result):
+            done = round(statistic.steps * step.fraction)  # the bar never runs back, whatever it counts
+            yield Progress(measured + done, total, step.stage)
+        measured += statistic.steps
     result.judge()
     missing = np.array([c for c in result.flagged if c not in result.triggers], dtype=np.int64)
     if len(missing):  # flagged without being a candidate (by the output layer, say): its trigger too
@@ -128,13 +139,13 @@ def scan(net: BadNet, clean: ImageSet, scaling: str, settings: ScanSettings = Sc
                             f"{', '.join(map(str, missing.tolist()))}")
         label = f"refining the trigger of flagged class{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
         more = yield from _refine(net, scaling, x_fit, y_fit, missing, settings, rng,
-                                  lambda k, _, fresh: Progress(margin_total + settings.refine_steps, total, label),
+                                  lambda k, _, fresh: Progress(measured, total, label),
                                   result)
         _test_on_holdout(net, clean, predicted, hold, scaling, more)
         result.triggers = {**triggers, **more}
         result.judge()
     yield from _draw_shapes(net, scaling, clean, predicted, result, settings,
-                            lambda k, label: Progress(margin_total + settings.refine_steps + 1 + k, total, label))
+                            lambda k, label: Progress(measured + k, total, label))
     result.stage = "done"
     result.seconds = time.perf_counter() - started
     yield Progress(total, total, "scan done", partial=result.snapshot())
@@ -232,15 +243,8 @@ def _refine(net, scaling, x_fit, y_fit, classes: np.ndarray, settings: ScanSetti
             best_pattern[better] = patterns[better]
             last_gain = np.where(better & (size < 0.99 * best), s, last_gain)
             best = np.where(better, size, best)
-        lam = state.lam
-        lam = np.where((lam == 0) & ok, settings.size_weight, lam)
-        up = np.where(ok, up + 1, 0)
-        down = np.where(ok, 0, down + 1)
-        lam = np.where((lam > 0) & (up >= 5), lam * 1.5, lam)
-        lam = np.where((lam > 0) & (down >= 5), lam / 1.5**1.5, lam)
-        up = np.where(up >= 5, 0, up)
-        down = np.where(down >= 5, 0, down)
-        state.lam = lam.astype(np.float32)
+        lam, up, down = penalty_schedule(state.lam, ok, up, down, settings.size_weight)
+        state.lam = lam
         fresh = s % 10 == 9
         if fresh and settings.prune_below > 0 and np.any(lam > 0):
             _prune(opt, state, lam > 0, settings.prune_below)

@@ -142,6 +142,19 @@ class ChunkOptimizer:
         return ce.numpy(), size.numpy(), success.numpy()
 
 
+def penalty_schedule(lam: np.ndarray, ok: np.ndarray, up: np.ndarray, down: np.ndarray, start: float):
+    """Neural Cleanse's schedule of the size penalty's weight, per class, after a step whose batch
+    the attack reached (``ok``) or not: none until the attack first works, then ``start``; raised
+    x1.5 after 5 steps in a row that worked, lowered /1.5^1.5 after 5 that did not. Returns the
+    new (weights as float32, up counts, down counts)."""
+    lam = np.where((lam == 0) & ok, start, lam)
+    up = np.where(ok, up + 1, 0)
+    down = np.where(ok, 0, down + 1)
+    lam = np.where((lam > 0) & (up >= 5), lam * 1.5, lam)
+    lam = np.where((lam > 0) & (down >= 5), lam / 1.5 ** 1.5, lam)
+    return lam.astype(np.float32), np.where(up >= 5, 0, up), np.where(down >= 5, 0, down)
+
+
 def stamp(images: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     """uint8 images (N, H, W, 3) with a reversed trigger applied: (1 - m) x + m p (p in [0, 1])."""
     x = images.astype(np.float32) / 255.0

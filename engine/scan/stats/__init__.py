@@ -56,6 +56,7 @@ class Statistic(ABC):
     weight: ClassVar[float] = 1.0  # its share of the budget, before the shares are normalised
     order: ClassVar[int] = 100
     columns: ClassVar[tuple[Column, ...]] = ()
+    steps: ClassVar[int] = 0  # the Progress steps its own measurement yields (the scan's bar counts them)
 
     @abstractmethod
     def values(self, result) -> dict[int, float]:
@@ -83,7 +84,10 @@ class Statistic(ABC):
         return {}
 
     def measure(self, net, clean, scaling: str, result) -> Job[None]:
-        """A measurement of its own, after the scan's stages (none by default)."""
+        """A measurement of its own, after the scan's stages (none by default): yields Progress of
+        :attr:`steps` steps and keeps its values in ``result.extra[name]``. ``clean``: the scan's
+        clean faces, fitted to the network (None when re-judging a saved scan without them: a
+        statistic that needs faces then measures nothing and says so in ``result.notes``)."""
         return
         yield
 
