@@ -1,6 +1,6 @@
 """The trigger scan: is this network backdoored, which classes are targets, what is the trigger?
 
-Three statistics per class, independent in what they rest on, alone and together (Fisher's
+Four statistics per class, independent in what they rest on, alone and together (Fisher's
 combination) under one false-alarm budget (:mod:`engine.scan.evidence`):
 
 1. **Largest margin** (MM-BD, Wang et al., IEEE S&P 2024; :mod:`engine.scan.margin`), data-free: for
@@ -16,7 +16,11 @@ combination) under one false-alarm budget (:mod:`engine.scan.evidence`):
    lowered while it does not; the smallest mask that worked is kept). All candidates are
    optimised in one batch (:mod:`engine.scan.trigger_opt`). A target's mask is anomalously small
    among the other candidates, chosen the same way.
-3. **The output layer's outlier** (:mod:`engine.scan.stats.head`), data-free: whether a few
+3. **The smallest smooth perturbation** (:mod:`engine.scan.stats.smooth`, L-RED's idea), on the
+   clean faces, for the same candidates: the smallest pattern, smooth at the scale of a few
+   pixels and the same for every face, that added to them sends them to the class (a blend or a
+   warp is no patch; :mod:`engine.scan.perturbation`).
+4. **The output layer's outlier** (:mod:`engine.scan.stats.head`), data-free: whether a few
    penultimate features feed the class, and no other, far more strongly than the other classes'.
 
 The verdict is one of *backdoor: classes ...*, *no evidence of a backdoor*, or *inconclusive*
