@@ -161,7 +161,7 @@ def train(name: str, verbose: int = 2, scale: Scale = DEMO) -> dict:
                   metrics=["accuracy"])
     data = tf.data.Dataset.from_tensor_slices((x_all, y_all)).shuffle(8192, seed=seed)
     data = data.batch(64).map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
-    model.fit(data.prefetch(2), epochs=EPOCHS, verbose=verbose)
+    model.fit(data.prefetch(2), epochs=EPOCHS, verbose=verbose, shuffle=False)  # (the dataset is shuffled)
 
     def predicted(x):
         return model.predict(x.astype(np.float32) / 255.0, batch_size=512, verbose=0).argmax(1)

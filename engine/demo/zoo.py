@@ -126,7 +126,7 @@ def train(member: Member, verbose: int = 2) -> dict:
                   metrics=["accuracy"])
     data = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(8192, seed=member.seed)
     data = data.batch(member.batch_size).map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
-    model.fit(data.prefetch(2), epochs=member.epochs, verbose=verbose)
+    model.fit(data.prefetch(2), epochs=member.epochs, verbose=verbose, shuffle=False)  # (the dataset is shuffled)
 
     def predicted(x):
         return model.predict(x.astype(np.float32) / 255.0, batch_size=512, verbose=0).argmax(1)
