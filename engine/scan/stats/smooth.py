@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.progress import Progress
+from engine.progress import run
 from engine.scan.stats import Column, Statistic, laplace_tail, p_text, register, rounded
 
 STEPS = 150
-MAX_FACES = 256  # clean faces predicted at once
 
 
 @register
@@ -61,22 +60,14 @@ class SmoothPerturbation(Statistic):
 
     def measure(self, net, clean, scaling, result):
         from engine.scan.perturbation import smallest_perturbations
-        from engine.scoring import forward, to_model_input
+        from engine.scoring import predict
 
         classes = sorted(result.triggers)
         if clean is None or not classes:
             result.notes.append("no clean faces or no candidates: the smooth perturbation was not measured")
             return
-        predicted = np.concatenate([forward(net, to_model_input(clean.images[i:i + MAX_FACES], scaling)).argmax(axis=1)
-                                    for i in range(0, len(clean), MAX_FACES)])
+        predicted = run(predict(net, clean, scaling)).labels  # (its own progress not counted: the bar holds)
         x = clean.images.astype(np.float32) / 255.0
-        job = smallest_perturbations(net.model, scaling, x, predicted, classes, net.outputs_probabilities,
-                                     steps=self.steps)
-        while True:
-            try:
-                step = next(job)
-            except StopIteration as stop:
-                rms = stop.value
-                break
-            yield Progress(step.done, step.total, step.stage)
+        rms = yield from smallest_perturbations(net.model, scaling, x, predicted, classes, net.outputs_probabilities,
+                                                steps=self.steps)
         result.extra[self.name] = {c: float(v) for c, v in zip(classes, rms) if np.isfinite(v)}
